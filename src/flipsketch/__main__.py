@@ -1,0 +1,3 @@
+from flipsketch.cli import main
+
+main()

@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny random-weight models built from the real diffusers classes.
+
+``tiny_components`` is ModelScope-shaped (3-channel VAE scaled by ``scaling_factor``,
+epsilon prediction); ``tiny_model_dir`` is the same saved as a diffusers folder, so tests go
+through the real loading code. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _byte_level_vocab() -> dict[str, int]:
+    """A CLIP-BPE vocabulary of single bytes only: real tokenizer code, tiny files."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = list(printable), 0
+    for b in range(256):
+        if b not in printable:
+            chars.append(256 + extra)
+            extra += 1
+    symbols = [chr(c) for c in chars]
+    tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    return {token: i for i, token in enumerate(tokens)}
+
+
+def build_tiny_components(prediction_type: str = "epsilon", vae_channels: int = 3,
+                          seed: int = 0) -> dict:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=vae_channels, out_channels=vae_channels, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4,
+        sample_size=64, scaling_factor=0.5,
+    )
+    unet = UNet3DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), layers_per_block=1,
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=514, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=32, bos_token_id=512, eos_token_id=513,
+        pad_token_id=513,
+    ))
+    tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=32)
+    scheduler = DDIMScheduler(prediction_type=prediction_type, clip_sample=False,
+                              beta_schedule="scaled_linear", beta_start=0.00085,
+                              beta_end=0.012, set_alpha_to_one=False)
+    return dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                scheduler=scheduler)
+
+
+@pytest.fixture
+def tiny_components() -> dict:
+    return build_tiny_components()
+
+
+@pytest.fixture
+def tiny_pipe(tiny_components):
+    from flipsketch.pipeline import FlipSketchPipeline
+
+    return FlipSketchPipeline(**tiny_components)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A diffusers-layout folder with tiny random weights (safetensors)."""
+    from flipsketch.pipeline import FlipSketchPipeline
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-random"
+    FlipSketchPipeline(**build_tiny_components()).save_pretrained(folder)
+    return folder
