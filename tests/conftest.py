@@ -8,11 +8,15 @@ through the real loading code. Nothing is downloaded.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Real drawings by people outside the project, in the shared folder beside the repository.
+SKETCHES = Path(__file__).resolve().parents[2] / "shared" / "sketches"
 
 
 def _byte_level_vocab() -> dict[str, int]:

@@ -1,0 +1,151 @@
+"""Composition processors against a direct, written-out computation of the paper's C^S / C^T."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flipsketch.attention import (
+    Composition,
+    CompositionSettings,
+    attention_kind,
+)
+
+
+def find_attention(unet, kind: str):
+    for name, module in unet.named_modules():
+        if attention_kind(name) == kind:
+            return name, module
+    raise AssertionError(f"no {kind} attention in the UNet")
+
+
+def direct_attention(attn, q, k, v, logit_factor=None):
+    """softmax(q k^T / sqrt(d)) v per head, then the output projection; logits (rows, M, M)."""
+    heads = attn.heads
+    rows, tokens, inner = q.shape
+    d = inner // heads
+    qh = q.view(rows, tokens, heads, d).permute(0, 2, 1, 3)
+    kh = k.view(rows, k.shape[1], heads, d).permute(0, 2, 1, 3)
+    vh = v.view(rows, v.shape[1], heads, d).permute(0, 2, 1, 3)
+    logits = torch.einsum("bhid,bhjd->bhij", qh, kh) / d**0.5
+    if logit_factor is not None:
+        logits = logits.clone()
+        logits[..., :, 0] = logits[..., :, 0] * logit_factor  # query frame i -> frame 1
+    out = torch.einsum("bhij,bhjd->bhid", logits.softmax(-1), vh)
+    out = out.permute(0, 2, 1, 3).reshape(rows, tokens, inner)
+    return attn.to_out[1](attn.to_out[0](out))
+
+
+def test_layers_are_told_apart_by_their_place_in_the_unet(tiny_components):
+    unet = tiny_components["unet"]
+    kinds = {name: attention_kind(name) for name, _ in unet.named_modules()}
+    spatial = [n for n, k in kinds.items() if k == "spatial"]
+    temporal = [n for n, k in kinds.items() if k == "temporal"]
+    assert spatial and all(".attentions." in n and n.endswith("attn1") for n in spatial)
+    assert "transformer_in.transformer_blocks.0.attn1" in temporal
+    assert all(n.endswith("attn1") for n in temporal)
+    assert not any(k for n, k in kinds.items() if n.endswith("attn2"))
+    assert {n for n in kinds if "temp_attentions" in n and n.endswith("attn1")} <= set(temporal)
+
+
+@torch.no_grad()
+def test_spatial_composition_replaces_the_queries_of_conditional_frames_1_to_n(tiny_components):
+    unet = tiny_components["unet"]
+    composition = Composition(unet, CompositionSettings(lambda_=0.5))
+    name, attn = find_attention(unet, "spatial")
+    frames, n, hw, channels = 5, 3, 6, attn.to_q.in_features
+    torch.manual_seed(1)
+    reference = torch.randn(n, hw, channels)  # reference pass: batch 1, N frames
+    joint = torch.randn(2 * frames, hw, channels)  # [uncond, cond] x M frames
+    with composition.capture():
+        attn(reference)
+    with composition.compose(step=0, num_frames=frames, cond_rows=slice(1, 2)):
+        composed = attn(joint)
+
+    q, k, v = attn.to_q(joint), attn.to_k(joint), attn.to_v(joint)
+    q[frames:frames + n] = attn.to_q(reference)  # C^S: conditional frames 1..N only
+    expected = direct_attention(attn, q, k, v)
+    torch.testing.assert_close(composed, expected, rtol=1e-4, atol=1e-5)
+    plain = direct_attention(attn, attn.to_q(joint), k, v)
+    torch.testing.assert_close(composed[:frames], plain[:frames], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(composed[frames:frames + n], plain[frames:frames + n], atol=1e-4)
+    composition.remove()
+
+
+@pytest.mark.parametrize("lambda_", [0.0, 0.5, 1.0])
+@torch.no_grad()
+def test_temporal_composition_swaps_frame_1_key_and_scales_its_logits(tiny_components, lambda_):
+    unet = tiny_components["unet"]
+    composition = Composition(unet, CompositionSettings(lambda_=lambda_))
+    name, attn = find_attention(unet, "temporal")
+    frames, pixels, channels = 6, 4, attn.to_q.in_features
+    torch.manual_seed(2)
+    reference = torch.randn(pixels, 4, channels)  # reference pass: hw rows, N = 4 frames
+    joint = torch.randn(2 * pixels, frames, channels) * 3  # [uncond, cond] x hw rows
+    with composition.capture():
+        attn(reference)
+    with composition.compose(step=3, num_frames=frames, cond_rows=slice(1, 2)):
+        composed = attn(joint)
+
+    q, k, v = attn.to_q(joint), attn.to_k(joint), attn.to_v(joint)
+    k[pixels:, 0] = attn.to_k(reference)[:, 0]  # C^T: reference key at frame 1
+    factor = 1 + lambda_ * torch.arange(1, frames + 1, dtype=torch.float32) / 50
+    expected_cond = direct_attention(attn, q[pixels:], k[pixels:], v[pixels:], factor)
+    expected_uncond = direct_attention(attn, q[:pixels], k[:pixels], v[:pixels])
+    torch.testing.assert_close(composed[pixels:], expected_cond, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(composed[:pixels], expected_uncond, rtol=1e-4, atol=1e-5)
+    composition.remove()
+
+
+@torch.no_grad()
+def test_lambda_changes_attention_to_frame_1(tiny_components):
+    """Higher lambda pulls more attention mass onto frame 1 when its logits are positive."""
+    unet = tiny_components["unet"]
+    name, attn = find_attention(unet, "temporal")
+    outputs = []
+    for lambda_ in (0.0, 5.0):
+        composition = Composition(unet, CompositionSettings(lambda_=lambda_))
+        torch.manual_seed(3)
+        reference = torch.randn(4, 3, attn.to_q.in_features)
+        joint = torch.randn(4, 5, attn.to_q.in_features)
+        with composition.capture():
+            attn(reference)
+        with composition.compose(step=0, num_frames=5, cond_rows=slice(0, 1)):
+            outputs.append(attn(joint))
+        composition.remove()
+    assert not torch.allclose(outputs[0], outputs[1])
+
+
+@torch.no_grad()
+def test_composition_acts_on_the_conditional_branch_only_end_to_end(tiny_components):
+    """A whole UNet call: the unconditional half equals a plain call, the conditional differs."""
+    unet = tiny_components["unet"].eval()
+    torch.manual_seed(4)
+    frames = 4
+    x = torch.randn(1, 4, frames, 8, 8)
+    reference = torch.randn(1, 4, 1, 8, 8)
+    embeds = torch.randn(1, 7, unet.config.cross_attention_dim)
+    plain = unet(x, 10, encoder_hidden_states=embeds).sample
+
+    composition = Composition(unet, CompositionSettings(lambda_=1.0))
+    with composition.capture():
+        unet(reference.expand(-1, -1, 3, -1, -1), 10, encoder_hidden_states=embeds)
+    with composition.compose(step=0, num_frames=frames, cond_rows=slice(1, 2)):
+        both = unet(torch.cat([x, x]), 10, encoder_hidden_states=torch.cat([embeds, embeds]))
+    composition.remove()
+    torch.testing.assert_close(both.sample[:1], plain, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(both.sample[1:], plain, atol=1e-4)
+    # remove() restores the original processors.
+    torch.testing.assert_close(unet(x, 10, encoder_hidden_states=embeds).sample, plain)
+
+
+def test_spatial_and_temporal_can_be_chosen_separately(tiny_components):
+    unet = tiny_components["unet"]
+    only_spatial = Composition(unet, CompositionSettings(temporal=False))
+    kinds = {attention_kind(path) for path in only_spatial.composed_layers}
+    only_spatial.remove()
+    assert kinds == {"spatial"}
+    only_temporal = Composition(unet, CompositionSettings(spatial=False))
+    kinds = {attention_kind(path) for path in only_temporal.composed_layers}
+    only_temporal.remove()
+    assert kinds == {"temporal"}

@@ -1,0 +1,188 @@
+"""The CLI through a real subprocess, on the real sketches in ../shared/sketches."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from conftest import SKETCHES
+from PIL import Image, ImageSequence
+
+FAST = ["--steps", "3", "--frames", "4", "--size", "64"]
+
+
+def flipsketch(*args: str, cwd: Path | None = None, env: dict | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "flipsketch", *args], capture_output=True, text=True,
+        cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=300,
+    )
+
+
+def sketch(name: str) -> Path:
+    path = SKETCHES / name
+    if not path.exists():
+        pytest.skip(f"{path} not found (the shared sketches sit beside the repository)")
+    return path
+
+
+def read_animation(path: Path) -> np.ndarray:
+    """(F, H, W, ...) frames of an animation file, as a viewer would show them."""
+    if path.suffix == ".mp4":
+        return iio.imread(path, index=None)
+    with Image.open(path) as image:
+        return np.stack([np.asarray(frame.convert("L")) for frame in ImageSequence.Iterator(image)])
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:")
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("name, output, reader", [
+    ("cat.png", "cat.gif", "frames"),
+    ("fish.png", "fish.mp4", "frames"),
+    ("horse.png", "horse.webp", "frames"),
+    ("camel.png", "camel.png", "frames"),  # APNG
+    ("cloud.png", "cloud-frames", "folder"),
+])
+def test_animate_writes_every_format(tiny_model_dir, tmp_path, name, output, reader):
+    result = flipsketch("animate", str(sketch(name)), "it moves to the right",
+                        "--model", str(tiny_model_dir), "-o", str(tmp_path / output),
+                        "--json", *FAST)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["outputs"] == [str(tmp_path / output)]
+    assert summary["seeds"] == [0]
+    assert summary["timings"]["total_s"] > 0
+    if reader == "folder":
+        frames = sorted((tmp_path / output).glob("*.png"))
+        assert len(frames) == 4
+        assert Image.open(frames[0]).size == (64, 64)
+    else:
+        frames = read_animation(tmp_path / output)
+        assert frames.shape[:3] == (4, 64, 64)
+    assert "wrote" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == [output]  # no temp files left
+
+
+def test_default_output_is_binary_and_raw_keeps_grey(tiny_model_dir, tmp_path):
+    result = flipsketch("animate", str(sketch("fish.png")), "a fish", "--model",
+                        str(tiny_model_dir), "-o", str(tmp_path / "bw"), *FAST)
+    assert result.returncode == 0, result.stderr
+    levels = np.unique(np.stack([np.asarray(Image.open(p).convert("L"))
+                                 for p in (tmp_path / "bw").glob("*.png")]))
+    assert set(levels.tolist()) <= {0, 255}
+    result = flipsketch("animate", str(sketch("fish.png")), "a fish", "--model",
+                        str(tiny_model_dir), "-o", str(tmp_path / "grey"), "--raw", *FAST)
+    assert result.returncode == 0, result.stderr
+    levels = np.unique(np.stack([np.asarray(Image.open(p).convert("L"))
+                                 for p in (tmp_path / "grey").glob("*.png")]))
+    assert len(levels) > 2
+
+
+def test_samples_are_numbered_and_generate_needs_no_sketch(tiny_model_dir, tmp_path):
+    result = flipsketch("generate", "a ball bouncing", "--model", str(tiny_model_dir),
+                        "--samples", "2", "--seed", "7", "-o", str(tmp_path / "ball.gif"),
+                        "--json", *FAST)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["seeds"] == [7, 8]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ball-1.gif", "ball-2.gif"]
+
+
+def test_refuses_to_overwrite_without_force(tiny_model_dir, tmp_path):
+    out = tmp_path / "cat.gif"
+    out.write_bytes(b"precious")
+    args = ["animate", str(sketch("cat.png")), "a cat", "--model", str(tiny_model_dir),
+            "-o", str(out), *FAST]
+    assert_one_line_error(flipsketch(*args), "exists", "--force")
+    assert out.read_bytes() == b"precious"
+    result = flipsketch(*args, "--force")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:3] == b"GIF"
+
+
+def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a drawing")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    cat = str(sketch("cat.png"))
+    out = ["-o", str(tmp_path / "out.gif")]
+    return {
+        "missing file": (["animate", str(tmp_path / "nope.png"), "a cat", *out], ["nope.png"]),
+        "empty file": (["animate", str(tmp_path / "empty.png"), "a cat", *out], ["empty"]),
+        "not an image": (["animate", str(tmp_path / "notes.txt"), "a cat", *out], ["image"]),
+        "corrupt image": (["animate", str(tmp_path / "broken.png"), "a cat", *out],
+                          ["broken.png"]),
+        "unknown compose mode": (["animate", cat, "a cat", "--compose", "sideways", *out],
+                                 ["--compose"]),
+        "unknown stage": (["animate", cat, "a cat", "--composer", "nope", *out],
+                          ["composer", "nope"]),
+        "unknown writer": (["animate", cat, "a cat", "-o", str(tmp_path / "out.xyz")],
+                           [".xyz"]),
+        "missing output folder": (["animate", cat, "a cat", "-o",
+                                   str(tmp_path / "no" / "such" / "out.gif")], ["out.gif"]),
+        "lambda and motion": (["animate", cat, "a cat", "--lambda", "1", "--motion", "0",
+                               *out], ["--lambda", "--motion"]),
+        "not a number": (["animate", cat, "a cat", "--steps", "many", *out], ["--steps"]),
+        "unknown model": (["animate", cat, "a cat", "--model", "no_such_model", *out],
+                          ["no_such_model"]),
+        "fp16 on cpu": (["animate", cat, "a cat", "--dtype", "fp16", "--device", "cpu",
+                         *out], ["fp16"]),
+        "empty prompt": (["animate", cat, "  ", *out], ["prompt"]),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "missing file", "empty file", "not an image", "corrupt image", "unknown compose mode",
+    "unknown stage", "unknown writer", "missing output folder", "lambda and motion",
+    "not a number", "unknown model", "fp16 on cpu", "empty prompt",
+])
+def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, case):
+    work = tmp_path / "work"
+    work.mkdir()
+    args, words = bad_inputs(work)[case]
+    before = sorted(p.name for p in work.rglob("*"))
+    assert_one_line_error(flipsketch(*args, cwd=work), *words)
+    assert sorted(p.name for p in work.rglob("*")) == before
+
+
+def test_missing_model_folder_parts_give_one_line(tmp_path):
+    broken = tmp_path / "model"
+    (broken / "unet").mkdir(parents=True)
+    result = flipsketch("animate", str(sketch("cat.png")), "a cat", "--model", str(broken),
+                        "-o", str(tmp_path / "o.gif"), *FAST)
+    assert_one_line_error(result, "model")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = flipsketch("--debug", "animate", str(tmp_path / "nope.png"), "a cat")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+
+
+def test_plugins_lists_stages_with_defaults():
+    result = flipsketch("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    stages = info["stages"]
+    expected = {"backbone": "modelscope", "inverter": "ddim", "aligner": "gradient",
+                "composer": "flipsketch", "postprocessor": "binarize"}
+    for stage, default in expected.items():
+        assert stages[stage]["default"] == default
+        assert default in stages[stage]["implementations"]
+    assert {"gif", "mp4", "webp", "apng", "png-frames"} <= set(stages["writer"]["implementations"])
+    builtins = [p for p in info["plugins"] if p["builtin"]]
+    assert {p["distribution"] for p in builtins} == {"flipsketch"}
+    assert all(p["version"] for p in builtins)

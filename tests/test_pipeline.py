@@ -1,0 +1,158 @@
+"""Algorithm 1 on tiny random-weight diffusers modules: schedule, inversion, alignment, seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import build_tiny_components
+from flipsketch.alignment import AlignSettings, gradient_align
+from flipsketch.inversion import ddim_invert
+from flipsketch.pipeline import FlipSketchPipeline
+
+
+def a_sketch(size: int = 64) -> torch.Tensor:
+    sketch = torch.ones(size, size)
+    sketch[20:44, 30:33] = 0  # a vertical stroke
+    sketch[12:14, 10:54] = 0  # a horizontal one
+    return sketch
+
+
+def record_unet_calls(pipe) -> list[tuple[int, int]]:
+    """(batch, frames) of every UNet forward call, recorded by a forward pre-hook."""
+    calls: list[tuple[int, int]] = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(
+        (args[0].shape[0], args[0].shape[2])))
+    return calls
+
+
+def test_unet_calls_follow_the_schedule_and_waste_no_pass(tiny_pipe):
+    """T = 6, M = 4, tau1 = 2, tau2 = 3, 2 alignment iterations, 2 samples with CFG."""
+    calls = record_unet_calls(tiny_pipe)
+    tiny_pipe("a fish", a_sketch(), num_frames=4, num_inference_steps=6, seeds=[0, 1],
+              tau1=2, tau2=3, align_settings=AlignSettings(iterations=2))
+    inversion = [(1, 1)] * 6
+    expected = inversion + [
+        # step 0: reference x N=4 (unguided), target (reference alone), 2 alignment
+        # iterations (cond only, 2 samples), one batched uncond+cond joint pass
+        (1, 4), (1, 1), (2, 4), (2, 4), (4, 4),
+        (1, 3), (1, 1), (2, 4), (2, 4), (4, 4),  # step 1, N = 3
+        (1, 2), (4, 4),  # step 2: composing only
+        (1, 1), (4, 4),  # step 3 = tau2: last composed step, N = 1
+        (4, 4), (4, 4),  # steps 4, 5: no reference pass any more
+    ]
+    assert calls == expected
+
+
+def test_one_frame_reference_pass_doubles_as_the_alignment_target(tiny_pipe):
+    calls = record_unet_calls(tiny_pipe)
+    tiny_pipe("a fish", a_sketch(), num_frames=3, num_inference_steps=4, seeds=[0],
+              tau1=3, tau2=0, guidance_scale=1.0, align_settings=AlignSettings(iterations=1))
+    # N = 3 at step 0 (target needs its own 1-frame pass); later the reference pass is
+    # already one frame (composition off after step 0), so it serves as the target.
+    assert calls[4:] == [(1, 3), (1, 1), (1, 3), (1, 3),
+                         (1, 1), (1, 3), (1, 3),
+                         (1, 1), (1, 3), (1, 3),
+                         (1, 3)]
+
+
+def test_text_only_mode_is_plain_guided_sampling(tiny_pipe):
+    calls = record_unet_calls(tiny_pipe)
+    out = tiny_pipe("a fish", None, num_frames=4, num_inference_steps=5, seeds=[3])
+    assert calls == [(2, 4)] * 5
+    assert out.frames.shape == (1, 4, 64, 64)
+
+
+def test_same_seed_same_frames_and_samples_do_not_depend_on_their_batch(tiny_pipe):
+    kwargs = dict(num_frames=4, num_inference_steps=4, tau1=1, tau2=2)
+    first = tiny_pipe("a fish", a_sketch(), seeds=[5, 6], **kwargs).frames
+    again = tiny_pipe("a fish", a_sketch(), seeds=[5, 6], **kwargs).frames
+    alone = tiny_pipe("a fish", a_sketch(), seeds=[6], **kwargs).frames
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert not torch.allclose(first[0], first[1])
+    torch.testing.assert_close(first[1], alone[0], rtol=1e-4, atol=1e-4)
+    assert first.min() >= 0 and first.max() <= 1
+
+
+def test_alignment_lowers_the_loss_and_never_moves_frame_1(tiny_pipe):
+    pipe = tiny_pipe
+    pipe.scheduler.set_timesteps(10)
+    t = pipe.scheduler.timesteps[0]
+    torch.manual_seed(0)
+    latents = torch.randn(2, 4, 5, 8, 8)
+    reference = torch.randn(1, 4, 1, 8, 8)
+    cond = pipe.encode_prompt(["a fish swimming"]).expand(2, -1, -1)
+    null = pipe.encode_prompt([""])
+    with torch.no_grad():
+        target = pipe.predict(reference, t, null)
+    aligned, losses = gradient_align(pipe, latents, reference, t, cond, target,
+                                     AlignSettings(iterations=8, lr=5e-2))
+    assert len(losses) == 8
+    assert losses[-1] < losses[0] * 0.9
+    assert all(b <= a * 1.05 for a, b in zip(losses, losses[1:]))  # Adam: no blow-up
+    torch.testing.assert_close(aligned[:, :, :1], reference.expand(2, -1, -1, -1, -1))
+    assert not torch.allclose(aligned[:, :, 1:], latents[:, :, 1:])
+    # The UNet's weights are not touched and collect no gradients.
+    assert all(p.grad is None for p in pipe.unet.parameters())
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_inversion_is_the_exact_inverse_of_ddim_for_a_fixed_model_output(prediction_type):
+    """With a UNet whose output does not depend on its input, DDIM inversion is exact."""
+    components = build_tiny_components(prediction_type=prediction_type)
+    with torch.no_grad():
+        components["unet"].conv_out.weight.zero_()
+        components["unet"].conv_out.bias.fill_(0.3)
+    pipe = FlipSketchPipeline(**components)
+    assert denoise_inverted(pipe, a_sketch(), steps=25) < 1e-4
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_inverting_then_denoising_reproduces_the_sketch_latent(prediction_type):
+    """A smooth (small-output) random UNet: close reconstruction, far better than noise."""
+    components = build_tiny_components(prediction_type=prediction_type)
+    with torch.no_grad():
+        components["unet"].conv_out.weight.mul_(0.05)
+    pipe = FlipSketchPipeline(**components)
+    inverted = denoise_inverted(pipe, a_sketch(), steps=25)
+    from_noise = denoise_inverted(pipe, a_sketch(), steps=25, start=torch.randn)
+    assert inverted < 0.3
+    assert inverted < from_noise / 50
+
+
+def denoise_inverted(pipe, sketch, steps: int, start=None) -> float:
+    """Relative error of null-prompt DDIM denoising started from the inverted latent."""
+    latent = pipe.encode_sketch(sketch)
+    null = pipe.encode_prompt([""])
+    pipe.scheduler.set_timesteps(steps)
+    timesteps = pipe.scheduler.timesteps
+    x = ddim_invert(pipe, latent, null, timesteps)
+    if start is not None:
+        x = start(x.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for t in timesteps:
+            x = pipe.scheduler.step(pipe.predict(x, t, null), t, x).prev_sample
+    return ((x - latent).norm() / latent.norm()).item()
+
+
+def test_composition_changes_the_result_and_lambda_matters(tiny_pipe):
+    kwargs = dict(num_frames=4, num_inference_steps=5, seeds=[1], aligner=None)
+    composed = tiny_pipe("a fish", a_sketch(), lambda_=0.0, **kwargs).frames
+    stronger = tiny_pipe("a fish", a_sketch(), lambda_=1.0, **kwargs).frames
+    plain = tiny_pipe("a fish", a_sketch(), compose="none", **kwargs).frames
+    assert not torch.allclose(composed, plain, atol=1e-5)
+    assert not torch.allclose(composed, stronger, atol=1e-6)
+
+
+def test_spatial_tokens_equal_to_frame_count_do_not_confuse_the_layers():
+    """Latent 4x4 = 16 tokens with 16 frames: layers are chosen by place, not by shape."""
+    components = build_tiny_components()
+    from diffusers import UNet3DConditionModel
+
+    components["unet"] = UNet3DConditionModel.from_config(
+        {**components["unet"].config, "sample_size": 4})
+    pipe = FlipSketchPipeline(**components)
+    sketch = torch.nn.functional.interpolate(a_sketch()[None, None], size=32)[0, 0]
+    out = pipe("a fish", sketch, num_frames=16, num_inference_steps=2, seeds=[0],
+               aligner=None)
+    assert out.frames.shape == (1, 16, 32, 32)

@@ -1,0 +1,146 @@
+"""Otsu binarisation and the raw post-processor, on constructed clips and a real sketch."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import SKETCHES
+from PIL import Image, ImageFilter
+
+import flipsketch.postprocess
+from flipsketch.errors import UsageError
+from flipsketch.images import array_to_images, load_sketch, to_grey_square
+from flipsketch.plugins import PluginManager
+from flipsketch.postprocess import PostprocessSettings, binarize, otsu_threshold, raw
+
+
+def test_otsu_lands_between_the_modes_on_any_scale():
+    rng = np.random.default_rng(0)
+    ink = rng.normal(40, 10, 3000)
+    paper = rng.normal(200, 10, 7000)
+    grey = np.clip(np.concatenate([ink, paper]), 0, 255).astype(np.uint8)
+    threshold = otsu_threshold(grey)
+    assert 40 + 30 < threshold < 200 - 30
+    assert (grey[:3000] < threshold).mean() > 0.999 and (grey[3000:] >= threshold).mean() > 0.999
+    # Same data as 0..1 floats: the threshold comes back on that scale.
+    assert otsu_threshold(grey / 255.0) == pytest.approx(threshold / 255.0, abs=1 / 255)
+
+
+def test_otsu_splits_two_values_and_survives_constant_input():
+    two = np.array([0.2] * 10 + [0.9] * 90)
+    threshold = otsu_threshold(two)
+    assert 0.2 < threshold <= 0.9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert otsu_threshold(np.full((4, 4), 0.7)) == pytest.approx(0.7)
+
+
+def soft_strokes(size: int = 64) -> Image.Image:
+    """A decoded-looking frame: blurred grey strokes on slightly noisy paper."""
+    px = np.full((size, size), 250, np.uint8)
+    px[20:24, 8:56] = 30
+    px[8:56, 40:43] = 30
+    img = Image.fromarray(px).filter(ImageFilter.GaussianBlur(1.2))
+    noise = np.random.default_rng(1).integers(-4, 5, (size, size))
+    return Image.fromarray(np.clip(np.asarray(img) + noise, 0, 255).astype(np.uint8))
+
+
+def test_binarize_gives_two_levels_with_strokes_in_place():
+    frame = soft_strokes()
+    out = binarize([frame, frame.transpose(Image.Transpose.FLIP_LEFT_RIGHT)],
+                   PostprocessSettings(size=128))
+    assert [(im.mode, im.size) for im in out] == [("L", (128, 128))] * 2
+    px = np.asarray(out[0])
+    assert set(np.unique(px)) == {0, 255}
+    # Stroke centres (scaled x2) are ink, paper well away from them is white.
+    assert (px[42:46, 20:108] == 0).all() and (px[20:108, 82:84] == 0).all()
+    assert (px[60:80, 10:70] == 255).all() and (px[100:, :70] == 255).all()
+    # The mirrored frame is binarised as the mirror image.
+    assert np.array_equal(np.asarray(out[1]), px[:, ::-1])
+
+
+def test_binarize_keeps_the_drawing_of_a_real_sketch():
+    sketch = load_sketch(SKETCHES / "cat.png")
+    small = to_grey_square(sketch, 64)  # the model's resolution, soft edges
+    out = np.asarray(binarize([small], PostprocessSettings(size=256))[0])
+    reference = np.asarray(to_grey_square(sketch, 256)) < 128  # (256, 256) ink at full size
+    ink = out == 0
+    assert 0.5 < ink.sum() / reference.sum() < 2.5  # about the same amount of ink
+    # Nearly every pixel agrees; strokes stay where the drawing had them.
+    assert (ink == reference).mean() > 0.95
+    assert ink[reference].mean() > 0.6
+
+
+def test_one_threshold_for_the_clip_so_grey_areas_do_not_flicker():
+    """A mid-grey smudge next to black strokes is paper; on a frame where the strokes are
+    gone, Otsu alone would call the same smudge ink and it would blink on and off."""
+
+    def frame(strokes: bool) -> Image.Image:
+        px = np.full((64, 64), 250, np.uint8)
+        px[40:56, 40:56] = 140  # the smudge
+        if strokes:
+            px[10:20, 4:60] = 0
+            px[4:60, 10:20] = 0
+        return Image.fromarray(px)
+
+    settings = PostprocessSettings(size=64)
+    per_frame = [np.asarray(binarize([frame(s)], settings)[0])[48, 48] for s in (True, False)]
+    assert per_frame == [255, 0]  # what thresholding each frame on its own would do
+    clip = [np.asarray(im) for im in binarize([frame(True), frame(False)], settings)]
+    assert clip[0][48, 48] == clip[1][48, 48] == 255
+    assert clip[0][15, 30] == 0
+
+
+@pytest.mark.parametrize("level,expected", [(1.0, 255), (0.0, 0), (0.97, 255)])
+def test_blank_clips_do_not_divide_by_zero(level, expected):
+    clip = array_to_images(np.full((3, 16, 16), level, np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = binarize(clip, PostprocessSettings(size=16))
+    assert all((np.asarray(im) == expected).all() for im in out)
+
+
+def test_nearly_blank_clip_keeps_its_one_dark_dot_and_drops_the_noise():
+    px = np.random.default_rng(3).integers(245, 256, (2, 32, 32)).astype(np.float32) / 255
+    px[0, 10:13, 10:13] = 0.0
+    out = binarize(array_to_images(px), PostprocessSettings(size=32))
+    first = np.asarray(out[0])
+    assert (first[10:13, 10:13] == 0).all() and (first == 0).sum() == 9
+    assert (np.asarray(out[1]) == 255).all()
+
+
+def test_transparent_binarize_puts_black_ink_on_clear_paper():
+    out = binarize([soft_strokes()], PostprocessSettings(size=64, transparent=True))[0]
+    assert out.mode == "RGBA"
+    rgba = np.asarray(out)
+    alpha = rgba[..., 3]
+    assert set(np.unique(alpha)) == {0, 255}
+    assert (alpha[21:23, 10:54] == 255).all() and (alpha[30:50, 5:35] == 0).all()
+    assert (rgba[..., :3][alpha == 255] == 0).all()  # strokes are black
+
+
+def test_raw_keeps_grey_levels_and_makes_darkness_opacity():
+    levels = np.array([[0.0, 0.25, 0.5, 1.0]], np.float32).repeat(4, axis=0)  # (4, 4)
+    frame = array_to_images(levels[None])[0]
+    grey = np.asarray(raw([frame], PostprocessSettings(size=4))[0])
+    assert np.array_equal(grey, np.asarray(frame))
+    clear = np.asarray(raw([frame], PostprocessSettings(size=4, transparent=True))[0])
+    assert np.array_equal(clear[..., 3], 255 - np.asarray(frame))
+    # Raw resizes too, smoothly: a larger output still spans the same grey range.
+    big = np.asarray(raw([frame], PostprocessSettings(size=32))[0])
+    assert big.shape == (32, 32) and big.min() <= 5 and big.max() >= 250
+
+
+def test_settings_reject_a_size_below_one():
+    with pytest.raises(UsageError, match="size"):
+        PostprocessSettings(size=0)
+
+
+def test_registered_under_their_names():
+    manager = PluginManager(load_entry_points=False)
+    manager.register(flipsketch.postprocess)
+    registry = manager.registry("postprocessor")
+    assert registry.get("binarize") is binarize and registry.get("raw") is raw
+    assert registry.get(None) is binarize  # the stage default
