@@ -11,8 +11,9 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from conftest import SKETCHES
 from PIL import Image, ImageSequence
+
+from conftest import SKETCHES
 
 FAST = ["--steps", "3", "--frames", "4", "--size", "64"]
 

@@ -7,11 +7,12 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import SKETCHES
 from PIL import Image
 
 from flipsketch.errors import UsageError
 from flipsketch.images import array_to_images, images_to_array, load_sketch, to_grey_square
+
+from conftest import SKETCHES
 
 
 def disc_mask(width: int, height: int, radius: float) -> np.ndarray:

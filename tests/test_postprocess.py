@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import SKETCHES
 from PIL import Image, ImageFilter
 
 import flipsketch.postprocess
@@ -14,6 +13,8 @@ from flipsketch.errors import UsageError
 from flipsketch.images import array_to_images, load_sketch, to_grey_square
 from flipsketch.plugins import PluginManager
 from flipsketch.postprocess import PostprocessSettings, binarize, otsu_threshold, raw
+
+from conftest import SKETCHES
 
 
 def test_otsu_lands_between_the_modes_on_any_scale():

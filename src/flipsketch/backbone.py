@@ -185,6 +185,26 @@ def parse_lora(value: str) -> tuple[Path, float]:
     return Path(value), 1.0
 
 
+def save_lora(unet, folder: Path, adapter_name: str = "default",
+              base_model: str | None = None) -> Path:
+    """Write the peft adapter ``adapter_name`` of ``unet`` in the layout ``apply_loras`` reads.
+
+    ``base_model`` is recorded so a mismatch can be named when the adapter is loaded.
+    """
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    config = unet.peft_config[adapter_name]
+    config.base_model_name_or_path = base_model
+    folder.mkdir(parents=True, exist_ok=True)
+    state = get_peft_model_state_dict(unet, adapter_name=adapter_name,
+                                     save_embedding_layers=False)
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()},
+              folder / ADAPTER_WEIGHTS)
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(config.to_dict(), indent=2, default=list))
+    return folder
+
+
 def apply_loras(unet, loras: list[tuple[Path, float]], allow_pickle: bool = False) -> None:
     """Inject peft LoRA adapters into ``unet`` and activate them together with their scales.
 

@@ -145,7 +145,7 @@ def animate_command(
 
     # 3. Post-process and write, one file per sample.
     written = []
-    for animation, path in zip(animations, outputs):
+    for animation, path in zip(animations, outputs, strict=True):
         images = postprocess(animation.frames, postprocessor, size=size,
                              transparent=transparent, manager=manager)
         written.append(save(images, path, fps=fps, force=force, manager=manager))
