@@ -14,18 +14,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from flipsketch.alignment import AlignSettings
-from flipsketch.backbone import DEFAULT_MODEL, apply_loras, parse_lora, resolve_model
 from flipsketch.errors import UsageError
-from flipsketch.pipeline import FlipSketchPipeline, Progress
 from flipsketch.plugins import PluginManager, get_manager
 
+if TYPE_CHECKING:  # diffusers is imported when a model is loaded, not for `--help`
+    from flipsketch.pipeline import FlipSketchPipeline, Progress
+
 COMPOSE_MODES = ("both", "spatial", "temporal", "none")
+DEFAULT_MODEL = "tiny"
 
 
 @dataclass
@@ -88,6 +91,8 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None,
                   backbone: str | None = None,
                   manager: PluginManager | None = None) -> FlipSketchPipeline:
     """Load ``model`` (preset, folder or hub id) with the named backbone and LoRAs."""
+    from flipsketch.backbone import apply_loras, parse_lora, resolve_model
+
     manager = manager or get_manager()
     spec = resolve_model(model, unet=unet)
     loader = manager.get("backbone", backbone)

@@ -52,7 +52,6 @@ PRESETS: dict[str, ModelSpec] = {
     ),
     "modelscope": ModelSpec(MODELSCOPE_BASE, description="ModelScope T2V 1.7B base (GPU)"),
 }
-DEFAULT_MODEL = "tiny"
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 

@@ -17,13 +17,9 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flipsketch.api import SamplerSettings, animate, load_pipeline, postprocess, save
-from flipsketch.backbone import DEFAULT_MODEL
+from flipsketch.api import DEFAULT_MODEL, SamplerSettings
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import UsageError
-from flipsketch.images import load_sketch
-from flipsketch.plugins import get_manager
-from flipsketch.writers import check_output_path
 
 Opt = typer.Option
 MODEL = "Model"
@@ -95,6 +91,12 @@ def animate_command(
         help="Print a machine-readable summary on stdout.")] = False,
 ) -> None:
     """Animate a drawing as the prompt describes (FlipSketch)."""
+    # Imported here so that other commands and --help start without loading diffusers.
+    from flipsketch.api import animate, load_pipeline, postprocess, save
+    from flipsketch.images import load_sketch
+    from flipsketch.plugins import get_manager
+    from flipsketch.writers import check_output_path
+
     started = time.perf_counter()
     manager = get_manager()
 

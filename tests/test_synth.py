@@ -1,0 +1,354 @@
+"""Synthetic sketch animations: determinism, vocabulary, motions that really move the ink,
+held-out pairs, the dataset on disk and the ``flipsketch synth`` command."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+from flipsketch.errors import UsageError
+from flipsketch.synth import (
+    HELD_OUT_PAIRS,
+    LOCOMOTION,
+    MOTIONS,
+    SUBJECTS,
+    SketchAnimator,
+    write_dataset,
+)
+
+SIZE = 128
+
+
+def ink(frame: np.ndarray) -> np.ndarray:
+    return 1.0 - frame  # (H, W), 1 where the pen went
+
+
+def centroid(frame: np.ndarray) -> np.ndarray:
+    """(x, y) of the ink's centre of mass, in pixels."""
+    w = ink(frame)
+    ys, xs = np.mgrid[: frame.shape[0], : frame.shape[1]]
+    return np.array([(w * xs).sum(), (w * ys).sum()]) / w.sum()
+
+
+def spread(frame: np.ndarray) -> float:
+    """RMS distance of the ink from its centroid: grows linearly with the drawing's size."""
+    w = ink(frame)
+    ys, xs = np.mgrid[: frame.shape[0], : frame.shape[1]]
+    cx, cy = centroid(frame)
+    return float(np.sqrt((w * ((xs - cx) ** 2 + (ys - cy) ** 2)).sum() / w.sum()))
+
+
+def clockwise_degrees(a: np.ndarray, b: np.ndarray) -> float:
+    """The rotation (clockwise on screen positive) that best turns frame ``a`` into ``b``,
+    searched about a's ink centroid within +-40 degrees."""
+    (ax, ay), (bx, by) = centroid(a), centroid(b)
+    best, best_error = 0.0, np.inf
+    for degrees in np.arange(-40.0, 40.5, 1.0):
+        # OpenCV's positive angle turns counterclockwise on screen, hence the minus.
+        m = cv2.getRotationMatrix2D((ax, ay), -degrees, 1.0)
+        m[:, 2] += (bx - ax, by - ay)
+        turned = cv2.warpAffine(ink(a), m, a.shape[::-1])
+        error = np.abs(turned - ink(b)).sum()
+        if error < best_error:
+            best, best_error = degrees, error
+    return best
+
+
+def motion_clip(subject: str, motion: str, seed: int = 0):
+    return SketchAnimator(size=SIZE, num_frames=10).render(
+        subject, motion, np.random.default_rng(seed)
+    )
+
+
+# -- clips -------------------------------------------------------------------------------------
+
+
+def test_clip_is_float_frames_with_caption():
+    clip = SketchAnimator(size=96, num_frames=7, seed=3).clip(0)
+    assert clip.frames.shape == (7, 96, 96)
+    assert clip.frames.dtype == np.float32
+    assert 0.0 <= clip.frames.min() < 0.2 and clip.frames.max() == 1.0  # black ink on white
+    assert (clip.frames > 0.5).mean() > 0.8  # mostly paper
+    assert clip.subject in SUBJECTS and clip.motion in MOTIONS
+
+
+def test_same_seed_same_clip_other_seed_differs():
+    a, b = SketchAnimator(seed=5), SketchAnimator(seed=5)
+    for index in (0, 17):
+        first, again = a.clip(index), b.clip(index)
+        np.testing.assert_array_equal(first.frames, again.frames)
+        assert first.caption == again.caption
+    other = [SketchAnimator(seed=6).clip(i) for i in range(3)]
+    assert any(
+        c.caption != a.clip(i).caption or not np.array_equal(c.frames, a.clip(i).frames)
+        for i, c in enumerate(other)
+    )
+    assert not np.array_equal(a.clip(0).frames, a.clip(1).frames)
+
+
+def test_iteration_streams_clip_by_index():
+    animator = SketchAnimator(size=32, num_frames=3, seed=2)
+    stream = iter(animator)
+    for index in range(3):
+        np.testing.assert_array_equal(next(stream).frames, animator.clip(index).frames)
+
+
+def test_consecutive_frames_always_differ():
+    """GIF and WebP encoders merge identical consecutive frames, which would shorten clips."""
+    animator = SketchAnimator(size=64, num_frames=10, seed=1)
+    for index in range(40):
+        frames = animator.clip(index).frames
+        assert (np.abs(np.diff(frames, axis=0)).sum(axis=(1, 2)) > 0).all()
+
+
+def test_still_is_one_deterministic_drawing():
+    animator = SketchAnimator(size=64, seed=4)
+    still = animator.still(3)
+    assert still.shape == (64, 64) and still.dtype == np.float32
+    assert (still < 0.5).sum() > 20
+    np.testing.assert_array_equal(still, SketchAnimator(size=64, seed=4).still(3))
+    assert not np.array_equal(still, animator.still(4))
+
+
+def test_every_subject_and_motion_appears_and_held_out_pairs_never_do():
+    animator = SketchAnimator(size=32, num_frames=2, seed=0)
+    pairs = Counter((c.subject, c.motion) for c in (animator.clip(i) for i in range(400)))
+    assert {s for s, _ in pairs} == set(SUBJECTS)
+    assert {m for _, m in pairs} == set(MOTIONS)
+    assert not set(pairs) & set(HELD_OUT_PAIRS)
+
+    held = SketchAnimator(size=32, num_frames=2, seed=0, held_out=True)
+    assert {(c.subject, c.motion) for c in (held.clip(i) for i in range(60))} == set(
+        HELD_OUT_PAIRS
+    )
+
+
+def test_vocabulary_is_large_enough_and_held_out_covers_every_direction():
+    assert len(SUBJECTS) >= 12 and len(MOTIONS) >= 10
+    assert all(len(phrases) >= 3 for phrases in MOTIONS.values())
+    assert {m for _, m in HELD_OUT_PAIRS} >= {"move_left", "move_right", "move_up", "move_down"}
+    assert set(HELD_OUT_PAIRS) <= {(s, m) for s in SUBJECTS for m in MOTIONS}
+
+
+def test_captions_follow_the_grammar():
+    """caption := ("a" | "the") NOUN PHRASE, one subject and one motion phrase."""
+    animator = SketchAnimator(size=32, num_frames=2, seed=9)
+    for index in range(150):
+        clip = animator.clip(index)
+        verbs, verbing = LOCOMOTION.get(clip.subject, ("moves", "moving"))
+        phrases = {p.format(verbs=verbs, verbing=verbing) for p in MOTIONS[clip.motion]}
+        match = re.fullmatch(r"(a|the) (.+)", clip.caption)
+        assert match, clip.caption
+        noun = SUBJECTS[clip.subject]
+        assert match.group(2).startswith(noun + " ")
+        assert match.group(2)[len(noun) + 1 :] in phrases, clip.caption
+        others = [n for s, n in SUBJECTS.items() if s != clip.subject and n not in noun]
+        assert not any(re.search(rf"\b{n}\b", clip.caption) for n in others)
+
+
+# -- motions move the ink the way the caption says ---------------------------------------------
+
+
+@pytest.mark.parametrize("subject", sorted(SUBJECTS))
+@pytest.mark.parametrize(
+    "motion, direction",
+    [("move_right", (1, 0)), ("move_left", (-1, 0)), ("move_up", (0, -1)), ("move_down", (0, 1))],
+)
+def test_translations_move_the_ink_a_quarter_to_half_the_frame_steadily(
+    subject, motion, direction
+):
+    frames = motion_clip(subject, motion).frames
+    track = np.array([centroid(f) for f in frames])  # (F, 2)
+    along = (track - track[0]) @ np.array(direction, dtype=float)
+    assert 0.2 * SIZE < along[-1] < 0.5 * SIZE
+    assert (np.diff(along) > 0).all()
+    # Constant speed: close to a straight ramp (a flapping wing or walking legs shift the ink a
+    # little, the drawing itself moves exactly linearly).
+    ramp = along[-1] * np.linspace(0, 1, len(along))
+    assert np.abs(along - ramp).max() < 0.06 * SIZE
+    across = (track - track[0]) @ np.array(direction[::-1], dtype=float)
+    assert np.abs(across).max() < 0.1 * SIZE
+
+
+@pytest.mark.parametrize("subject", ["house", "car", "fish", "cat"])
+@pytest.mark.parametrize("motion, sign", [("spin_cw", 1), ("spin_ccw", -1)])
+def test_spins_turn_the_drawing_90_to_180_degrees_the_named_way(subject, motion, sign):
+    frames = motion_clip(subject, motion, seed=1).frames
+    steps = [clockwise_degrees(a, b) for a, b in zip(frames[:-1], frames[1:], strict=True)]
+    assert all(np.sign(s) == sign for s in steps), steps
+    assert 80 <= sign * sum(steps) <= 190
+
+
+@pytest.mark.parametrize("subject", sorted(SUBJECTS))
+def test_grow_and_shrink_scale_the_drawing_by_about_1_6(subject):
+    for motion in ("grow", "shrink"):
+        frames = motion_clip(subject, motion, seed=2).frames
+        ratio = spread(frames[-1]) / spread(frames[0])
+        area = ink(frames[-1]).sum() / ink(frames[0]).sum()
+        if motion == "shrink":
+            ratio, area = 1 / ratio, 1 / area
+        assert 1.4 < ratio < 1.85, (motion, ratio)
+        assert area > 1.2  # constant pen width: ink grows with the outline's length
+
+
+@pytest.mark.parametrize("subject", ["ball", "star", "person"])
+def test_bounce_goes_up_and_lands_again(subject):
+    frames = motion_clip(subject, "bounce", seed=3).frames
+    track = np.array([centroid(f) for f in frames])
+    rise = track[0, 1] - track[:, 1]  # upwards positive
+    assert rise.max() > 0.2 * SIZE
+    assert abs(rise[-1]) < 0.03 * SIZE
+    assert np.abs(track[:, 0] - track[0, 0]).max() < 0.05 * SIZE
+
+
+@pytest.mark.parametrize("subject", ["tree", "flower", "house"])
+def test_sway_tilts_one_way_then_the_other_and_back(subject):
+    frames = motion_clip(subject, "sway", seed=4).frames
+    steps = [clockwise_degrees(a, b) for a, b in zip(frames[:-1], frames[1:], strict=True)]
+    turned = np.cumsum(steps)  # (F - 1,) degrees from the first frame
+    assert turned.max() > 10 and turned.min() < -10
+    assert abs(turned[-1]) < 6
+
+
+def test_subject_stays_inside_the_frame_for_the_whole_clip():
+    animator = SketchAnimator(size=64, num_frames=10, seed=8)
+    for index in range(60):
+        frames = animator.clip(index).frames
+        border = np.concatenate(
+            [frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], axis=1
+        )
+        assert border.min() > 0.95, animator.clip(index).caption
+
+
+def test_travelling_subjects_face_the_way_they_go():
+    """Drawn facing right, the fish is mirrored to move left: its tall tail fan trails."""
+    for motion in ("move_right", "move_left"):
+        w = ink(motion_clip("fish", motion, seed=5).frames[0]) > 0.5
+        heights = w.sum(axis=0)  # ink pixels per column
+        columns = np.nonzero(heights)[0]
+        edge = (columns[-1] - columns[0]) // 6
+        left = heights[columns[0] : columns[0] + edge].max()
+        right = heights[columns[-1] - edge + 1 : columns[-1] + 1].max()
+        assert (left > right) == (motion == "move_right")
+
+
+# -- the dataset on disk -----------------------------------------------------------------------
+
+
+def read_clip(path: Path) -> np.ndarray:
+    """(F, H, W) uint8 frames of a written clip, read without flipsketch."""
+    if path.is_dir():
+        return np.stack([np.asarray(Image.open(p).convert("L")) for p in sorted(path.iterdir())])
+    if path.suffix == ".mp4":
+        return iio.imread(path, plugin="FFMPEG", index=None)[..., 0]
+    with Image.open(path) as image:
+        return np.stack([np.asarray(f.convert("L")) for f in ImageSequence.Iterator(image)])
+
+
+@pytest.mark.parametrize("fmt", ["gif", "webp", "mp4", "png"])
+def test_write_dataset_writes_clips_and_captions(tmp_path, fmt):
+    out = write_dataset(tmp_path / "data", num_clips=3, seed=7, size=64, num_frames=6, fmt=fmt)
+    lines = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    animator = SketchAnimator(size=64, num_frames=6, seed=7)
+    assert [line["caption"] for line in lines] == [animator.clip(i).caption for i in range(3)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [line["file"] for line in lines] + ["captions.jsonl"]
+    )  # nothing else left behind
+    for index, line in enumerate(lines):
+        frames = read_clip(out / line["file"])
+        assert frames.shape == (6, 64, 64)
+        expected = animator.clip(index).frames * 255
+        tolerance = 40 if fmt == "mp4" else 1  # lossy video: compare on average
+        assert np.abs(frames - expected).mean() < tolerance
+
+
+def test_write_dataset_is_deterministic(tmp_path):
+    a = write_dataset(tmp_path / "a", num_clips=2, seed=1, size=32, num_frames=3)
+    b = write_dataset(tmp_path / "b", num_clips=2, seed=1, size=32, num_frames=3)
+    for name in ("captions.jsonl", "clip_00000.gif", "clip_00001.gif"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_write_dataset_refuses_a_non_empty_folder_without_force(tmp_path):
+    out = write_dataset(tmp_path / "data", num_clips=4, seed=1, size=32, num_frames=3)
+    notes = out / "notes.md"
+    notes.write_text("mine")
+    before = (out / "clip_00000.gif").read_bytes()
+    with pytest.raises(UsageError, match="not empty.*--force"):
+        write_dataset(out, num_clips=2, seed=2, size=32, num_frames=3)
+    assert (out / "clip_00000.gif").read_bytes() == before
+
+    write_dataset(out, num_clips=2, seed=2, size=32, num_frames=3, force=True)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "captions.jsonl", "clip_00000.gif", "clip_00001.gif", "notes.md"
+    ]  # earlier clips 2 and 3 are gone, the user's own file stays
+    assert notes.read_text() == "mine"
+    assert len((out / "captions.jsonl").read_text().splitlines()) == 2
+
+
+def test_interrupted_write_leaves_the_folder_as_it_was(tmp_path):
+    def interrupt(done: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path / "new", num_clips=5, seed=1, size=32, progress=interrupt)
+    assert not (tmp_path / "new").exists()
+
+    out = write_dataset(tmp_path / "old", num_clips=3, seed=1, size=32, num_frames=3)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(out, num_clips=5, seed=2, size=32, force=True, progress=interrupt)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no hidden leftovers
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"fmt": "avi"}, "unknown clip format"),
+        ({"num_clips": 0}, "at least 1"),
+        ({"num_frames": 1}, "at least 2 frames"),
+    ],
+)
+def test_write_dataset_rejects_bad_settings_before_writing(tmp_path, kwargs, message):
+    settings = {"num_clips": 2, "seed": 0, "size": 32} | kwargs
+    with pytest.raises(UsageError, match=message):
+        write_dataset(tmp_path / "out", **settings)
+    assert not (tmp_path / "out").exists()
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def synth_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flipsketch", "synth", *args],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.slow  # each run of the command pays the CLI's start-up (it imports diffusers)
+def test_cli_writes_a_dataset_and_refuses_a_non_empty_folder(tmp_path):
+    out = tmp_path / "clips"
+    args = [str(out), "--clips", "3", "--seed", "4", "--size", "32", "--frames", "4"]
+    done = synth_cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert "clips/s" in done.stderr and done.stdout == ""
+    lines = (out / "captions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["file"] for line in lines] == [f"clip_0000{i}.gif" for i in range(3)]
+    assert read_clip(out / "clip_00000.gif").shape == (4, 32, 32)
+
+    refused = synth_cli(*args)
+    assert refused.returncode == 2
+    assert len(refused.stderr.strip().splitlines()) == 1 and "--force" in refused.stderr
+    assert (out / "captions.jsonl").read_text().splitlines() == lines
