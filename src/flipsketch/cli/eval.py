@@ -1,0 +1,338 @@
+"""``flipsketch eval``: offline scores for animations, models and the ablation table.
+
+    flipsketch eval fidelity SKETCH ANIMATION        score an existing animation
+    flipsketch eval sketch SKETCH_DIR                 the sketch bar: fidelity and motion
+    flipsketch eval motion                            the text-only bar: does it move as told
+    flipsketch eval ablate SKETCH_DIR PROMPTS_FILE    the paper's Table 1, without CLIP
+
+Every input is checked before the model loads, and ``--csv`` is written atomically, so bad
+input costs nothing and an interrupted run leaves no half-written file. Tables and progress go
+to stderr; ``--json`` prints the full result (every sample) on stdout.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flipsketch import evaluation
+from flipsketch.cli.app import app, console, stdout
+from flipsketch.errors import UsageError
+from flipsketch.synth import MOTIONS, TRANSLATIONS
+
+eval_app = typer.Typer(name="eval", no_args_is_help=True,
+                       help="Offline evaluation: stroke fidelity, motion, the ablation table.")
+app.add_typer(eval_app, name="eval")
+
+ModelOpt = Annotated[str, typer.Option(help="Preset (tiny, ...), local folder or hub id.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps.")]
+SeedsOpt = Annotated[str, typer.Option(help="Comma-separated seeds; one sample per seed.")]
+StepsOpt = Annotated[int, typer.Option(help="DDIM steps T.")]
+FramesOpt = Annotated[int, typer.Option(help="Frames M per sample.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the full result on stdout.")]
+SketchDir = Annotated[Path, typer.Argument(
+    help="Folder of drawings (any image Pillow opens); each file's name fills {subject}.")]
+
+# Prompts for `eval sketch` without --prompts: the four translations, in the training
+# captions' words, which is what the direction check understands.
+DEFAULT_PROMPTS = tuple(f"a {{subject}} {MOTIONS[motion][0]}" for motion in TRANSLATIONS)
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise UsageError(f"--seeds must be comma-separated integers like 0,1, not '{text}'")
+    return seeds
+
+
+def parse_names(text: str | None) -> list[str] | None:
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+def read_prompts(path: Path) -> list[str]:
+    """One prompt per line; blank lines and lines starting with # are skipped."""
+    if not path.is_file():
+        raise UsageError(f"prompts file '{path}' does not exist; pass a text file with one "
+                         f"prompt per line")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"prompts file '{path}' cannot be read ({exc}); save it as UTF-8 "
+                         f"text") from None
+    prompts = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if not prompts:
+        raise UsageError(f"prompts file '{path}' has no prompts; write one prompt per line")
+    return prompts
+
+
+def read_sketches(folder: Path) -> list[tuple[str, Image.Image]]:
+    """(file stem, image) for every image file in ``folder``, each decoded now."""
+    from flipsketch.images import load_sketch
+
+    if not folder.is_dir():
+        raise UsageError(f"sketch folder '{folder}' does not exist; pass a folder of drawings")
+    suffixes = Image.registered_extensions()
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes)
+    if not files:
+        raise UsageError(f"sketch folder '{folder}' holds no images; add PNG/JPEG/WebP drawings")
+    return [(path.stem, load_sketch(path)) for path in files]
+
+
+def as_arrays(drawings: list[tuple[str, Image.Image]],
+              size: int) -> list[tuple[str, np.ndarray]]:
+    """Drawings -> (name, (size, size) grey) exactly as the sampler will see them."""
+    from flipsketch.api import prepare_sketch
+
+    return [(name, prepare_sketch(image, size).numpy()) for name, image in drawings]
+
+
+def check_csv(path: Path | None, force: bool) -> None:
+    """Refuse an output we could not write, before any sampling."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"'{path}' is a folder; pass a file name such as table.csv")
+    if path.exists() and not force:
+        raise UsageError(f"'{path}' exists; pass --force to overwrite")
+    if not path.parent.is_dir():
+        raise UsageError(f"folder '{path.parent}' for '{path.name}' does not exist; create it "
+                         f"first")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write to folder '{path.parent}'; pick another --csv path")
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Write ``rows`` next to ``path`` under a hidden name, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C included: leave no temporary file behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# -- running ---------------------------------------------------------------------------------
+
+def load(model: str, device: str | None):
+    from flipsketch.api import load_pipeline
+
+    with console.status(f"loading model '{model}'"):
+        return load_pipeline(model, device=device)
+
+
+def settings_for(steps: int, frames: int):
+    from flipsketch.api import SamplerSettings
+
+    settings = SamplerSettings(num_frames=frames, num_inference_steps=steps)
+    settings.validate()
+    return settings
+
+
+@contextmanager
+def progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
+    """A Rich bar on stderr, and the ``progress(done, total)`` callback that moves it."""
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=not console.is_terminal) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def fmt(value, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def emit_json(result) -> None:
+    stdout.print_json(json.dumps(result))
+
+
+# -- commands --------------------------------------------------------------------------------
+
+@eval_app.command("fidelity")
+def fidelity_command(
+    sketch: Annotated[Path, typer.Argument(help="The input drawing.")],
+    animation: Annotated[Path, typer.Argument(
+        help="GIF, MP4, WebP or APNG file, or a folder of PNG frames.")],
+    size: Annotated[int, typer.Option(
+        help="Pixels both are compared at; the 2 px tolerance and the motion are in these "
+             "pixels, so compare scores at one size only.")] = 256,
+    json_output: JsonOpt = False,
+) -> None:
+    """Score an existing animation against its sketch: stroke F-score and ink motion."""
+    from flipsketch.data import read_frames
+    from flipsketch.images import images_to_array, load_sketch, to_grey_square
+
+    if size < 8:
+        raise UsageError("--size must be at least 8 pixels")
+    drawing = load_sketch(sketch)
+    if not animation.exists():
+        raise UsageError(f"animation '{animation}' does not exist; check the path")
+    try:
+        images = read_frames(animation)
+    except Exception as exc:  # read_frames words every failure as one line
+        raise UsageError(f"animation '{animation}' {exc}; pass a GIF/MP4/WebP/APNG file or a "
+                         f"folder of PNG frames") from None
+    if not images:
+        raise UsageError(f"animation '{animation}' has no frames; pass a folder of PNG frames "
+                         f"or an animation file")
+    reference = images_to_array([to_grey_square(drawing, size)])[0]  # (H, W)
+    frames = images_to_array([to_grey_square(image, size) for image in images])  # (F, H, W)
+    scores = evaluation.fidelity(reference, frames)
+    dx, dy = evaluation.translation(frames)
+    result = {
+        "sketch": str(sketch), "animation": str(animation), "size": size,
+        "frames": len(frames), "fidelity_first": scores["first"],
+        "fidelity_later": scores["later_mean"],
+        "per_frame": [evaluation.stroke_fscore(reference, frame) for frame in frames],
+        "dx": dx, "dy": dy,
+        "direction": evaluation.direction_of(dx, dy, evaluation.MIN_TRAVEL * size),
+    }
+    if json_output:
+        emit_json(result)
+    console.print(f"fidelity: frame 1 {fmt(result['fidelity_first'])}, later frames "
+                  f"{fmt(result['fidelity_later'])}; ink moved ({dx:+.1f}, {dy:+.1f}) px "
+                  f"at {size} px -> {result['direction'] or 'no clear direction'}",
+                  highlight=False, soft_wrap=True)
+
+
+@eval_app.command("sketch")
+def sketch_command(
+    sketch_dir: SketchDir,
+    prompts: Annotated[Path | None, typer.Option(
+        help="Text file, one prompt per line; {subject} becomes the sketch's name. "
+             "Default: the four translations.")] = None,
+    model: ModelOpt = "tiny",
+    seeds: SeedsOpt = "0,1",
+    steps: StepsOpt = 25,
+    frames: FramesOpt = 10,
+    device: DeviceOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """The sketch bar: fidelity to each drawing, and motion in the prompt's direction."""
+    seed_list = parse_seeds(seeds)
+    prompt_list = read_prompts(prompts) if prompts is not None else list(DEFAULT_PROMPTS)
+    settings = settings_for(steps, frames)
+    drawings = read_sketches(sketch_dir)
+    pipe = load(model, device)
+    sketches = as_arrays(drawings, pipe.model_resolution)
+    with progress_bar("sampling") as progress:
+        result = evaluation.evaluate_sketch(pipe, sketches, prompt_list, seed_list, settings,
+                                            progress=progress)
+    if json_output:
+        emit_json(result)
+    table = Table(title=f"sketch bar ({model}, {steps} steps, seeds {seeds})")
+    for column in ("sketch", "prompt", "seed", "fidelity 1st", "fidelity later", "motion px",
+                   "direction"):
+        table.add_column(column)
+    for case in result["cases"]:
+        mark = {True: " (as asked)", False: " (wrong)", None: ""}[case["correct"]]
+        verdict = f"{case['direction'] or 'none'}{mark}"
+        table.add_row(case["sketch"], case["prompt"], str(case["seed"]),
+                      fmt(case["fidelity_first"]), fmt(case["fidelity_later"]),
+                      fmt(case["motion_px"], ".1f"), verdict)
+    table.add_row("mean", "", "", fmt(result["fidelity_first"]), fmt(result["fidelity_later"]),
+                  fmt(result["motion_px"], ".1f"), fmt(result["direction_accuracy"], ".0%"),
+                  style="bold")
+    console.print(table)
+
+
+@eval_app.command("motion")
+def motion_command(
+    model: ModelOpt = "tiny",
+    seeds: SeedsOpt = "0,1",
+    steps: StepsOpt = 25,
+    frames: FramesOpt = 10,
+    subjects: Annotated[str | None, typer.Option(
+        help="Comma-separated synth subjects. Default: all.")] = None,
+    motions: Annotated[str, typer.Option(help="Comma-separated synth motions.")
+    ] = ",".join(evaluation.TEXT_MOTIONS),
+    held_out: Annotated[bool, typer.Option(
+        help="Include the subject-motion pairs never seen in training.")] = True,
+    device: DeviceOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """The text-only bar: does the model move each subject as the caption says?"""
+    seed_list = parse_seeds(seeds)
+    settings = settings_for(steps, frames)
+    pipe = load(model, device)
+    with progress_bar("sampling") as progress:
+        result = evaluation.evaluate_text_motion(
+            pipe, seed_list, parse_names(subjects), parse_names(motions) or [], held_out,
+            settings, progress=progress)
+    if json_output:
+        emit_json(result)
+    table = Table(title=f"text-only motion accuracy ({model}, {steps} steps, seeds {seeds})")
+    table.add_column("motion")
+    table.add_column("accuracy", justify="right")
+    for motion, accuracy in result["by_motion"].items():
+        table.add_row(motion, fmt(accuracy, ".0%"))
+    for label, key in (("trained pairs", "trained_accuracy"),
+                       ("held-out pairs", "held_out_accuracy"), ("all", "accuracy")):
+        table.add_row(label, fmt(result[key], ".0%"), style="bold")
+    console.print(table)
+
+
+@eval_app.command("ablate")
+def ablate_command(
+    sketch_dir: SketchDir,
+    prompts_file: Annotated[Path, typer.Argument(
+        help="Text file, one prompt per line; {subject} becomes the sketch's name.")],
+    model: ModelOpt = "tiny",
+    seeds: SeedsOpt = "0,1",
+    steps: StepsOpt = 25,
+    frames: FramesOpt = 10,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the table here.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --csv file.")] = False,
+    device: DeviceOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """The paper's Table 1 ablation, scored offline (stroke fidelity and motion, not CLIP)."""
+    seed_list = parse_seeds(seeds)
+    prompt_list = read_prompts(prompts_file)
+    settings = settings_for(steps, frames)
+    drawings = read_sketches(sketch_dir)
+    check_csv(csv_path, force)
+    pipe = load(model, device)
+    sketches = as_arrays(drawings, pipe.model_resolution)
+    with progress_bar("sampling") as progress:
+        rows = evaluation.run_ablation(pipe, sketches, prompt_list, seed_list, settings,
+                                       progress=progress)
+    if csv_path is not None:
+        write_csv(rows, csv_path)
+    if json_output:
+        emit_json({"model": model, "steps": steps, "seeds": seed_list, "rows": rows})
+    table = Table(title=f"ablation ({model}, {steps} steps, {len(sketches)} sketches x "
+                        f"{len(prompt_list)} prompts x {len(seed_list)} seeds)")
+    for column in ("method", "fidelity 1st", "fidelity later (S2V)", "motion px",
+                   "direction acc. (T2V)", "seconds"):
+        table.add_column(column, justify="left" if column == "method" else "right",
+                         no_wrap=column == "method")
+    for row in rows:
+        table.add_row(row["config"], fmt(row["fidelity_first"]), fmt(row["fidelity_later"]),
+                      fmt(row["motion_px"], ".1f"), fmt(row["direction_accuracy"], ".0%"),
+                      fmt(row["seconds"], ".1f"))
+    console.print(table)
+    if csv_path is not None:
+        console.print(f"[green]wrote[/] {csv_path}", highlight=False)
