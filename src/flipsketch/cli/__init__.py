@@ -1,0 +1,55 @@
+"""``flipsketch`` command line: one Typer app, one module per command group.
+
+``main`` is the console-script entry point. It turns every failure the user can act on into a
+single line on stderr with a non-zero exit code (2 for bad input), and shows tracebacks only
+with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from typer.exceptions import TyperException
+
+from flipsketch.cli.app import app, console, state
+from flipsketch.errors import FlipSketchError
+
+# Importing the command modules attaches their commands to ``app``.
+from flipsketch.cli import animate as _animate  # noqa: E402,F401  isort: skip
+from flipsketch.cli import eval as _eval  # noqa: E402,F401  isort: skip
+from flipsketch.cli import plugins as _plugins  # noqa: E402,F401  isort: skip
+from flipsketch.cli import recipe as _recipe  # noqa: E402,F401  isort: skip
+from flipsketch.cli import synth as _synth  # noqa: E402,F401  isort: skip
+
+
+def _error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    state.debug = "--debug" in args
+    try:
+        # Outside standalone mode Typer returns the exit code of an Exit, and turns Ctrl-C
+        # into Exit(130).
+        code = app(args=args, prog_name="flipsketch", standalone_mode=False)
+    except FlipSketchError as exc:
+        if state.debug:
+            raise
+        _error(str(exc))
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except TyperException as exc:  # bad option or argument: one line and the fix
+        if state.debug:
+            raise
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _error(f"{exc.format_message()}{where}")
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
+    if code == 130:
+        _error("interrupted; nothing was written")
+    sys.exit(code if isinstance(code, int) else 0)
