@@ -49,16 +49,15 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 from flipsketch import __version__, hookimpl
-from flipsketch.api import SamplerSettings, animate, load_pipeline, postprocess
+from flipsketch.api import DEFAULT_MODEL, SamplerSettings, animate, load_pipeline, postprocess
 from flipsketch.backbone import resolve_device, resolve_dtype, resolve_model
 from flipsketch.errors import FlipSketchError, UsageError
 from flipsketch.images import array_to_images, images_to_array, load_sketch
 from flipsketch.plugins import get_manager
 from flipsketch.video import VideoModels, load_video_pipeline, sketch_to_video
-from flipsketch.writers import Writer, save_frames
+from flipsketch.writers import Writer, claimed_suffix, numbered_paths, save_frames
 
 RECIPE_VERSION = 1
-DEFAULT_MODEL = "tiny"  # the model shipped inside the package
 BUNDLED_DIR = Path(__file__).parent / "bundled_recipes"
 CACHE_DIR = ".flipsketch"  # inside OUTDIR: cached frames and the manifest of our outputs
 DEFAULT_FPS = 10.0  # the paper's GIFs
@@ -493,7 +492,7 @@ class _Validator:
         for key, spec in step_type.fields.items():
             if spec.kind != "output" or params[key] is None:
                 continue
-            for out in _numbered(params[key], input_clips, self.manager):
+            for out in map(str, numbered_paths(params[key], input_clips, self.manager)):
                 owner = next((s.name for s in earlier if out in s.outputs), None)
                 if owner is not None or out in step.outputs:
                     self.fail(path + (key,), f"'{out}' is also written by step "
@@ -545,7 +544,7 @@ class _Validator:
         if parts[0] == CACHE_DIR:
             self.fail(path, f"'{value}' is inside the cache folder {CACHE_DIR}/; pick another "
                             f"path")
-        if _claimed_suffix(parts[-1], self.manager) is None:
+        if claimed_suffix(parts[-1], self.manager.registry("writer")) is None:
             known = sorted({s for w in self.manager.registry("writer").impls.values()
                             for s in w.suffixes})
             self.fail(path, f"no writer for '{parts[-1]}'; end the name with one of "
@@ -598,25 +597,6 @@ def _show(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return "nothing" if value is None else repr(value)
-
-
-def _claimed_suffix(name: str, manager) -> str | None:
-    """The longest suffix of ``name`` that a writer claims; "" for a folder; None if none."""
-    if not PurePosixPath(name).suffix:
-        return ""
-    claimed = [s for w in manager.registry("writer").impls.values() for s in w.suffixes
-               if name.lower().endswith(s.lower())]
-    return max(claimed, key=len) if claimed else None
-
-
-def _numbered(path: str, count: int, manager) -> list[str]:
-    """One output per clip: ``cat.gif`` for one clip; ``cat-1.gif``, ``cat-2.gif``... for
-    several, the number going before the suffix its writer claims."""
-    if count <= 1:
-        return [path]
-    suffix = _claimed_suffix(PurePosixPath(path).name, manager) or ""
-    stem = path[: len(path) - len(suffix)]
-    return [f"{stem}-{k}{suffix}" for k in range(1, count + 1)]
 
 
 def sampler_options() -> dict[str, Any]:
@@ -1122,7 +1102,7 @@ def _video(ctx: StepContext, step: Step) -> list[Clip]:
 # -- write -------------------------------------------------------------------------------------
 def _write(ctx: StepContext, step: Step) -> None:
     """Each input clip through a writer: sketch frames post-processed (binarized by default),
-    colour frames resized; one file per clip (see ``_numbered``)."""
+    colour frames resized; one file per clip (see ``writers.numbered_paths``)."""
     p = step.params
     for clip, out in zip(ctx.inputs[p["input"]], step.outputs, strict=True):
         if clip.frames.ndim == 3:

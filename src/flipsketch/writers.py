@@ -170,18 +170,35 @@ def check_output_path(path: str | Path, force: bool = False,
 
 def _writer_for_suffix(path: Path, registry: Registry) -> Writer:
     """The writer claiming the longest suffix of the name; the first registered wins ties."""
-    name = path.name.lower()
-    best: Writer | None = None
-    best_len = 0
-    for impl in registry.impls.values():
-        for suffix in impl.suffixes:
-            if name.endswith(suffix.lower()) and len(suffix) > best_len:
-                best, best_len = impl, len(suffix)
-    if best is None:
+    suffix = claimed_suffix(path.name, registry)
+    if suffix is None:
         known = sorted({s for impl in registry.impls.values() for s in impl.suffixes})
         raise UsageError(f"unknown output type '{path.suffix}' for '{path.name}'; use one of "
                          f"{', '.join(known)}, or a name without suffix for a folder of frames")
-    return best
+    return next(impl for impl in registry.impls.values()
+                if suffix.lower() in (s.lower() for s in impl.suffixes))
+
+
+def claimed_suffix(name: str, registry: Registry) -> str | None:
+    """The longest suffix of ``name`` a writer claims; "" for a folder name; None if none."""
+    if not Path(name).suffix:
+        return ""
+    claimed = [s for impl in registry.impls.values() for s in impl.suffixes
+               if name.lower().endswith(s.lower())]
+    return max(claimed, key=len) if claimed else None
+
+
+def numbered_paths(path: str | Path, count: int,
+                   manager: PluginManager | None = None) -> list[Path]:
+    """``cat.gif`` for one output; ``cat-1.gif`` ... ``cat-K.gif`` for K, the number going
+    before the suffix the writer claims (``cat-1.sheet.png``, not ``cat.sheet-1.png``)."""
+    path = Path(path)
+    if count <= 1:
+        return [path]
+    registry = (manager or get_manager()).registry("writer")
+    suffix = claimed_suffix(path.name, registry) or ""
+    stem = path.name[: len(path.name) - len(suffix)]
+    return [path.with_name(f"{stem}-{k}{suffix}") for k in range(1, count + 1)]
 
 
 def _is_frames_folder(path: Path) -> bool:

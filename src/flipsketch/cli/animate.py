@@ -95,7 +95,7 @@ def animate_command(
     from flipsketch.api import animate, load_pipeline, postprocess, save
     from flipsketch.images import load_sketch
     from flipsketch.plugins import get_manager
-    from flipsketch.writers import check_output_path
+    from flipsketch.writers import check_output_path, numbered_paths
 
     started = time.perf_counter()
     manager = get_manager()
@@ -124,7 +124,7 @@ def animate_command(
     image = load_sketch(sketch) if sketch is not None else None
     if output is None:
         output = Path(f"{sketch.stem if sketch is not None else 'animation'}.gif")
-    outputs = numbered_outputs(output, samples)
+    outputs = numbered_paths(output, samples, manager)
     for path in outputs:
         check_output_path(path, force=force, manager=manager)
 
@@ -167,15 +167,6 @@ def animate_command(
         }))
     console.print(f"[green]wrote[/] {', '.join(str(p) for p in written)} "
                   f"({frames} frames, {size} px) in {elapsed:.1f} s", highlight=False)
-
-
-def numbered_outputs(output: Path, samples: int) -> list[Path]:
-    """``out.gif`` for one sample; ``out-1.gif`` ... ``out-K.gif`` for K samples."""
-    if samples == 1:
-        return [output]
-    suffix = "".join(output.suffixes)
-    stem = output.name[: len(output.name) - len(suffix)] if suffix else output.name
-    return [output.with_name(f"{stem}-{k}{suffix}") for k in range(1, samples + 1)]
 
 
 def generate_command(**options) -> None:
