@@ -19,7 +19,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SKETCHES = Path(__file__).resolve().parents[2] / "shared" / "sketches"
 
 
-def _byte_level_vocab() -> dict[str, int]:
+def shared_sketch(name: str) -> Path:
+    """A real sketch from ../shared/sketches; skips where the shared folder is not beside us."""
+    path = SKETCHES / name
+    if not path.exists():
+        pytest.skip(f"{path} not found (the shared sketches sit beside the repository)")
+    return path
+
+
+def read_animation(path: Path):
+    """(F, H, W, ...) frames of an animation file as a viewer shows them (not our reader)."""
+    import imageio.v3 as iio
+    import numpy as np
+    from PIL import Image, ImageSequence
+
+    if path.suffix == ".mp4":
+        return iio.imread(path, index=None)
+    with Image.open(path) as image:
+        return np.stack([np.asarray(f.convert("L")) for f in ImageSequence.Iterator(image)])
+
+
+def byte_level_vocab() -> dict[str, int]:
     """A CLIP-BPE vocabulary of single bytes only: real tokenizer code, tiny files."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                  *range(ord("®"), ord("ÿ") + 1)]
@@ -56,7 +76,7 @@ def build_tiny_components(prediction_type: str = "epsilon", vae_channels: int = 
         num_attention_heads=2, max_position_embeddings=32, bos_token_id=512, eos_token_id=513,
         pad_token_id=513,
     ))
-    tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=32)
+    tokenizer = CLIPTokenizer(vocab=byte_level_vocab(), merges=[], model_max_length=32)
     scheduler = DDIMScheduler(prediction_type=prediction_type, clip_sample=False,
                               beta_schedule="scaled_linear", beta_start=0.00085,
                               beta_end=0.012, set_alpha_to_one=False)

@@ -8,12 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
-from PIL import Image, ImageSequence
+from PIL import Image
 
-from conftest import SKETCHES
+from conftest import read_animation, shared_sketch
 
 FAST = ["--steps", "3", "--frames", "4", "--size", "64"]
 
@@ -23,21 +22,6 @@ def flipsketch(*args: str, cwd: Path | None = None, env: dict | None = None):
         [sys.executable, "-m", "flipsketch", *args], capture_output=True, text=True,
         cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=300,
     )
-
-
-def sketch(name: str) -> Path:
-    path = SKETCHES / name
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared sketches sit beside the repository)")
-    return path
-
-
-def read_animation(path: Path) -> np.ndarray:
-    """(F, H, W, ...) frames of an animation file, as a viewer would show them."""
-    if path.suffix == ".mp4":
-        return iio.imread(path, index=None)
-    with Image.open(path) as image:
-        return np.stack([np.asarray(frame.convert("L")) for frame in ImageSequence.Iterator(image)])
 
 
 def assert_one_line_error(result, *words: str) -> None:
@@ -58,7 +42,7 @@ def assert_one_line_error(result, *words: str) -> None:
     ("cloud.png", "cloud-frames", "folder"),
 ])
 def test_animate_writes_every_format(tiny_model_dir, tmp_path, name, output, reader):
-    result = flipsketch("animate", str(sketch(name)), "it moves to the right",
+    result = flipsketch("animate", str(shared_sketch(name)), "it moves to the right",
                         "--model", str(tiny_model_dir), "-o", str(tmp_path / output),
                         "--json", *FAST)
     assert result.returncode == 0, result.stderr
@@ -78,13 +62,13 @@ def test_animate_writes_every_format(tiny_model_dir, tmp_path, name, output, rea
 
 
 def test_default_output_is_binary_and_raw_keeps_grey(tiny_model_dir, tmp_path):
-    result = flipsketch("animate", str(sketch("fish.png")), "a fish", "--model",
+    result = flipsketch("animate", str(shared_sketch("fish.png")), "a fish", "--model",
                         str(tiny_model_dir), "-o", str(tmp_path / "bw"), *FAST)
     assert result.returncode == 0, result.stderr
     levels = np.unique(np.stack([np.asarray(Image.open(p).convert("L"))
                                  for p in (tmp_path / "bw").glob("*.png")]))
     assert set(levels.tolist()) <= {0, 255}
-    result = flipsketch("animate", str(sketch("fish.png")), "a fish", "--model",
+    result = flipsketch("animate", str(shared_sketch("fish.png")), "a fish", "--model",
                         str(tiny_model_dir), "-o", str(tmp_path / "grey"), "--raw", *FAST)
     assert result.returncode == 0, result.stderr
     levels = np.unique(np.stack([np.asarray(Image.open(p).convert("L"))
@@ -105,7 +89,7 @@ def test_samples_are_numbered_and_generate_needs_no_sketch(tiny_model_dir, tmp_p
 def test_refuses_to_overwrite_without_force(tiny_model_dir, tmp_path):
     out = tmp_path / "cat.gif"
     out.write_bytes(b"precious")
-    args = ["animate", str(sketch("cat.png")), "a cat", "--model", str(tiny_model_dir),
+    args = ["animate", str(shared_sketch("cat.png")), "a cat", "--model", str(tiny_model_dir),
             "-o", str(out), *FAST]
     assert_one_line_error(flipsketch(*args), "exists", "--force")
     assert out.read_bytes() == b"precious"
@@ -118,7 +102,7 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not a drawing")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    cat = str(sketch("cat.png"))
+    cat = str(shared_sketch("cat.png"))
     out = ["-o", str(tmp_path / "out.gif")]
     return {
         "missing file": (["animate", str(tmp_path / "nope.png"), "a cat", *out], ["nope.png"]),
@@ -162,7 +146,7 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, case):
 def test_missing_model_folder_parts_give_one_line(tmp_path):
     broken = tmp_path / "model"
     (broken / "unet").mkdir(parents=True)
-    result = flipsketch("animate", str(sketch("cat.png")), "a cat", "--model", str(broken),
+    result = flipsketch("animate", str(shared_sketch("cat.png")), "a cat", "--model", str(broken),
                         "-o", str(tmp_path / "o.gif"), *FAST)
     assert_one_line_error(result, "model")
 
@@ -194,7 +178,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tiny_model_dir, tmp_path):
     import time
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "flipsketch", "animate", str(sketch("cat.png")), "a cat",
+        [sys.executable, "-m", "flipsketch", "animate", str(shared_sketch("cat.png")), "a cat",
          "--model", str(tiny_model_dir), "-o", str(tmp_path / "cat.gif"), "--steps", "500",
          "--frames", "4"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},

@@ -16,11 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 import yaml
-from PIL import Image, ImageDraw, ImageFont, ImageSequence
+from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import binary_erosion
 from test_video import save_tiny_video_models
 
@@ -43,7 +42,7 @@ from flipsketch.recipes import (
 )
 from flipsketch.writers import check_output_path, save_frames
 
-from conftest import SKETCHES
+from conftest import read_animation, shared_sketch
 
 FAST = ["num_inference_steps=2", "num_frames=4"]
 
@@ -52,21 +51,6 @@ def write(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
     path = folder / name
     path.write_text(text.lstrip("\n"), encoding="utf-8")
     return path
-
-
-def sketch(name: str) -> Path:
-    path = SKETCHES / name
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared sketches sit beside the repository)")
-    return path
-
-
-def read_frames(path: Path) -> np.ndarray:
-    """(F, H, W, ...) frames of an animation file, as a viewer would show them."""
-    if path.suffix == ".mp4":
-        return iio.imread(path, index=None)
-    with Image.open(path) as image:
-        return np.stack([np.asarray(f.convert("L")) for f in ImageSequence.Iterator(image)])
 
 
 def statuses(reports) -> dict[str, str]:
@@ -174,14 +158,14 @@ def test_bundled_recipe_runs_end_to_end(name, tiny_model_dir, tiny_video_dir, tm
     written = {Path(p).name for p in summary["outputs"]}
     assert set(expected) < written and any(n.endswith(".contact.png") for n in written)
     for file, frames in expected.items():
-        assert len(read_frames(tmp_path / "out" / file)) == frames, file
+        assert len(read_animation(tmp_path / "out" / file)) == frames, file
     for file in written:
         assert (tmp_path / "out" / file).stat().st_size > 0
 
 
 # -- extrapolation -----------------------------------------------------------------------------
 def test_extrapolation_continues_each_clip_from_the_last_frame(tiny_model_dir, tmp_path):
-    shutil.copy(sketch("cat.png"), tmp_path / "cat.png")
+    shutil.copy(shared_sketch("cat.png"), tmp_path / "cat.png")
     prompts = ["the cat sits", "the cat stands up", "the cat walks away"]
     path = write(tmp_path, f"""
 version: 1
@@ -226,7 +210,7 @@ steps:
 
 # -- the cache ---------------------------------------------------------------------------------
 def test_cache_skips_unchanged_steps_and_reruns_changed_ones(tiny_model_dir, tmp_path):
-    shutil.copy(sketch("cat.png"), tmp_path / "drawing.png")
+    shutil.copy(shared_sketch("cat.png"), tmp_path / "drawing.png")
     path = write(tmp_path, """
 version: 1
 defaults: {num_frames: 4, num_inference_steps: 2}
@@ -245,7 +229,7 @@ steps:
     ran, cached = "ran", "cached"
     assert run() == {"anim": ran, "smooth": ran, "gif": ran, "grey": ran}
     gif = (out / "cat.gif").read_bytes()
-    assert len(read_frames(out / "cat.gif")) == (4 - 1) * 2 + 1
+    assert len(read_animation(out / "cat.gif")) == (4 - 1) * 2 + 1
     mtime = (out / "cat.gif").stat().st_mtime_ns
 
     assert run() == {"anim": cached, "smooth": cached, "gif": cached, "grey": cached}
@@ -254,10 +238,10 @@ steps:
     # A changed key reruns its step and every step downstream of it, nothing else.
     assert run("steps.smooth.factor=3") == {"anim": cached, "smooth": ran, "gif": ran,
                                             "grey": cached}
-    assert len(read_frames(out / "cat.gif")) == (4 - 1) * 3 + 1
+    assert len(read_animation(out / "cat.gif")) == (4 - 1) * 3 + 1
 
     # A changed input file (same name, new drawing) reruns everything that depends on it.
-    shutil.copy(sketch("fish.png"), tmp_path / "drawing.png")
+    shutil.copy(shared_sketch("fish.png"), tmp_path / "drawing.png")
     assert run("steps.smooth.factor=3") == {"anim": ran, "smooth": ran, "gif": ran, "grey": ran}
 
     # A deleted output is written again from the cached frames; --fresh redoes everything.
@@ -285,7 +269,7 @@ def test_failed_step_is_named_and_earlier_outputs_stay(manager, tmp_path):
         run_recipe(load_recipe(path, manager=manager), out, manager=manager)
     assert "step 'broken' (line) failed: the line broke" in str(exc.value)
     assert exc.value.exit_code == 1
-    assert len(read_frames(out / "line.gif")) == 5 and not (out / "after.gif").exists()
+    assert len(read_animation(out / "line.gif")) == 5 and not (out / "after.gif").exists()
 
     fixed = load_recipe(path, ["steps.broken.fail=false"], manager=manager)
     assert statuses(run_recipe(fixed, out, manager=manager)) == {
@@ -304,7 +288,7 @@ def test_refuses_to_replace_files_it_did_not_write(manager, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["line.gif"]  # not even the cache
 
     run_recipe(recipe, out, force=True, manager=manager)
-    assert len(read_frames(out / "line.gif")) == 5
+    assert len(read_animation(out / "line.gif")) == 5
     (out / "line.gif").write_bytes(b"edited after the run")
     with pytest.raises(UsageError, match="was not written by this recipe"):
         run_recipe(recipe, out, fresh=True, manager=manager)
@@ -370,16 +354,16 @@ steps:
 
 
 def test_paths_are_relative_to_the_recipe_or_to_where_set_was_typed(tmp_path, monkeypatch):
-    shutil.copy(sketch("cat.png"), tmp_path / "drawing.png")
+    shutil.copy(shared_sketch("cat.png"), tmp_path / "drawing.png")
     path = write(tmp_path, """
 version: 1
 steps:
   - {name: a, type: animate, sketch: drawing.png, prompt: the cat walks}
 """)
-    monkeypatch.chdir(sketch("fish.png").parent)
+    monkeypatch.chdir(shared_sketch("fish.png").parent)
     assert load_recipe(path).steps[0].params["sketch"] == (tmp_path / "drawing.png").resolve()
     assert load_recipe(path, ["steps.a.sketch=fish.png"]).steps[0].params["sketch"] == \
-        sketch("fish.png").resolve()
+        shared_sketch("fish.png").resolve()
     with pytest.raises(RecipeError, match=r"recipe.yaml \(--set\): steps\[0\].sketch: file"):
         load_recipe(path, ["steps.a.sketch=drawing.png"])
 

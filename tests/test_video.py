@@ -18,7 +18,7 @@ from flipsketch.errors import ModelLoadError, UsageError
 from flipsketch.images import load_sketch, to_grey_square
 from flipsketch.video import VideoModels, load_video_pipeline, scribble_frames, sketch_to_video
 
-from conftest import SKETCHES, _byte_level_vocab
+from conftest import SKETCHES, byte_level_vocab
 
 
 def save_tiny_video_models(folder: Path) -> VideoModels:
@@ -57,7 +57,7 @@ def save_tiny_video_models(folder: Path) -> VideoModels:
         num_attention_heads=2, max_position_embeddings=32, bos_token_id=512, eos_token_id=513,
         pad_token_id=513,
     ))
-    tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=32)
+    tokenizer = CLIPTokenizer(vocab=byte_level_vocab(), merges=[], model_max_length=32)
     adapter = MotionAdapter(block_out_channels=blocks, motion_layers_per_block=1,
                             motion_norm_num_groups=2, motion_num_attention_heads=2,
                             motion_max_seq_length=32)
