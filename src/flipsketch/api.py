@@ -85,6 +85,11 @@ class Animation:
     align_losses: list[list[float]] = field(default_factory=list)
 
 
+def check_prompt(prompt: str) -> None:
+    if not prompt.strip():
+        raise UsageError("the prompt is empty; describe the motion, e.g. 'a fish swimming'")
+
+
 def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None,
                   dtype: str | None = None, allow_pickle: bool = False,
                   loras: list[str] | tuple[str, ...] = (), unet: str | None = None,
@@ -119,8 +124,7 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
     """Sample ``settings.samples`` animations; ``sketch`` None is text-only generation."""
     settings = settings or SamplerSettings()
     settings.validate()
-    if not prompt.strip():
-        raise UsageError("the prompt is empty; describe the motion, e.g. 'a fish swimming'")
+    check_prompt(prompt)
     manager = manager or get_manager()
     stages = dict(
         inverter=manager.get("inverter", inverter),

@@ -21,6 +21,7 @@ from flipsketch.cli import eval as _eval  # noqa: E402,F401  isort: skip
 from flipsketch.cli import plugins as _plugins  # noqa: E402,F401  isort: skip
 from flipsketch.cli import recipe as _recipe  # noqa: E402,F401  isort: skip
 from flipsketch.cli import synth as _synth  # noqa: E402,F401  isort: skip
+from flipsketch.cli import train as _train  # noqa: E402,F401  isort: skip
 
 
 def _error(message: str) -> None:

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flipsketch.api import DEFAULT_MODEL, SamplerSettings
+from flipsketch.api import DEFAULT_MODEL, SamplerSettings, check_prompt
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import UsageError
 
@@ -117,6 +117,7 @@ def animate_command(
         align_optimizer=align_optimizer, seed=seed, samples=samples,
     )
     settings.validate()
+    check_prompt(prompt)
     postprocessor = "raw" if raw else postprocessor
     for stage, name in (("backbone", backbone), ("inverter", inverter), ("aligner", aligner),
                         ("composer", composer), ("postprocessor", postprocessor)):
