@@ -157,3 +157,21 @@ def test_spatial_tokens_equal_to_frame_count_do_not_confuse_the_layers():
     out = pipe("a fish", sketch, num_frames=16, num_inference_steps=2, seeds=[0],
                aligner=None)
     assert out.frames.shape == (1, 16, 32, 32)
+
+
+def test_gradient_checkpointing_changes_memory_not_results(tiny_pipe):
+    pipe = tiny_pipe
+    pipe.scheduler.set_timesteps(10)
+    t = pipe.scheduler.timesteps[2]
+    torch.manual_seed(1)
+    latents, reference = torch.randn(1, 4, 4, 8, 8), torch.randn(1, 4, 1, 8, 8)
+    cond = pipe.encode_prompt(["a fish"])
+    with torch.no_grad():
+        target = pipe.predict(reference, t, pipe.encode_prompt([""]))
+    results = [gradient_align(pipe, latents, reference, t, cond, target,
+                              AlignSettings(iterations=3, checkpointing=flag))
+               for flag in (True, False)]
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
+    # The UNet's blocks are back to their own forward afterwards.
+    assert all("forward" not in vars(block) for block in pipe.unet.down_blocks)

@@ -47,6 +47,7 @@ class SamplerSettings:
     align_iterations: int = field(default_factory=lambda: AlignSettings().iterations)
     align_lr: float = field(default_factory=lambda: AlignSettings().lr)
     align_optimizer: str = field(default_factory=lambda: AlignSettings().optimizer)
+    align_checkpointing: bool = field(default_factory=lambda: AlignSettings().checkpointing)
     seed: int = 0
     samples: int = 1
 
@@ -139,7 +140,7 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
         seeds=settings.seeds, tau1=settings.tau1, tau2=settings.tau2,
         lambda_=settings.lambda_, compose=settings.compose,
         align_settings=AlignSettings(settings.align_iterations, settings.align_lr,
-                                     settings.align_optimizer),
+                                     settings.align_optimizer, settings.align_checkpointing),
         progress=progress, **stages,
     )
     return [Animation(frames=output.frames[k].numpy(), seed=seed, prompt=prompt,

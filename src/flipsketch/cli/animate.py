@@ -71,6 +71,9 @@ def animate_command(
     align_lr: Annotated[float, Opt(rich_help_panel=SAMPLER)] = SamplerSettings().align_lr,
     align_optimizer: Annotated[str, Opt(rich_help_panel=SAMPLER, help="adam or sgd.")
     ] = SamplerSettings().align_optimizer,
+    align_checkpointing: Annotated[bool, Opt(rich_help_panel=SAMPLER,
+        help="Recompute activations during alignment to save memory (large models).")
+    ] = SamplerSettings().align_checkpointing,
     seed: Annotated[int, Opt(rich_help_panel=SAMPLER)] = 0,
     samples: Annotated[int, Opt(rich_help_panel=SAMPLER,
         help="K samples with seeds seed..seed+K-1, sampled together; outputs numbered.")] = 1,
@@ -114,7 +117,8 @@ def animate_command(
         (lambda_ if lambda_ is not None else 1 - motion),
         tau1=tau1, tau2=tau2, compose="none" if no_compose else compose,
         align=not no_align, align_iterations=align_iterations, align_lr=align_lr,
-        align_optimizer=align_optimizer, seed=seed, samples=samples,
+        align_optimizer=align_optimizer, align_checkpointing=align_checkpointing,
+        seed=seed, samples=samples,
     )
     settings.validate()
     check_prompt(prompt)
