@@ -19,12 +19,14 @@ from diffusers import AutoencoderKL, UNet3DConditionModel
 from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from flipsketch.errors import UsageError
 from flipsketch.tiny import CONFIG_PATH, build_components, load_config
 from flipsketch.training import (
     AnimatorClips,
     LoopConfig,
     checkpoints,
     loss_weights,
+    train_base,
     train_denoiser,
 )
 
@@ -51,7 +53,7 @@ SMALL = {
         "base": {"clips": 6, "steps": 4, "batch_size": 2, "lr": 1e-3, "warmup_steps": 1,
                  "caption_dropout": 0.1, "snr_gamma": 5.0, "ema_decay": 0.99,
                  "cache_latents": True, "checkpoint_every": 2, "keep_checkpoints": 2,
-                 "log_every": 1, "export_every": 2},
+                 "log_every": 1, "export_every": 4},
     },
 }
 
@@ -112,6 +114,10 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path):
                if k.startswith("unet."))
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
 
+    # Starting over into a run folder with checkpoints is refused, not silently mixed in.
+    with pytest.raises(UsageError, match="--resume"):
+        train_base(SMALL, tmp_path / "b")
+
 
 def test_only_requires_grad_parameters_train_and_are_checkpointed(tmp_path):
     # The LoRA case in miniature: a frozen text encoder and one trainable UNet block.
@@ -154,10 +160,6 @@ def test_cli_trains_resumes_and_exports(tmp_path):
     assert len(AutoencoderKL.from_pretrained(run / "vae").config.latents_std) == 4
     assert [p.name for p in checkpoints(run)] == ["checkpoint-0000002", "checkpoint-0000004"]
     assert UNet3DConditionModel.from_pretrained(run / "model", subfolder="unet")
-
-    again = flipsketch("train", "base", str(config), "-o", str(run))
-    assert again.returncode == 2 and "--resume" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1
 
     more = flipsketch("train", "base", str(config), "-o", str(run), "--resume", "--steps", "6")
     assert more.returncode == 0, more.stderr

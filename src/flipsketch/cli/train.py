@@ -1,0 +1,133 @@
+"""``flipsketch train``: train the embedded tiny model and export its weights.
+
+``train base`` runs the stages named in a config (configs/tiny.yaml) into a run folder that
+holds checkpoints, loss logs and the newest exported model; ``train export`` turns the newest
+checkpoint of a run into a model folder (e.g. src/flipsketch/models/tiny).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flipsketch.api import DEFAULT_MODEL
+from flipsketch.cli.app import app, console, stdout
+from flipsketch.errors import UsageError
+
+train_app = typer.Typer(help="Train the embedded tiny model or export a run's weights.",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; pass a folder to -o")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UsageError(f"{out} is not empty; pass --force to replace it or -o another folder")
+
+
+@train_app.command("base")
+def base(
+    config: Annotated[Path, typer.Argument(help="Training config, e.g. configs/tiny.yaml.")],
+    out: Annotated[Path, typer.Option("-o", "--output",
+                                      help="Run folder: checkpoints, logs, model/.")]
+    = Path("runs/tiny"),
+    resume: Annotated[bool, typer.Option("--resume",
+                                         help="Continue from the newest checkpoint.")] = False,
+    from_shipped: Annotated[bool, typer.Option(
+        "--from-shipped", help="Start from the shipped model's weights, not from scratch.")]
+    = False,
+    steps: Annotated[int | None, typer.Option("--steps", min=1,
+                                              help="Total UNet steps (overrides the config).")]
+    = None,
+    export: Annotated[Path | None, typer.Option(
+        "--export", help="Also export the EMA weights here as training goes (replaced whole).")]
+    = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+    = False,
+) -> None:
+    """Train the tiny model's VAE, UNet and text encoder on synthetic sketch animations."""
+    from flipsketch.tiny import load_config
+    from flipsketch.training import train_base
+
+    # --export replaces a model folder as training goes; anything else of the user's stays.
+    if export is not None and not (export / "model_index.json").is_file():
+        _check_out(export, force=False)
+    summary = train_base(load_config(config), out, resume=resume, from_shipped=from_shipped,
+                         steps=steps, export_dir=export)
+    console.print(f"stopped at step {summary['step']}; checkpoints in {out}", highlight=False)
+    if json_out:
+        stdout.print_json(json.dumps({**summary, "run_dir": str(out)}))
+
+
+@train_app.command("export")
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder of 'flipsketch train base'.")],
+    out: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty folder.")] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Export the raw weights, not the EMA.")]
+    = False,
+) -> None:
+    """Export the newest checkpoint of a run (EMA weights) as a diffusers model folder."""
+    from flipsketch.training import export_run
+
+    if not run_dir.is_dir():
+        raise UsageError(f"run folder {run_dir} does not exist; pass the -o of 'train base'")
+    _check_out(out, force)
+    path = export_run(run_dir, out, ema=not raw)
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    console.print(f"exported {run_dir} to {path} ({size / 1e6:.1f} MB)", highlight=False)
+
+
+@train_app.command("lora")
+def lora(
+    data: Annotated[Path, typer.Argument(
+        help="Folder of clips (GIF, MP4, WebP, APNG or PNG-frame folders) with captions in "
+             "captions.jsonl or a .txt beside each clip.")],
+    out: Annotated[Path, typer.Option("-o", "--output",
+                                      help="Adapter folder to write (checkpoints inside).")],
+    model: Annotated[str, typer.Option(
+        help="Base model: preset (tiny, modelscope-sketch, modelscope), folder or hub id.")]
+    = DEFAULT_MODEL,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 4,
+    steps: Annotated[int, typer.Option(help="Total optimiser steps.")] = 2500,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
+    batch: Annotated[int, typer.Option(help="Clips per step and process.")] = 1,
+    grad_accum: Annotated[int, typer.Option(help="Batches accumulated per step.")] = 1,
+    frames: Annotated[int, typer.Option(help="Frames per clip (sampled or padded).")] = 10,
+    size: Annotated[int | None, typer.Option(
+        help="Frame size in pixels. Default: the model's resolution.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    mixed_precision: Annotated[str, typer.Option(help="no, fp16 (GPU) or bf16.")] = "no",
+    save_every: Annotated[int, typer.Option(
+        help="Checkpoint and export the adapter every N steps.")] = 500,
+    resume: Annotated[bool, typer.Option("--resume",
+                                         help="Continue from the newest checkpoint.")] = False,
+    caption_dropout: Annotated[float, typer.Option(
+        help="Share of captions replaced by \"\" so guidance keeps working.")] = 0.1,
+    force: Annotated[bool, typer.Option("--force", help="Start over in a non-empty folder.")]
+    = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+    = False,
+) -> None:
+    """Fine-tune a LoRA on your own sketch animations; use it with 'animate --lora DIR'.
+
+    On several GPUs: accelerate launch -m flipsketch train lora ... (same options).
+    """
+    from accelerate import PartialState
+
+    from flipsketch.lora import LoraSettings, train_lora
+
+    settings = LoraSettings(model=model, rank=rank, steps=steps, lr=lr, batch_size=batch,
+                            grad_accum=grad_accum, num_frames=frames, size=size, seed=seed,
+                            mixed_precision=mixed_precision, save_every=save_every,
+                            caption_dropout=caption_dropout)
+    summary = train_lora(data, out, settings, resume=resume, force=force)
+    if PartialState().is_main_process:
+        console.print(f"LoRA at step {summary['step']} in {out}; use it with "
+                      f"--model {model} --lora {out}", highlight=False)
+        if json_out:
+            stdout.print_json(json.dumps(summary))
