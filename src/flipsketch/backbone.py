@@ -15,15 +15,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
-from transformers.utils import logging as transformers_logging
 
 from flipsketch.errors import ModelLoadError, UsageError
 from flipsketch.hookspecs import hookimpl
-from flipsketch.pipeline import FlipSketchPipeline
+
+if TYPE_CHECKING:  # diffusers loads with the first model, so the CLI starts quickly
+    from flipsketch.pipeline import FlipSketchPipeline
 
 TINY_MODEL_DIR = Path(__file__).parent / "models" / "tiny"
 MODELSCOPE_BASE = "damo-vilab/text-to-video-ms-1.7b"
@@ -121,6 +121,12 @@ def _subfolder(*parts: str) -> str | None:
 def load_modelscope(spec: ModelSpec, *, device: str | None = None, dtype: str | None = None,
                     allow_pickle: bool = False) -> FlipSketchPipeline:
     """The ``modelscope`` backbone: load each part of a diffusers-layout T2V model."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    from flipsketch.pipeline import FlipSketchPipeline
+
     transformers_logging.disable_progress_bar()  # our own progress is on screen
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)

@@ -52,5 +52,5 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         code = 130
     if code == 130:
-        _error("interrupted; nothing was written")
+        _error("interrupted")
     sys.exit(code if isinstance(code, int) else 0)
