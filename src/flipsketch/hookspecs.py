@@ -43,8 +43,9 @@ def register_inverters(register: Register) -> None:
     """Register sketch inverters: encoded sketch latent -> reference noise x_T^r.
 
     ``impl(pipe, latent, null_embeds, timesteps) -> Tensor``; ``latent`` is (1, c, 1, h, w)
-    and the result has the same shape. Called once per run, before sampling, with the
-    timesteps the sampler will walk down (the inverter walks them up). Default: ``ddim``.
+    and the result has the same shape (the sampler averages over frames if an inverter
+    returns several). Called once per run, before sampling, with the timesteps the sampler
+    will walk down (the inverter walks them up). Default: ``ddim``.
     """
 
 
@@ -52,11 +53,13 @@ def register_inverters(register: Register) -> None:
 def register_aligners(register: Register) -> None:
     """Register frame aligners (paper Sec. 4.2).
 
-    ``impl(pipe, latents, ref_latent, t, cond_embeds, target, settings) -> Tensor``: called
-    at every step i < tau_1 with the joint latents (b, c, M, h, w) whose frame 0 is the
-    reference latent; returns latents of the same shape with frame 0 untouched. ``target`` is
-    the model output for the reference frame alone under the null prompt. Default:
-    ``gradient``; the name ``none`` always means "skip this stage".
+    ``impl(pipe, latents, ref_latent, t, cond_embeds, target, settings) -> (latents,
+    losses)``: called at every step i < tau_1 with the joint latents (b, c, M, h, w) whose
+    frame 0 is the reference latent ``ref_latent`` (1, c, 1, h, w); returns latents of the
+    same shape with frame 0 untouched, and the alignment loss per iteration (for reports).
+    ``target`` is the model output for the reference frame alone under the null prompt;
+    ``settings`` is a ``flipsketch.alignment.AlignSettings``. Default: ``gradient``; the name
+    ``none`` always means "skip this stage".
     """
 
 
@@ -64,11 +67,12 @@ def register_aligners(register: Register) -> None:
 def register_composers(register: Register) -> None:
     """Register attention composers (paper Sec. 4.3).
 
-    ``impl(unet, settings) -> flipsketch.attention.Composition``: called once per run to
-    install attention processors on the UNet. The sampler then wraps the reference pass in
-    ``composition.capture(num_frames)`` and the joint pass in
-    ``composition.compose(step, num_frames, cond_rows)``, and calls ``composition.remove()``
-    when the run ends (also on error). Default: ``flipsketch``; ``none`` skips the stage.
+    ``impl(unet, settings: flipsketch.attention.CompositionSettings) -> Composition``:
+    called once per run to install attention processors on the UNet. The sampler then wraps
+    each reference pass in the context manager ``composition.capture()`` and the following
+    joint pass in ``composition.compose(step, num_frames, cond_rows)`` (``cond_rows``: the
+    slice of batch entries that are conditional), and calls ``composition.remove()`` when the
+    run ends, also on error. Default: ``flipsketch``; ``none`` skips the stage.
     """
 
 

@@ -154,6 +154,7 @@ def export_model(components: dict, out_dir: str | os.PathLike,
         index = {"_class_name": "FlipSketchPipeline", "_diffusers_version": diffusers.__version__}
         index.update({name: list(lib_cls) for name, lib_cls in PARTS.items()})
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        _umask_permissions(tmp)
         old = out_dir.with_name(f".{out_dir.name}.old.tmp")
         if old.exists():
             shutil.rmtree(old)
@@ -177,3 +178,13 @@ def _save_tokenizer(tokenizer, folder: Path) -> None:
             shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".*"))
             return
     tokenizer.save_pretrained(folder)
+
+
+def _umask_permissions(root: Path) -> None:
+    """Give a folder made by ``mkdtemp`` (0700) and its files the modes a plain ``mkdir``/
+    ``open`` would have had, so the exported model is readable like any other checkout file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    root.chmod(0o777 & ~umask)
+    for path in root.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -552,32 +552,38 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
     if run_dir.exists() and checkpoints(run_dir) and not resume:
         raise UsageError(f"{run_dir} already holds checkpoints; pass --resume to continue it "
                          "or -o a new folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(_dump_yaml(config))
     model_cfg, stages = config["model"], config["stages"]
     seed = int(config.get("seed", 0))
-
     components = load_components(TINY_DIR) if from_shipped else build_components(config)
+
+    # Under `accelerate launch` only the main process writes; the VAE stage is one process's
+    # job and the others load its result.
+    state = PartialState()
     vae_dir = run_dir / "vae"
-    if (vae_dir / "config.json").is_file():
-        components["vae"] = AutoencoderKL.from_pretrained(vae_dir)
-        console.print(f"using the VAE in {vae_dir}")
-    elif not from_shipped and int(stages["vae"]["steps"]) > 0:
-        v = stages["vae"]
-        animator = SketchAnimator(size=int(model_cfg["resolution"]),
-                                  num_frames=int(model_cfg["num_frames"]), seed=seed)
-        train_vae(components["vae"], animator.still, run_dir, steps=int(v["steps"]),
-                  batch_size=int(v["batch_size"]), lr=float(v["lr"]), crop=int(v["crop"]),
-                  kl_weight=float(v["kl_weight"]), stroke_weight=float(v["stroke_weight"]),
-                  seed=seed)
-        # Statistics on what the UNet will see: whole frames of training clips.
-        clips = [animator.clip(10**9 + i).frames for i in range(int(v["stats_frames"]) // 10 + 1)]
-        measure_latent_stats(components["vae"], torch.from_numpy(np.concatenate(clips)))
-        _save_vae(components["vae"], vae_dir)
-        console.print(f"VAE trained; latents mean {components['vae'].config.latents_mean} "
-                      f"std {components['vae'].config.latents_std}")
-    else:
-        _save_vae(components["vae"], vae_dir)  # the shipped VAE, kept with the run
+    if state.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(_dump_yaml(config))
+        if (vae_dir / "config.json").is_file():
+            console.print(f"using the VAE in {vae_dir}")
+        elif from_shipped or int(stages["vae"]["steps"]) == 0:
+            _save_vae(components["vae"], vae_dir)  # the starting VAE, kept with the run
+        else:
+            v = stages["vae"]
+            animator = SketchAnimator(size=int(model_cfg["resolution"]),
+                                      num_frames=int(model_cfg["num_frames"]), seed=seed)
+            train_vae(components["vae"], animator.still, run_dir, steps=int(v["steps"]),
+                      batch_size=int(v["batch_size"]), lr=float(v["lr"]), crop=int(v["crop"]),
+                      kl_weight=float(v["kl_weight"]), stroke_weight=float(v["stroke_weight"]),
+                      seed=seed)
+            # Statistics on what the UNet will see: whole frames of training clips.
+            count = int(v["stats_frames"]) // int(model_cfg["num_frames"]) + 1
+            clips = [animator.clip(10**9 + i).frames for i in range(count)]
+            measure_latent_stats(components["vae"], torch.from_numpy(np.concatenate(clips)))
+            _save_vae(components["vae"], vae_dir)
+            console.print(f"VAE trained; latents mean {components['vae'].config.latents_mean} "
+                          f"std {components['vae'].config.latents_std}")
+    state.wait_for_everyone()
+    components["vae"] = AutoencoderKL.from_pretrained(vae_dir)
 
     base = dict(stages["base"])
     clips = int(base.pop("clips"))
