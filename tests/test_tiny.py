@@ -99,10 +99,12 @@ def test_export_loads_part_by_part_in_float16_within_budget(components, tmp_path
     # The live components were not cast by the export.
     assert next(components["unet"].parameters()).dtype == torch.float32
 
-    # Exporting again replaces the folder whole.
-    (out / "stale.txt").write_text("old")
+    # Exporting again replaces the model parts whole but keeps the folder's other files.
+    (out / "unet" / "stale.bin").write_text("old weights")
+    (out / "README.md").write_text("model card")
     export_model(components, out)
-    assert not (out / "stale.txt").exists()
+    assert not (out / "unet" / "stale.bin").exists()
+    assert (out / "README.md").read_text() == "model card"
 
 
 def test_config_errors_are_usage_errors(tmp_path):

@@ -137,10 +137,12 @@ def load_components(folder: str | os.PathLike) -> dict:
 
 def export_model(components: dict, out_dir: str | os.PathLike,
                  dtype: torch.dtype = torch.float16) -> Path:
-    """Write ``components`` as a standard diffusers folder, replacing ``out_dir`` whole.
+    """Write ``components`` as a standard diffusers folder at ``out_dir``.
 
     The folder is assembled next to ``out_dir`` and swapped in at the end, so a reader (or a
-    crash) never sees a half-written model. Overwrite checks are the caller's job.
+    crash) never sees a half-written model. The model parts are replaced whole; anything else
+    already in ``out_dir`` (a README, a licence) is carried over. Overwrite checks are the
+    caller's job.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +157,11 @@ def export_model(components: dict, out_dir: str | os.PathLike,
         index.update({name: list(lib_cls) for name, lib_cls in PARTS.items()})
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         _umask_permissions(tmp)
+        owned = set(PARTS) | {"model_index.json"}
+        for entry in out_dir.iterdir() if out_dir.is_dir() else ():
+            if entry.name not in owned and not entry.is_symlink():
+                carry = shutil.copytree if entry.is_dir() else shutil.copy2
+                carry(entry, tmp / entry.name)
         old = out_dir.with_name(f".{out_dir.name}.old.tmp")
         if old.exists():
             shutil.rmtree(old)
