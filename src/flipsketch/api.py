@@ -47,7 +47,7 @@ class SamplerSettings:
     align_iterations: int = field(default_factory=lambda: AlignSettings().iterations)
     align_lr: float = field(default_factory=lambda: AlignSettings().lr)
     align_optimizer: str = field(default_factory=lambda: AlignSettings().optimizer)
-    align_checkpointing: bool = field(default_factory=lambda: AlignSettings().checkpointing)
+    align_checkpointing: bool | None = field(default_factory=lambda: AlignSettings().checkpointing)
     seed: int = 0
     samples: int = 1
 

@@ -71,9 +71,9 @@ def animate_command(
     align_lr: Annotated[float, Opt(rich_help_panel=SAMPLER)] = SamplerSettings().align_lr,
     align_optimizer: Annotated[str, Opt(rich_help_panel=SAMPLER, help="adam or sgd.")
     ] = SamplerSettings().align_optimizer,
-    align_checkpointing: Annotated[bool, Opt(rich_help_panel=SAMPLER,
-        help="Recompute activations during alignment to save memory (large models).")
-    ] = SamplerSettings().align_checkpointing,
+    align_checkpointing: Annotated[bool | None, Opt(rich_help_panel=SAMPLER,
+        help="Recompute activations during alignment to save memory. Default: only for "
+             "UNets over 100 M parameters.")] = None,
     seed: Annotated[int, Opt(rich_help_panel=SAMPLER)] = 0,
     samples: Annotated[int, Opt(rich_help_panel=SAMPLER,
         help="K samples with seeds seed..seed+K-1, sampled together; outputs numbered.")] = 1,
