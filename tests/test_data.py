@@ -17,7 +17,8 @@ from flipsketch.errors import UsageError
 from flipsketch.synth import SketchAnimator, write_dataset
 from flipsketch.writers import write_apng, write_gif, write_mp4, write_png_frames, write_webp
 
-SKETCHES = Path("/work/shared/sketches")
+from conftest import shared_sketch
+
 ENCODERS = {
     "gif": write_gif, "webp": write_webp, "mp4": write_mp4, "apng": write_apng,
     "png": write_png_frames,
@@ -111,7 +112,7 @@ def test_real_transparent_sketches_as_frame_folders(tmp_path):
     folder = tmp_path / "fish"
     folder.mkdir()
     for i, name in enumerate(["fish.png", "cat.png", "camel.png"]):  # RGBA, two sizes
-        shutil.copy(SKETCHES / name, folder / f"frame_{i}.png")
+        shutil.copy(shared_sketch(name), folder / f"frame_{i}.png")
     (tmp_path / "fish.txt").write_text("a fish swimming left")
     frames = ClipFolder(tmp_path, num_frames=3, size=64)[0]["frames"]
     assert frames.shape == (3, 64, 64)

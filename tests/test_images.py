@@ -12,7 +12,7 @@ from PIL import Image
 from flipsketch.errors import UsageError
 from flipsketch.images import array_to_images, images_to_array, load_sketch, to_grey_square
 
-from conftest import SKETCHES
+from conftest import shared_sketch
 
 
 def disc_mask(width: int, height: int, radius: float) -> np.ndarray:
@@ -134,7 +134,7 @@ def test_exif_orientation_is_applied(tmp_path):
 
 @pytest.mark.parametrize("name", ["camel.png", "cat.png", "cloud.png", "fish.png", "horse.png"])
 def test_shared_sketches_load(name):
-    img = load_sketch(SKETCHES / name)
+    img = load_sketch(shared_sketch(name))
     assert img.mode == "RGBA"
     out = np.asarray(to_grey_square(img, 256))
     assert out.shape == (256, 256)
@@ -163,7 +163,7 @@ def test_bad_sketches_are_one_line_usage_errors(tmp_path, case):
     elif case == "text":
         path.write_text("not a drawing\n")
     elif case == "truncated":
-        data = (SKETCHES / "camel.png").read_bytes()
+        data = shared_sketch("camel.png").read_bytes()
         path.write_bytes(data[: len(data) // 2])
     elif case == "zero":
         path.write_bytes(_zero_width_png())

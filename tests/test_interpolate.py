@@ -11,13 +11,11 @@ from flipsketch.images import load_sketch, to_grey_square
 from flipsketch.interpolate import flow_interpolate
 from flipsketch.plugins import get_manager
 
-from conftest import SKETCHES
+from conftest import shared_sketch
 
 
 def real_sketch(name: str, size: int = 128) -> Image.Image:
-    path = SKETCHES / name
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared sketches sit beside the repository)")
+    path = shared_sketch(name)
     return to_grey_square(load_sketch(path), size)
 
 

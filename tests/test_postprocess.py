@@ -14,7 +14,7 @@ from flipsketch.images import array_to_images, load_sketch, to_grey_square
 from flipsketch.plugins import PluginManager
 from flipsketch.postprocess import PostprocessSettings, binarize, otsu_threshold, raw
 
-from conftest import SKETCHES
+from conftest import shared_sketch
 
 
 def test_otsu_lands_between_the_modes_on_any_scale():
@@ -63,7 +63,7 @@ def test_binarize_gives_two_levels_with_strokes_in_place():
 
 
 def test_binarize_keeps_the_drawing_of_a_real_sketch():
-    sketch = load_sketch(SKETCHES / "cat.png")
+    sketch = load_sketch(shared_sketch("cat.png"))
     small = to_grey_square(sketch, 64)  # the model's resolution, soft edges
     out = np.asarray(binarize([small], PostprocessSettings(size=256))[0])
     reference = np.asarray(to_grey_square(sketch, 256)) < 128  # (256, 256) ink at full size

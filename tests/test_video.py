@@ -18,7 +18,7 @@ from flipsketch.errors import ModelLoadError, UsageError
 from flipsketch.images import load_sketch, to_grey_square
 from flipsketch.video import VideoModels, load_video_pipeline, scribble_frames, sketch_to_video
 
-from conftest import SKETCHES, byte_level_vocab
+from conftest import byte_level_vocab, shared_sketch
 
 
 def save_tiny_video_models(folder: Path) -> VideoModels:
@@ -90,9 +90,7 @@ def video_pipe(tiny_video_models):
 
 
 def sketch_frames(name: str, count: int, size: int = 64) -> list[Image.Image]:
-    path = SKETCHES / name
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared sketches sit beside the repository)")
+    path = shared_sketch(name)
     drawing = to_grey_square(load_sketch(path), size)
     return [drawing.rotate(5 * i, fillcolor=255) for i in range(count)]
 
