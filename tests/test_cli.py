@@ -179,7 +179,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tiny_model_dir, tmp_path):
 
     process = subprocess.Popen(
         [sys.executable, "-m", "flipsketch", "animate", str(shared_sketch("cat.png")), "a cat",
-         "--model", str(tiny_model_dir), "-o", str(tmp_path / "cat.gif"), "--steps", "500",
+         "--model", str(tiny_model_dir), "-o", str(tmp_path / "cat.gif"), "--steps", "2000",
          "--frames", "4"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -145,8 +146,8 @@ def animate_command(
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total)
-                if not console.is_terminal:  # no live bar in logs: say what started
-                    console.print(f"{stage} ...", highlight=False)
+                if not console.is_terminal:  # no live bar in logs: say what started, now
+                    print(f"{stage} ...", file=sys.__stderr__, flush=True)
             bar.update(tasks[stage], completed=done)
 
         animations = animate(pipe, prompt, image, settings, inverter=inverter, aligner=aligner,
