@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -146,8 +145,8 @@ def animate_command(
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total)
-                if not console.is_terminal:  # no live bar in logs: say what started, now
-                    print(f"{stage} ...", file=sys.__stderr__, flush=True)
+                if not console.is_terminal:  # no live bar in logs: say what started
+                    console.print(f"{stage} ...", highlight=False)
             bar.update(tasks[stage], completed=done)
 
         animations = animate(pipe, prompt, image, settings, inverter=inverter, aligner=aligner,
