@@ -26,6 +26,7 @@ from flipsketch.training import (
     LoopConfig,
     checkpoints,
     loss_weights,
+    sample_timesteps,
     train_base,
     train_denoiser,
 )
@@ -141,6 +142,20 @@ def test_min_snr_weights_keep_the_pure_noise_step(tmp_path):
     assert w[-1] == 1.0 and w[2] == 1.0  # high noise: the plain v-loss
     assert 0 < w[0] < w[1] < 1  # low noise: scaled down
     assert torch.equal(loss_weights(scheduler, t, None), torch.ones(4))
+
+
+def test_timestep_sampling_uniform_or_weighted_towards_high_noise():
+    torch.manual_seed(0)
+    uniform = sample_timesteps(20000, 1000, "uniform").float()
+    high = sample_timesteps(20000, 1000, "high_noise").float()
+    for t in (uniform, high):
+        assert t.min() >= 0 and t.max() <= 999
+    assert abs(uniform.mean() - 499.5) < 10
+    assert abs(high.mean() - 666) < 10  # density proportional to t: mean 2/3 of the range
+    assert abs((high >= 500).float().mean() - 0.75) < 0.02
+    with pytest.raises(UsageError, match="unknown timestep_sampling 'cosine'"):
+        LoopConfig.from_dict({"steps": 1, "batch_size": 1, "lr": 1e-3,
+                              "timestep_sampling": "cosine"})
 
 
 def flipsketch(*args: str) -> subprocess.CompletedProcess:

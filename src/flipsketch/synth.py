@@ -503,12 +503,15 @@ class Clip:
 class SketchAnimator:
     """Deterministic synthetic clips: ``clip(i)`` depends only on (seed, i) and the settings.
 
-    ``held_out=False`` draws (subject, motion) pairs uniformly from all pairs except
-    ``HELD_OUT_PAIRS`` (training); ``held_out=True`` draws only those pairs (evaluation).
+    ``held_out=False`` draws (subject, motion) pairs from all pairs except ``HELD_OUT_PAIRS``
+    (training); ``held_out=True`` draws only those pairs (evaluation). Pairs are equally likely
+    unless ``motion_weights`` (motion -> relative weight, 1 for motions not named) says
+    otherwise: a training run can show more of the motions that are hard to learn.
     """
 
     def __init__(
-        self, size: int = 128, num_frames: int = 10, seed: int = 0, held_out: bool = False
+        self, size: int = 128, num_frames: int = 10, seed: int = 0, held_out: bool = False,
+        motion_weights: dict[str, float] | None = None,
     ):
         if size < 16:
             raise UsageError(f"clip size must be at least 16 pixels, got {size}; pass --size 128")
@@ -518,10 +521,16 @@ class SketchAnimator:
         held = set(HELD_OUT_PAIRS)
         pairs = [(s, m) for s in SUBJECTS for m in MOTIONS]
         self.pairs = [p for p in pairs if (p in held) == held_out]
+        self.probabilities = None
+        if motion_weights:
+            self.probabilities = _pair_probabilities(self.pairs, motion_weights)
 
     def clip(self, index: int) -> Clip:
         rng = np.random.default_rng([self.seed, index])
-        subject, motion = self.pairs[rng.integers(len(self.pairs))]
+        if self.probabilities is None:
+            subject, motion = self.pairs[rng.integers(len(self.pairs))]
+        else:
+            subject, motion = self.pairs[rng.choice(len(self.pairs), p=self.probabilities)]
         return self.render(subject, motion, rng)
 
     def render(self, subject: str, motion: str, rng: np.random.Generator) -> Clip:
@@ -602,6 +611,20 @@ class SketchAnimator:
         pivot = (0.0, bottom if track.pivot_bottom else 0.0)
         pts = _rotate(stroke * (mirror, 1.0), pivot, tilt + track.degrees[i])
         return pts * scale * track.scale[i] + (track.dx[i], track.dy[i])
+
+
+def _pair_probabilities(pairs: list[tuple[str, str]], weights: dict[str, float]) -> np.ndarray:
+    """Probability of each (subject, motion) pair: its motion's weight, normalised."""
+    for motion, weight in weights.items():
+        if motion not in MOTIONS:
+            raise UsageError(f"unknown motion {motion!r} in motion_weights; "
+                             f"use some of {', '.join(MOTIONS)}")
+        if not weight >= 0:
+            raise UsageError(f"motion weight of {motion} must be 0 or more, got {weight}")
+    p = np.array([float(weights.get(motion, 1.0)) for _, motion in pairs])
+    if p.sum() <= 0:
+        raise UsageError("motion_weights leave no motion to draw; give one a weight above 0")
+    return p / p.sum()
 
 
 def _render(strokes: list[Stroke], widths: np.ndarray, size: int) -> np.ndarray:
