@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -176,10 +177,14 @@ def test_cli_trains_resumes_and_exports(tmp_path):
     assert [p.name for p in checkpoints(run)] == ["checkpoint-0000002", "checkpoint-0000004"]
     assert UNet3DConditionModel.from_pretrained(run / "model", subfolder="unet")
 
-    more = flipsketch("train", "base", str(config), "-o", str(run), "--resume", "--steps", "6")
+    more = flipsketch("train", "base", str(config), "-o", str(run), "--resume", "--steps", "6",
+                      "--set", "stages.base.lr=0.0005", "--set", "stages.base.log_every=2")
     assert more.returncode == 0, more.stderr
     assert "resumed from" in more.stderr and checkpoints(run)[-1].name == "checkpoint-0000006"
-    assert [json.loads(x)["step"] for x in (run / "loss.jsonl").open()] == [1, 2, 3, 4, 5, 6]
+    log = [json.loads(x) for x in (run / "loss.jsonl").open()]
+    assert [entry["step"] for entry in log] == [1, 2, 3, 4, 6]  # steps 5-6 logged every 2
+    assert log[-1]["lr"] == pytest.approx(5e-4)
+    assert yaml.safe_load((run / "config.yaml").read_text())["stages"]["base"]["lr"] == 5e-4
 
     out = tmp_path / "exported"
     out.mkdir()
@@ -197,6 +202,24 @@ def test_cli_trains_resumes_and_exports(tmp_path):
     assert torch.equal(text_encoder.state_dict()[name], ema[f"text_encoder.{name}"].half())
     assert CLIPTokenizer.from_pretrained(out, subfolder="tokenizer")("a fish").input_ids == [
         49406, 320, 2759, 49407]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.base.batchsize=3", "stages.base has no 'batchsize'; it has clips, "),
+    ("stages.base=3", "stages.base is a section; set one of its keys"),
+    ("seed", "is not key=value"),
+])
+def test_config_overrides_change_existing_keys_only(override, message):
+    from flipsketch.tiny import override_config
+
+    config = load_config(CONFIG_PATH)
+    override_config(config, "stages.base.batch_size=64")
+    override_config(config, "mixed_precision=bf16")
+    override_config(config, "model.unet.block_out_channels=[32, 64, 64]")
+    assert config["stages"]["base"]["batch_size"] == 64 and config["mixed_precision"] == "bf16"
+    assert config["model"]["unet"]["block_out_channels"] == [32, 64, 64]
+    with pytest.raises(UsageError, match=re.escape(message)):
+        override_config(config, override)
 
 
 def test_latent_stats_normalise_the_vae_latents():

@@ -286,6 +286,26 @@ def _dotted(path: tuple) -> str:
     return out
 
 
+def parse_override(override: str, example: str) -> tuple[str, list[str | int], Any]:
+    """``"a.b[0].c=VALUE"`` -> ``("a.b[0].c", ["a", "b", 0, "c"], value)``.
+
+    The value is read as a YAML scalar or list (safe_load), so numbers and booleans keep their
+    type; text that YAML would turn into a mapping or null stays text.
+    """
+    key, sep, raw = override.partition("=")
+    parts: list[str | int] = [int(t[1:-1]) if t.startswith("[") else t
+                              for t in re.findall(r"\[\d+\]|[^.\[\]]+", key.strip())]
+    if not sep or not parts:
+        raise UsageError(f"--set '{override}' is not key=value; write e.g. --set {example}")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, dict) or (value is None and raw.strip() not in ("null", "~")):
+        value = raw  # "a cat: running" or "" would become a mapping or null; it is text
+    return key.strip(), parts, value
+
+
 def _apply_override(data: Any, lines: dict, override: str, display: str) -> None:
     """Apply one ``--set key=value`` to the parsed document, before validation.
 
@@ -294,17 +314,7 @@ def _apply_override(data: Any, lines: dict, override: str, display: str) -> None
     The value is read as a YAML scalar or list, so numbers and booleans keep their type. An
     overridden key has no line: errors about it name ``--set`` instead.
     """
-    key, sep, raw = override.partition("=")
-    parts: list[str | int] = [int(t[1:-1]) if t.startswith("[") else t
-                              for t in re.findall(r"\[\d+\]|[^.\[\]]+", key.strip())]
-    if not sep or not parts:
-        raise UsageError(f"--set '{override}' is not key=value; write e.g. --set seed=3")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
-    if isinstance(value, dict) or (value is None and raw.strip() not in ("null", "~")):
-        value = raw  # "a cat: running" or "" would become a mapping or null; it is text
+    key, parts, value = parse_override(override, example="seed=3")
     if not isinstance(data, dict):
         return  # the validator reports the document itself
     if len(parts) == 1 and parts[0] not in TOP_LEVEL_KEYS:

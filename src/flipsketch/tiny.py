@@ -58,6 +58,31 @@ def load_config(path: str | os.PathLike) -> dict:
     return config
 
 
+def override_config(config: dict, override: str) -> None:
+    """Apply one ``--set stages.base.batch_size=64`` style edit to a loaded config.
+
+    Only keys the config already has can be set, so a typo is an error rather than a setting
+    silently ignored; values are read as YAML scalars or lists.
+    """
+    from flipsketch.recipes import parse_override
+
+    key, parts, value = parse_override(override, example="stages.base.batch_size=64")
+    target, path = config, []
+    for depth, part in enumerate(parts):
+        keys = target if isinstance(target, dict) else {}
+        if part not in keys:
+            where = ".".join(path) or "the config"
+            raise UsageError(f"--set {key}: {where} has no '{part}'; it has "
+                             f"{', '.join(map(str, keys)) or 'no keys'}")
+        if depth == len(parts) - 1:
+            if isinstance(target[part], dict):
+                raise UsageError(f"--set {key}: {key} is a section; set one of its keys "
+                                 f"({', '.join(map(str, target[part]))})")
+            target[part] = value
+            return
+        target, path = target[part], [*path, str(part)]
+
+
 def build_components(config: dict, tokenizer_dir: str | os.PathLike | None = None) -> dict:
     """Freshly initialised parts, ``dict(vae, unet, text_encoder, tokenizer, scheduler)``.
 

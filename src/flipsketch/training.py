@@ -290,6 +290,12 @@ def train_denoiser(
     if resume and checkpoints(run_dir):
         step = _load_checkpoint(checkpoints(run_dir)[-1], accelerator, models, optimizer,
                                 lr_scheduler, ema)
+        # The checkpoint's schedule carries its own learning rate; a resumed run takes the one
+        # of its config, which may have been changed (`--set stages.base.lr=...`).
+        inner = lr_scheduler.scheduler  # the LambdaLR inside accelerate's wrapper
+        inner.base_lrs = [config.lr] * len(inner.base_lrs)
+        for group, factor in zip(optimizer.param_groups, inner.lr_lambdas, strict=True):
+            group["lr"] = config.lr * factor(inner.last_epoch)
     if step >= config.steps:
         console.print(f"{run_dir}: already at step {step} of {config.steps}; nothing to do")
         return {"step": step, "loss": None}

@@ -46,17 +46,24 @@ def base(
     export: Annotated[Path | None, typer.Option(
         "--export", help="Also export the EMA weights here as training goes (replaced whole).")]
     = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Change a config value, e.g. --set stages.base.batch_size=64 --set "
+        "mixed_precision=bf16 (a GPU run); repeatable. The run's config.yaml records it.")]
+    = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
     = False,
 ) -> None:
     """Train the tiny model's VAE, UNet and text encoder on synthetic sketch animations."""
-    from flipsketch.tiny import load_config
+    from flipsketch.tiny import load_config, override_config
     from flipsketch.training import train_base
 
+    settings = load_config(config)
+    for override in overrides or []:
+        override_config(settings, override)
     # --export replaces a model folder as training goes; anything else of the user's stays.
     if export is not None and not (export / "model_index.json").is_file():
         _check_out(export, force=False)
-    summary = train_base(load_config(config), out, resume=resume, from_shipped=from_shipped,
+    summary = train_base(settings, out, resume=resume, from_shipped=from_shipped,
                          steps=steps, export_dir=export)
     console.print(f"stopped at step {summary['step']}; checkpoints in {out}", highlight=False)
     if json_out:
