@@ -3,6 +3,7 @@
     flipsketch eval fidelity SKETCH ANIMATION        score an existing animation
     flipsketch eval sketch SKETCH_DIR                 the sketch bar: fidelity and motion
     flipsketch eval motion                            the text-only bar: does it move as told
+    flipsketch eval captions                          does the model listen to motion words
     flipsketch eval ablate SKETCH_DIR PROMPTS_FILE    the paper's Table 1, without CLIP
 
 Every input is checked before the model loads, and ``--csv`` is written atomically, so bad
@@ -52,13 +53,13 @@ DEFAULT_PROMPTS = tuple(f"a {{subject}} {MOTIONS[motion][0]}" for motion in TRAN
 
 # -- inputs ----------------------------------------------------------------------------------
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         seeds = []
     if not seeds:
-        raise UsageError(f"--seeds must be comma-separated integers like 0,1, not '{text}'")
+        raise UsageError(f"{option} must be comma-separated integers like 0,1, not '{text}'")
     return seeds
 
 
@@ -291,6 +292,52 @@ def motion_command(
                        ("held-out pairs", "held_out_accuracy"), ("all", "accuracy")):
         table.add_row(label, fmt(result[key], ".0%"), style="bold")
     console.print(table)
+
+
+@eval_app.command("captions")
+def captions_command(
+    model: ModelOpt = "tiny",
+    timesteps: Annotated[str, typer.Option(
+        help="Comma-separated training timesteps to test at (high = noisy).")] = "950,800,600",
+    motions: Annotated[str, typer.Option(help="Comma-separated synth motions.")
+    ] = ",".join(evaluation.TEXT_MOTIONS),
+    clips: Annotated[int, typer.Option(min=1, help="Synthetic clips per motion.")] = 6,
+    seed: Annotated[int, typer.Option(help="Seed of the clips and the noise.")] = 0,
+    device: DeviceOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Does the model listen to the motion words? Loss with the opposite motion's caption."""
+    steps = parse_seeds(timesteps, "--timesteps")
+    motion_list = parse_names(motions) or []
+    unknown = [m for m in motion_list if m not in evaluation.OPPOSITE_MOTIONS]
+    if unknown or not motion_list:
+        raise UsageError(f"--motions takes some of {', '.join(evaluation.OPPOSITE_MOTIONS)}, "
+                         f"not '{motions}'")
+    pipe = load(model, device)
+    limit = pipe.scheduler.config.num_train_timesteps
+    if not all(0 <= t < limit for t in steps):
+        raise UsageError(f"timesteps must lie in 0..{limit - 1}; pass e.g. --timesteps 950,600")
+    with console.status("denoising synthetic clips"):
+        result = evaluation.caption_sensitivity(pipe, steps, motion_list, clips, seed=seed)
+    if json_output:
+        emit_json(result)
+    table = Table(title=f"caption sensitivity ({model}, {result['clips']} clips)")
+    for column in ("timestep", "loss, true caption", "opposite motion", "empty prompt"):
+        table.add_column(column, justify="right")
+    for row in result["timesteps"]:
+        table.add_row(str(row["timestep"]), f"{row['loss_true']:.4f}",
+                      f"{row['loss_opposite']:.4f} ({row['gap']:+.1%})",
+                      f"{row['loss_empty']:.4f} ({row['empty_gap']:+.1%})")
+    console.print(table)
+    by_motion = Table(title="loss rise with the opposite motion's caption, by motion")
+    by_motion.add_column("timestep", justify="right")
+    for motion in motion_list:
+        by_motion.add_column(motion.removeprefix("move_").removeprefix("spin_"),
+                             justify="right")
+    for row in result["timesteps"]:
+        by_motion.add_row(str(row["timestep"]),
+                          *(f"{row['gap_by_motion'][m]:+.1%}" for m in motion_list))
+    console.print(by_motion)
 
 
 @eval_app.command("ablate")
