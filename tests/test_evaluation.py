@@ -268,6 +268,43 @@ def test_unknown_subject_or_motion_is_a_usage_error(tiny_pipe_loaded):
         ev.evaluate_text_motion(tiny_pipe_loaded, motions=["move left"])
 
 
+def test_caption_sensitivity_is_zero_exactly_when_the_caption_cannot_matter(tiny_pipe):
+    import torch
+
+    motions = ["move_left", "grow"]
+    listening = ev.caption_sensitivity(tiny_pipe, timesteps=(900, 500), motions=motions,
+                                       clips_per_motion=2, repeats=1)
+    assert listening["clips"] == 4 and [r["timestep"] for r in listening["timesteps"]] == [900,
+                                                                                          500]
+    for row in listening["timesteps"]:
+        assert row["loss_true"] > 0 and set(row["gap_by_motion"]) == set(motions)
+        assert row["gap"] != 0 and row["empty_gap"] != 0  # random weights do read the text
+    again = ev.caption_sensitivity(tiny_pipe, timesteps=(900, 500), motions=motions,
+                                   clips_per_motion=2, repeats=1)
+    assert again == listening  # seeded clips and noise
+
+    # A text encoder whose output is zero for every caption: no caption can change the loss.
+    norm = tiny_pipe.text_encoder.final_layer_norm
+    with torch.no_grad():
+        norm.weight.zero_()
+        norm.bias.zero_()
+    deaf = ev.caption_sensitivity(tiny_pipe, timesteps=(900,), motions=motions,
+                                  clips_per_motion=2, repeats=1)
+    [row] = deaf["timesteps"]
+    assert row["gap"] == 0 and row["empty_gap"] == 0
+    assert all(gap == 0 for gap in row["gap_by_motion"].values())
+
+
+def test_eval_captions_checks_its_options(tmp_path, capsys):
+    no_model = ("--model", str(tmp_path / "no-model"))
+    for args, words in [
+        (("--motions", "bounce"), ["--motions", "bounce"]),
+        (("--timesteps", "high"), ["--timesteps", "high"]),
+    ]:
+        line = one_line_error(*in_process(capsys, "eval", "captions", *args, *no_model))
+        assert all(word in line for word in words), line
+
+
 def test_ablation_returns_every_configuration(tiny_pipe_loaded):
     from flipsketch.api import SamplerSettings
     from flipsketch.images import images_to_array, load_sketch, to_grey_square
