@@ -3,7 +3,7 @@
 #   scripts/evaluate_tiny.sh [MODEL] [OUT_DIR]
 # Bar 1: text-only motion over every subject (translations, 2 seeds) and grow/shrink/spin.
 # Bar 2: the paper's ablation on the real sketches in ../shared/sketches and on held-out
-#        synthetic drawings. Two evaluations run at a time, one CPU thread each.
+#        synthetic drawings. Then the caption-sensitivity check. Two evaluations run at a time, one CPU thread each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-tiny}
@@ -34,4 +34,6 @@ python -m flipsketch eval ablate "$out/heldout-sketches" configs/eval_prompts.tx
     --model "$model" --seeds 0 --csv "$out/ablation-heldout.csv" --force \
     --json > "$out/ablation-heldout.json" &
 wait
+# Does the model use the motion words at all? (no sampling; about a minute)
+python -m flipsketch eval captions --model "$model" --json > "$out/captions.json"
 echo "wrote $out"
