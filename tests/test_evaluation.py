@@ -300,6 +300,7 @@ def test_eval_captions_checks_its_options(tmp_path, capsys):
     for args, words in [
         (("--motions", "bounce"), ["--motions", "bounce"]),
         (("--timesteps", "high"), ["--timesteps", "high"]),
+        (("--timesteps", "950,-1"), ["--timesteps", "0 or more"]),
     ]:
         line = one_line_error(*in_process(capsys, "eval", "captions", *args, *no_model))
         assert all(word in line for word in words), line

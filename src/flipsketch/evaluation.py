@@ -453,14 +453,17 @@ def caption_sensitivity(pipe: FlipSketchPipeline, timesteps: Sequence[int] = (95
     from flipsketch.synth import SUBJECTS, SketchAnimator, make_caption
 
     _check_names("motion", motions, OPPOSITE_MOTIONS)
-    animator = SketchAnimator(size=pipe.model_resolution, seed=10**6 + seed)
-    rng = np.random.default_rng(seed)
+    # Training draws clip i from default_rng([run seed, i]); a stream seeded 10**6 + seed
+    # gives drawings no training run has seen.
+    stream = 10**6 + seed
+    animator = SketchAnimator(size=pipe.model_resolution, seed=stream)
+    rng = np.random.default_rng(stream)
     subjects = list(SUBJECTS)
     clips, true, opposite = [], [], []
     for motion in motions:
-        for k in range(clips_per_motion):
-            subject = subjects[(k + len(clips)) % len(subjects)]
-            clip = animator.render(subject, motion, np.random.default_rng([seed, len(clips)]))
+        for _ in range(clips_per_motion):
+            subject = subjects[len(clips) % len(subjects)]
+            clip = animator.render(subject, motion, np.random.default_rng([stream, len(clips)]))
             clips.append(clip.frames)
             true.append(clip.caption)
             opposite.append(make_caption(subject, OPPOSITE_MOTIONS[motion], rng))

@@ -53,7 +53,7 @@ DEFAULT_PROMPTS = tuple(f"a {{subject}} {MOTIONS[motion][0]}" for motion in TRAN
 
 # -- inputs ----------------------------------------------------------------------------------
 
-def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+def parse_ints(text: str, option: str = "--seeds") -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -231,7 +231,7 @@ def sketch_command(
     json_output: JsonOpt = False,
 ) -> None:
     """The sketch bar: fidelity to each drawing, and motion in the prompt's direction."""
-    seed_list = parse_seeds(seeds)
+    seed_list = parse_ints(seeds)
     prompt_list = read_prompts(prompts) if prompts is not None else list(DEFAULT_PROMPTS)
     settings = settings_for(steps, frames)
     drawings = read_sketches(sketch_dir)
@@ -274,7 +274,7 @@ def motion_command(
     json_output: JsonOpt = False,
 ) -> None:
     """The text-only bar: does the model move each subject as the caption says?"""
-    seed_list = parse_seeds(seeds)
+    seed_list = parse_ints(seeds)
     settings = settings_for(steps, frames)
     pipe = load(model, device)
     with progress_bar("sampling") as progress:
@@ -307,7 +307,9 @@ def captions_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Does the model listen to the motion words? Loss with the opposite motion's caption."""
-    steps = parse_seeds(timesteps, "--timesteps")
+    steps = parse_ints(timesteps, "--timesteps")
+    if min(steps) < 0:
+        raise UsageError(f"--timesteps must be 0 or more, not '{timesteps}'")
     motion_list = parse_names(motions) or []
     unknown = [m for m in motion_list if m not in evaluation.OPPOSITE_MOTIONS]
     if unknown or not motion_list:
@@ -356,7 +358,7 @@ def ablate_command(
     json_output: JsonOpt = False,
 ) -> None:
     """The paper's Table 1 ablation, scored offline (stroke fidelity and motion, not CLIP)."""
-    seed_list = parse_seeds(seeds)
+    seed_list = parse_ints(seeds)
     prompt_list = read_prompts(prompts_file)
     settings = settings_for(steps, frames)
     drawings = read_sketches(sketch_dir)
