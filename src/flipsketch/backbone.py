@@ -121,10 +121,11 @@ def _subfolder(*parts: str) -> str | None:
 def load_modelscope(spec: ModelSpec, *, device: str | None = None, dtype: str | None = None,
                     allow_pickle: bool = False) -> FlipSketchPipeline:
     """The ``modelscope`` backbone: load each part of a diffusers-layout T2V model."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
     from transformers.utils import logging as transformers_logging
 
+    from flipsketch.frame_positions import load_unet
     from flipsketch.pipeline import FlipSketchPipeline
 
     transformers_logging.disable_progress_bar()  # our own progress is on screen
@@ -133,7 +134,7 @@ def load_modelscope(spec: ModelSpec, *, device: str | None = None, dtype: str | 
     weights = {"use_safetensors": None if allow_pickle else True}
     source = spec.source
     try:
-        unet = UNet3DConditionModel.from_pretrained(
+        unet = load_unet(
             spec.unet_source or source,
             subfolder=_subfolder(spec.unet_subfolder if spec.unet_source else spec.subfolder,
                                  "unet"),

@@ -28,6 +28,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from flipsketch.errors import UsageError
+from flipsketch.frame_positions import add_frame_positions, load_unet
 
 TINY_DIR = Path(__file__).parent / "models" / "tiny"
 CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
@@ -137,6 +138,9 @@ def build_components(config: dict, tokenizer_dir: str | os.PathLike | None = Non
         attention_head_dim=int(u["attention_head_dim"]),
     )
 
+    if u.get("frame_positions"):
+        add_frame_positions(unet, int(u["frame_positions"]))
+
     scheduler = DDIMScheduler(**m["scheduler"])
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir or TINY_DIR / "tokenizer")
     return dict(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
@@ -151,8 +155,7 @@ def load_components(folder: str | os.PathLike) -> dict:
                          "export one with 'flipsketch train export'")
     return dict(
         vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32),
-        unet=UNet3DConditionModel.from_pretrained(folder, subfolder="unet",
-                                                  torch_dtype=torch.float32),
+        unet=load_unet(folder, subfolder="unet", torch_dtype=torch.float32),
         text_encoder=CLIPTextModel.from_pretrained(folder, subfolder="text_encoder",
                                                    dtype=torch.float32),
         tokenizer=CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
