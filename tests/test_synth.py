@@ -18,7 +18,10 @@ from PIL import Image, ImageSequence
 
 from flipsketch.errors import UsageError
 from flipsketch.synth import (
+    DOODLES,
+    GENERIC_NOUNS,
     HELD_OUT_PAIRS,
+    LETTER_STROKES,
     LOCOMOTION,
     MOTIONS,
     SUBJECTS,
@@ -376,3 +379,62 @@ def test_cli_writes_a_dataset_and_refuses_a_non_empty_folder(tmp_path):
     assert refused.returncode == 2
     assert len(refused.stderr.strip().splitlines()) == 1 and "--force" in refused.stderr
     assert (out / "captions.jsonl").read_text().splitlines() == lines
+
+
+# -- doodles: generic drawings for a model that must keep any drawing --------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(DOODLES))
+@pytest.mark.parametrize("motion, direction", [("move_right", (1, 0)), ("move_up", (0, -1))])
+def test_every_doodle_kind_draws_ink_that_moves_as_captioned(kind, motion, direction):
+    animator = SketchAnimator(size=SIZE, num_frames=10, seed=1, doodle_share=1.0)
+    for index in range(3):
+        clip = animator.render(kind, motion, np.random.default_rng([kind == "word", index]))
+        first = ink(clip.frames[0])
+        assert 30 < first.sum() < 0.5 * SIZE * SIZE  # a drawing, not a blot or an empty page
+        along = (centroid(clip.frames[-1]) - centroid(clip.frames[0])) @ np.array(direction)
+        assert 0.2 * SIZE < along < 0.5 * SIZE
+        noun = re.fullmatch(r"(a|an|the) (\w+) .+", clip.caption).group(2)
+        assert noun in DOODLES[kind], clip.caption
+
+
+def test_doodle_share_mixes_doodles_and_named_subjects_deterministically():
+    animator = SketchAnimator(size=32, num_frames=2, seed=4, doodle_share=0.4)
+    clips = [animator.clip(i) for i in range(200)]
+    doodles = sum(c.subject in DOODLES for c in clips)
+    assert 50 < doodles < 110  # 40 % of 200, give or take chance
+    assert {c.subject for c in clips if c.subject in DOODLES} == set(DOODLES)
+    again = SketchAnimator(size=32, num_frames=2, seed=4, doodle_share=0.4)
+    np.testing.assert_array_equal(again.clip(7).frames, clips[7].frames)
+    assert again.clip(7).caption == clips[7].caption
+    # Doodles take the configured motion weights too.
+    only_up = SketchAnimator(size=32, num_frames=2, seed=4, doodle_share=1.0,
+                             motion_weights={m: float(m == "move_up") for m in MOTIONS})
+    assert {only_up.clip(i).motion for i in range(20)} == {"move_up"}
+
+
+def test_generic_share_names_subjects_generically_without_their_verbs():
+    animator = SketchAnimator(size=32, num_frames=2, seed=2, generic_share=1.0)
+    for index in range(40):
+        clip = animator.clip(index)
+        match = re.fullmatch(r"(a|the) (\w+) (.+)", clip.caption)
+        assert match and match.group(2) in GENERIC_NOUNS, clip.caption
+        phrases = {p.format(verbs="moves", verbing="moving") for p in MOTIONS[clip.motion]}
+        assert match.group(3) in phrases  # "a drawing moving left", never "a drawing swims"
+
+
+def test_the_stick_alphabet_has_every_capital_letter_inside_its_box():
+    assert sorted(LETTER_STROKES) == [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    for letter, strokes in LETTER_STROKES.items():
+        points = np.concatenate(strokes)
+        assert points.min() >= 0 and points[:, 0].max() <= 2.1 and points[:, 1].max() <= 3.1
+        assert all(len(s) >= 2 for s in strokes), letter
+
+
+def test_doodle_shares_are_checked():
+    with pytest.raises(UsageError, match="doodle_share must be between 0 and 1"):
+        SketchAnimator(doodle_share=1.5)
+    with pytest.raises(UsageError, match="held-out clips are named subjects only"):
+        SketchAnimator(held_out=True, doodle_share=0.5)
+    with pytest.raises(UsageError, match="unknown subject 'dragon'"):
+        SketchAnimator().render("dragon", "grow", np.random.default_rng(0))

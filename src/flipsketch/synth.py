@@ -15,13 +15,20 @@ the size and halved, which antialiases the ink.
 Caption grammar (``make_caption``)::
 
     caption := DETERMINER " " NOUN " " PHRASE
-    DETERMINER := "a" | "the"
+    DETERMINER := "a" | "an" | "the"                # "an" before a vowel
     NOUN := SUBJECTS[subject]                       # e.g. "fish", "stick figure"
     PHRASE := one of MOTIONS[motion], with "{verbs}" / "{verbing}" replaced by
               LOCOMOTION[subject] (default "moves" / "moving")
 
 e.g. "a fish moving to the right", "the fish swims right", "a car driving to the left". Every
 caption names one subject and one motion and nothing else.
+
+A user's drawing is rarely one of the named subjects, and composition can only carry an
+appearance the model's features can represent; so a training animator can also draw *doodles*
+(``doodle_share``): random smooth curves, scribbles, closed shapes, words in a stick alphabet
+and compositions of several such parts, captioned with a generic noun (NOUN := one of
+``DOODLES[kind]``, e.g. "a doodle spinning clockwise", "the word moving to the left"). With
+``generic_share`` a named subject's caption also uses a generic noun ("a drawing moving up").
 """
 
 from __future__ import annotations
@@ -175,13 +182,29 @@ SWAY_DEGREES = (15.0, 25.0)
 PEN_WIDTH = (1.0, 4.0)  # pixels at 128 px
 
 
-def make_caption(subject: str, motion: str, rng: np.random.Generator) -> str:
-    """One random paraphrase following the caption grammar in the module docstring."""
-    verbs, verbing = LOCOMOTION.get(subject, ("moves", "moving"))
+# doodle kind -> the generic nouns its captions use
+DOODLES: dict[str, tuple[str, ...]] = {
+    "squiggle": ("squiggle", "line", "curve", "doodle", "drawing"),
+    "scribble": ("scribble", "doodle", "drawing", "sketch"),
+    "shape": ("shape", "outline", "doodle", "drawing"),
+    "word": ("word", "letters", "drawing"),
+    "parts": ("drawing", "doodle", "sketch", "picture"),
+}
+
+# what any drawing may be called, whatever it shows
+GENERIC_NOUNS = ("drawing", "doodle", "sketch", "picture")
+
+
+def make_caption(subject: str, motion: str, rng: np.random.Generator,
+                 noun: str | None = None) -> str:
+    """One random paraphrase following the caption grammar in the module docstring; ``noun``
+    replaces the subject's own (a generic caption: its locomotion verbs go too)."""
+    verbs, verbing = ("moves", "moving") if noun else LOCOMOTION.get(subject, ("moves", "moving"))
     phrase = MOTIONS[motion][rng.integers(len(MOTIONS[motion]))]
-    determiner = ("a", "the")[rng.integers(2)]
+    noun = noun or SUBJECTS[subject]
+    determiner = ("an" if noun[0] in "aeiou" else "a", "the")[rng.integers(2)]
     phrase = phrase.format(verbs=verbs, verbing=verbing)
-    return f"{determiner} {SUBJECTS[subject]} {phrase}"
+    return f"{determiner} {noun} {phrase}"
 
 
 # -- strokes -----------------------------------------------------------------------------------
@@ -421,6 +444,151 @@ DRAWERS: dict[str, Drawer] = {
 }
 
 
+# -- doodles: generic line drawings ---------------------------------------------------------
+
+
+def _smooth(points: np.ndarray, closed: bool = False, rounds: int = 3) -> Stroke:
+    """Chaikin corner cutting: a polyline through random points becomes a smooth pen path."""
+    for _ in range(rounds):
+        nxt = np.roll(points, -1, axis=0) if closed else points[1:]
+        cur = points if closed else points[:-1]
+        cut = np.empty((2 * len(cur), 2))
+        cut[0::2], cut[1::2] = 0.75 * cur + 0.25 * nxt, 0.25 * cur + 0.75 * nxt
+        points = cut if closed else np.vstack([points[:1], cut, points[-1:]])
+    return np.vstack([points, points[:1]]) if closed else points
+
+
+def _fit(strokes: list[Stroke]) -> list[Stroke]:
+    """Centre strokes and scale their longer side to 2 units (the drawers' unit box)."""
+    every = np.concatenate(strokes)
+    low, high = every.min(axis=0), every.max(axis=0)
+    scale = 2.0 / max(float((high - low).max()), 1e-6)
+    return [(s - (low + high) / 2) * scale for s in strokes]
+
+
+def _squiggle(rng: np.random.Generator, t: float, motion: str | None) -> list[Stroke]:
+    """One to three smooth open curves through random points."""
+    return _fit([_smooth(rng.uniform(-1, 1, (int(rng.integers(3, 7)), 2)))
+                 for _ in range(int(rng.integers(1, 4)))])
+
+
+def _scribble(rng: np.random.Generator, t: float, motion: str | None) -> list[Stroke]:
+    """A loopy scribble: a random walk with momentum, smoothed; sometimes a second one."""
+    strokes = []
+    for _ in range(1 + int(rng.random() < 0.3)):
+        steps = int(rng.integers(8, 20))
+        heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.9, steps))
+        walk = np.cumsum(np.stack([np.cos(heading), np.sin(heading)], axis=1), axis=0)
+        strokes.append(_smooth(walk - walk.mean(axis=0), rounds=2))
+    return _fit(strokes)
+
+
+def _closed_shape(rng: np.random.Generator) -> Stroke:
+    """A polygon, a star, a wobbly blob, an ellipse or a rounded box, about 2 units wide."""
+    kind = rng.integers(5)
+    if kind == 0:  # polygon
+        n = int(rng.integers(3, 9))
+        a = rng.uniform(0, 2 * np.pi) + np.linspace(0, 2 * np.pi, n, endpoint=False)
+        r = rng.uniform(0.75, 1.0, n)
+        pts = np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
+        return np.vstack([pts, pts[:1]])
+    if kind == 1:  # star
+        n = int(rng.integers(4, 8))
+        a = rng.uniform(0, 2 * np.pi) + np.linspace(0, 2 * np.pi, 2 * n, endpoint=False)
+        r = np.where(np.arange(2 * n) % 2 == 0, 1.0, rng.uniform(0.35, 0.6))
+        pts = np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
+        return np.vstack([pts, pts[:1]])
+    if kind == 2:  # blob: a radius with a few random harmonics
+        a = np.linspace(0, 2 * np.pi, 48)
+        r = 1 + sum(rng.uniform(0, 0.25) * np.sin(k * a + rng.uniform(0, 2 * np.pi))
+                    for k in range(2, 5))
+        return np.stack([r * np.cos(a), rng.uniform(0.5, 1) * r * np.sin(a)], axis=1)
+    if kind == 3:
+        return _ellipse(0, 0, 1, rng.uniform(0.4, 1), rng, tilt=rng.uniform(0, np.pi))
+    w, h = 1.0, rng.uniform(0.4, 1)
+    return _smooth(_pts((-w, -h), (w, -h), (w, h), (-w, h)), closed=True, rounds=2)
+
+
+def _shape(rng: np.random.Generator, t: float, motion: str | None) -> list[Stroke]:
+    """A closed shape, often with small inner details (a dot, a tick, a line) like an eye or a
+    gill line: the small things a user's drawing must keep."""
+    strokes = [_closed_shape(rng)]
+    for _ in range(int(rng.integers(0, 4))):
+        x, y = rng.uniform(-0.5, 0.5, 2)
+        if rng.random() < 0.5:
+            size = rng.uniform(0.05, 0.15)
+            strokes.append(_ellipse(x, y, size, size, rng))
+        else:
+            strokes.append(_curve((x, y), (x + rng.uniform(-0.2, 0.2), y + 0.15),
+                                  (x + rng.uniform(-0.3, 0.3), y + rng.uniform(0.1, 0.4)), n=6))
+    return strokes
+
+
+# A stick alphabet: each letter is polylines in a 2 x 3 box (y down), "x,y x,y|next stroke".
+_LETTERS = {
+    "A": "0,3 1,0 2,3|0.5,1.8 1.5,1.8",
+    "B": "0,3 0,0 1.4,0 1.8,0.4 1.8,1.1 1.4,1.5 0,1.5|1.4,1.5 1.9,1.9 1.9,2.6 1.4,3 0,3",
+    "C": "2,0.4 1.5,0 0.5,0 0,0.6 0,2.4 0.5,3 1.5,3 2,2.6",
+    "D": "0,0 0,3 1.2,3 2,2.2 2,0.8 1.2,0 0,0",
+    "E": "2,0 0,0 0,3 2,3|0,1.5 1.5,1.5",
+    "F": "2,0 0,0 0,3|0,1.5 1.5,1.5",
+    "G": "2,0.4 1.5,0 0.5,0 0,0.6 0,2.4 0.5,3 1.5,3 2,2.5 2,1.6 1.1,1.6",
+    "H": "0,0 0,3|2,0 2,3|0,1.5 2,1.5",
+    "I": "1,0 1,3|0.4,0 1.6,0|0.4,3 1.6,3",
+    "J": "2,0 2,2.4 1.5,3 0.5,3 0,2.4",
+    "K": "0,0 0,3|2,0 0,1.8|0.7,1.2 2,3",
+    "L": "0,0 0,3 2,3",
+    "M": "0,3 0,0 1,1.8 2,0 2,3",
+    "N": "0,3 0,0 2,3 2,0",
+    "O": "1,0 1.8,0.5 2,1.5 1.8,2.5 1,3 0.2,2.5 0,1.5 0.2,0.5 1,0",
+    "P": "0,3 0,0 1.5,0 2,0.5 2,1.1 1.5,1.6 0,1.6",
+    "Q": "1,0 1.8,0.5 2,1.5 1.8,2.5 1,3 0.2,2.5 0,1.5 0.2,0.5 1,0|1.3,2.3 2.1,3.1",
+    "R": "0,3 0,0 1.5,0 2,0.5 2,1.1 1.5,1.6 0,1.6|0.9,1.6 2,3",
+    "S": "2,0.5 1.5,0 0.5,0 0,0.5 0,1.1 0.5,1.5 1.5,1.5 2,1.9 2,2.5 1.5,3 0.5,3 0,2.5",
+    "T": "0,0 2,0|1,0 1,3",
+    "U": "0,0 0,2.4 0.5,3 1.5,3 2,2.4 2,0",
+    "V": "0,0 1,3 2,0",
+    "W": "0,0 0.5,3 1,1.2 1.5,3 2,0",
+    "X": "0,0 2,3|2,0 0,3",
+    "Y": "0,0 1,1.5 2,0|1,1.5 1,3",
+    "Z": "0,0 2,0 0,3 2,3",
+}
+LETTER_STROKES: dict[str, list[Stroke]] = {
+    letter: [np.array([[float(v) for v in p.split(",")] for p in part.split()])
+             for part in spec.split("|")]
+    for letter, spec in _LETTERS.items()
+}
+
+
+def _word(rng: np.random.Generator, t: float, motion: str | None) -> list[Stroke]:
+    """One to four random capital letters side by side."""
+    letters = rng.choice(list(LETTER_STROKES), int(rng.integers(1, 5)))
+    gap = rng.uniform(2.4, 3.0)
+    return _fit([s + (k * gap, 0) for k, letter in enumerate(letters)
+                 for s in LETTER_STROKES[letter]])
+
+
+def _parts(rng: np.random.Generator, t: float, motion: str | None) -> list[Stroke]:
+    """Two to four doodles (or named subjects) side by side: drawings have several parts."""
+    makers = (_squiggle, _scribble, _shape, _word, *DRAWERS.values())
+    strokes = []
+    for k in range(int(rng.integers(2, 5))):
+        part = makers[rng.integers(len(makers))](rng, t, motion)
+        size = rng.uniform(0.35, 0.7)
+        where = (k - 1) * 1.1 + rng.uniform(-0.3, 0.3), rng.uniform(-0.8, 0.8)
+        strokes += [s * size + where for s in part]
+    return _fit(strokes)
+
+
+DOODLE_DRAWERS: dict[str, Drawer] = {
+    "squiggle": _squiggle,
+    "scribble": _scribble,
+    "shape": _shape,
+    "word": _word,
+    "parts": _parts,
+}
+
+
 def _hand_drawn(stroke: Stroke, rng: np.random.Generator) -> Stroke:
     """Wobble, misplace and overshoot one stroke the way a quick pen does.
 
@@ -507,26 +675,43 @@ class SketchAnimator:
     (training); ``held_out=True`` draws only those pairs (evaluation). Pairs are equally likely
     unless ``motion_weights`` (motion -> relative weight, 1 for motions not named) says
     otherwise: a training run can show more of the motions that are hard to learn.
+    ``doodle_share`` of the clips (training only) show a doodle instead of a named subject, and
+    ``generic_share`` of the named subjects' captions call them by a generic noun. Both default
+    to 0, which leaves the clips of earlier versions unchanged.
     """
 
     def __init__(
         self, size: int = 128, num_frames: int = 10, seed: int = 0, held_out: bool = False,
-        motion_weights: dict[str, float] | None = None,
+        motion_weights: dict[str, float] | None = None, doodle_share: float = 0.0,
+        generic_share: float = 0.0,
     ):
         if size < 16:
             raise UsageError(f"clip size must be at least 16 pixels, got {size}; pass --size 128")
         if num_frames < 1:
             raise UsageError(f"clips need at least 1 frame, got {num_frames}; pass more frames")
+        for name, share in (("doodle_share", doodle_share), ("generic_share", generic_share)):
+            if not 0 <= share <= 1:
+                raise UsageError(f"{name} must be between 0 and 1, got {share}")
+        if held_out and doodle_share:
+            raise UsageError("held-out clips are named subjects only; use doodle_share 0")
         self.size, self.num_frames, self.seed, self.held_out = size, num_frames, seed, held_out
+        self.doodle_share, self.generic_share = doodle_share, generic_share
         held = set(HELD_OUT_PAIRS)
         pairs = [(s, m) for s in SUBJECTS for m in MOTIONS]
         self.pairs = [p for p in pairs if (p in held) == held_out]
         self.probabilities = None
+        self.motion_probabilities = np.full(len(MOTIONS), 1 / len(MOTIONS))
         if motion_weights:
             self.probabilities = _pair_probabilities(self.pairs, motion_weights)
+            self.motion_probabilities = _pair_probabilities(
+                [(None, m) for m in MOTIONS], motion_weights)
 
     def clip(self, index: int) -> Clip:
         rng = np.random.default_rng([self.seed, index])
+        if self.doodle_share and rng.random() < self.doodle_share:
+            kind = list(DOODLES)[rng.integers(len(DOODLES))]
+            motion = list(MOTIONS)[rng.choice(len(MOTIONS), p=self.motion_probabilities)]
+            return self.render(kind, motion, rng)
         if self.probabilities is None:
             subject, motion = self.pairs[rng.integers(len(self.pairs))]
         else:
@@ -534,17 +719,27 @@ class SketchAnimator:
         return self.render(subject, motion, rng)
 
     def render(self, subject: str, motion: str, rng: np.random.Generator) -> Clip:
-        """A clip of one given pair (evaluation asks for specific ones, held out or not)."""
-        if subject not in DRAWERS:
-            raise UsageError(f"unknown subject {subject!r}; use one of {', '.join(SUBJECTS)}")
+        """A clip of one given pair (evaluation asks for specific ones, held out or not);
+        ``subject`` may also be a doodle kind."""
+        if subject not in DRAWERS and subject not in DOODLE_DRAWERS:
+            raise UsageError(f"unknown subject {subject!r}; use one of "
+                             f"{', '.join([*SUBJECTS, *DOODLES])}")
         frames = self._draw(subject, motion, rng, self.num_frames)
-        return Clip(frames, make_caption(subject, motion, rng), subject, motion)
+        noun = None
+        if subject in DOODLES:
+            noun = DOODLES[subject][rng.integers(len(DOODLES[subject]))]
+        elif self.generic_share and rng.random() < self.generic_share:
+            noun = GENERIC_NOUNS[rng.integers(len(GENERIC_NOUNS))]
+        return Clip(frames, make_caption(subject, motion, rng, noun), subject, motion)
 
     def still(self, index: int) -> np.ndarray:
         """One random drawing, (H, W), for training the VAE. Its own random stream, so still(i)
         and clip(i) are unrelated."""
         rng = np.random.default_rng([self.seed, index, 1])
-        subject = list(SUBJECTS)[rng.integers(len(SUBJECTS))]
+        if self.doodle_share and rng.random() < self.doodle_share:
+            subject = list(DOODLES)[rng.integers(len(DOODLES))]
+        else:
+            subject = list(SUBJECTS)[rng.integers(len(SUBJECTS))]
         return self._draw(subject, None, rng, 1)[0]
 
     def __iter__(self) -> Iterator[Clip]:
@@ -573,7 +768,8 @@ class SketchAnimator:
         shapes = []
         for time in t:
             shape_rng = np.random.default_rng(shape_seed)
-            strokes = DRAWERS[subject](shape_rng, float(time), motion)
+            drawer = DRAWERS.get(subject) or DOODLE_DRAWERS[subject]
+            strokes = drawer(shape_rng, float(time), motion)
             shapes.append([_hand_drawn(s, shape_rng) for s in strokes])
         widths = np.clip(pen * rng.uniform(0.75, 1.3, len(shapes[0])), *PEN_WIDTH)  # per stroke
         bottom = max(s[:, 1].max() for s in shapes[0])
