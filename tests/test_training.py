@@ -248,3 +248,53 @@ def test_vae_stage_lowers_the_reconstruction_loss(tmp_path):
                       crop=32, kl_weight=1e-6, stroke_weight=4.0)
     assert np.mean(curve[-5:]) < 0.8 * np.mean(curve[:5])
     assert (tmp_path / "vae_loss.jsonl").is_file()
+
+
+def test_worker_processes_give_the_same_run_as_the_loop_itself(tmp_path):
+    # Clips drawn by two DataLoader workers arrive in the loop's own order, so a GPU run with
+    # workers is the same run as one without (and resumes the same way).
+    alone = run_loop(tmp_path / "alone", steps=3, cache_latents=False)
+    workers = run_loop(tmp_path / "workers", steps=3, cache_latents=False, num_workers=2)
+    assert alone.keys() == workers.keys()
+    for name in alone:
+        torch.testing.assert_close(workers[name], alone[name], rtol=0, atol=0)
+
+
+def test_time_limit_ends_the_run_checkpointed_and_exported(tmp_path):
+    parts = small_components()
+    models = {"unet": parts["unet"], "text_encoder": parts["text_encoder"]}
+    exported = []
+    config = LoopConfig.from_dict({**{k: v for k, v in SMALL["stages"]["base"].items()
+                                      if k != "clips"}, "steps": 10_000, "checkpoint_every": 500,
+                                   "export_every": 500})
+    summary = train_denoiser(parts, models, AnimatorClips(4, 6, 64, seed=3), tmp_path, config,
+                             on_export=lambda weights, step: exported.append(step),
+                             time_limit=1e-3)
+    assert summary["step"] == 1  # the first step already ran past the limit
+    assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-0000001"]
+    assert exported == [1]
+    entry = json.loads((tmp_path / "loss.jsonl").read_text().splitlines()[-1])
+    assert entry["step"] == 1 and 0 <= entry["data_wait"] <= 1
+
+
+def test_init_parts_start_from_a_model_folder_and_must_fit(tmp_path):
+    from flipsketch.tiny import export_model
+
+    source = export_model(small_components(), tmp_path / "source")
+    config = {**SMALL, "init": {"from": str(source), "parts": ["vae", "text_encoder"]},
+              "stages": {**SMALL["stages"], "base": {**SMALL["stages"]["base"], "steps": 1}}}
+    train_base(config, tmp_path / "run")
+    # The VAE stage was skipped: the run's VAE is the source's.
+    assert not (tmp_path / "run" / "vae_loss.jsonl").exists()
+    theirs = AutoencoderKL.from_pretrained(source, subfolder="vae").state_dict()
+    ours = AutoencoderKL.from_pretrained(tmp_path / "run" / "vae").state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+    wider = {**config, "init": {"from": str(source), "parts": ["unet"]},
+             "model": {**SMALL["model"],
+                       "unet": {**SMALL["model"]["unet"], "block_out_channels": [16, 32, 48]}}}
+    with pytest.raises(UsageError, match="unet loaded to start from does not fit"):
+        train_base(wider, tmp_path / "run2")
+    with pytest.raises(UsageError, match="init.parts names scheduler"):
+        train_base({**config, "init": {"from": str(source), "parts": ["scheduler"]}},
+                   tmp_path / "run3")

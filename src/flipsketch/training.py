@@ -26,7 +26,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -72,6 +72,9 @@ class LoopConfig:
     # (3/4 of the draws in the noisiest half), for a model that already draws well but has
     # yet to learn what the noisy steps decide: layout and motion.
     timestep_sampling: str = "uniform"
+    # Processes rendering/decoding clips ahead of the loop (0: in the loop). A GPU outruns one
+    # core drawing synthetic clips; the data stays the same for any number of workers.
+    num_workers: int = 0
     seed: int = 0
     mixed_precision: str = "no"
 
@@ -111,9 +114,11 @@ class AnimatorClips(torch.utils.data.Dataset):
     """
 
     def __init__(self, size: int, num_frames: int, resolution: int, seed: int = 0,
-                 motion_weights: dict[str, float] | None = None):
+                 motion_weights: dict[str, float] | None = None, doodle_share: float = 0.0,
+                 generic_share: float = 0.0):
         self.animator = SketchAnimator(size=resolution, num_frames=num_frames, seed=seed,
-                                       motion_weights=motion_weights)
+                                       motion_weights=motion_weights, doodle_share=doodle_share,
+                                       generic_share=generic_share)
         self.size = size
 
     def __len__(self) -> int:
@@ -134,19 +139,60 @@ def _indices(length: int, seed: int, start: int):
         epoch, offset = epoch + 1, 0
 
 
-def _batches(dataset, batch_size: int, seed: int, rank: int, world: int, start_batch: int):
-    """Batches (with their dataset indices) for this process, from global batch ``start_batch``.
+def _index_batches(length: int, batch_size: int, seed: int, rank: int, world: int,
+                   start_batch: int) -> Iterator[list[int]]:
+    """This process's dataset indices of each batch, from global batch ``start_batch``.
 
     Global batch g covers stream positions [g*world*B, (g+1)*world*B); process r takes its
     r-th slice, so any number of processes sees the same data as one process would.
     """
-    stream = _indices(len(dataset), seed, start_batch * world * batch_size)
+    stream = _indices(length, seed, start_batch * world * batch_size)
     while True:
         chunk = [next(stream) for _ in range(world * batch_size)]
-        mine = chunk[rank * batch_size:(rank + 1) * batch_size]
-        items = [dataset[i] for i in mine]
-        yield mine, {"frames": torch.stack([it["frames"] for it in items]),
-                     "caption": [it["caption"] for it in items]}
+        yield chunk[rank * batch_size:(rank + 1) * batch_size]
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Items paired with their index, so batches made by DataLoader workers say which they are
+    (the latent cache is keyed by index)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, dict]:
+        return index, self.dataset[index]
+
+
+def _collate(items: list[tuple[int, dict]]) -> tuple[list[int], dict]:
+    return [i for i, _ in items], {"frames": torch.stack([it["frames"] for _, it in items]),
+                                   "caption": [it["caption"] for _, it in items]}
+
+
+def _batches(dataset, batch_size: int, seed: int, rank: int, world: int, start_batch: int,
+             num_workers: int = 0) -> Iterator[tuple[list[int], dict]]:
+    """(indices, batch) pairs for this process from global batch ``start_batch``; with
+    ``num_workers`` the items are made in that many worker processes, in the same order."""
+    index_batches = _index_batches(len(dataset), batch_size, seed, rank, world, start_batch)
+    if num_workers == 0:
+        for mine in index_batches:
+            yield _collate([(i, dataset[i]) for i in mine])
+        return
+    yield from torch.utils.data.DataLoader(
+        _Indexed(dataset), batch_sampler=index_batches, num_workers=num_workers,
+        collate_fn=_collate, pin_memory=torch.cuda.is_available(), prefetch_factor=4,
+        worker_init_fn=_one_thread,
+        # Its own generator for the workers' base seed: drawn from the global one, it would
+        # shift every later noise draw and make a run with workers differ from one without.
+        generator=torch.Generator())
+
+
+def _one_thread(worker: int) -> None:
+    """A worker draws clips on its own core; torch's default of one thread per core in every
+    worker would oversubscribe the machine many times over."""
+    torch.set_num_threads(1)
 
 
 def loss_weights(scheduler, t: torch.Tensor, snr_gamma: float | None) -> torch.Tensor:
@@ -247,12 +293,15 @@ def train_denoiser(
     config: LoopConfig,
     resume: bool = False,
     on_export: Callable[[dict[str, torch.Tensor], int], None] | None = None,
+    time_limit: float | None = None,
 ) -> dict:
     """Train the ``requires_grad`` parameters of ``models`` (a subset of ``components``, by
     name: ``unet``, ``text_encoder``) to denoise ``dataset``'s clips; returns a summary.
 
     ``on_export(weights, step)`` receives the EMA (or current) trainable weights every
-    ``export_every`` steps and at the end. Losses go to ``run_dir/loss.jsonl``.
+    ``export_every`` steps and at the end. Losses go to ``run_dir/loss.jsonl``. With
+    ``time_limit`` (seconds) the run ends early, checkpointed and exported as at its last step:
+    a GPU lent for a fixed time is used to the end without losing the work.
     """
     run_dir = Path(run_dir)
     # Zero-initialised layers (temporal convs, attention outputs) produce denormal gradients and
@@ -328,7 +377,8 @@ def train_denoiser(
 
     accum = config.gradient_accumulation_steps
     data = _batches(dataset, config.batch_size, config.seed, accelerator.process_index,
-                    accelerator.num_processes, start_batch=step * accum)
+                    accelerator.num_processes, start_batch=step * accum,
+                    num_workers=config.num_workers)
     log_path = run_dir / "loss.jsonl"
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -337,6 +387,8 @@ def train_denoiser(
     losses: list[float] = []
     last_loss = None
     started, started_step = time.perf_counter(), step
+    waited = 0.0  # seconds spent waiting for data: is the loop data-bound?
+    deadline = started + time_limit if time_limit else None
     for model in wrapped.values():
         model.train()
 
@@ -346,7 +398,9 @@ def train_denoiser(
     with progress:
         task = progress.add_task("train", total=config.steps, completed=step, info="")
         while step < config.steps:
+            tic = time.perf_counter()
             indices, batch = next(data)
+            waited += time.perf_counter() - tic
             with accelerator.accumulate(*wrapped.values()):
                 x0 = latents_of(indices, batch["frames"])  # (b, c, f, h, w)
                 b = x0.shape[0]
@@ -374,29 +428,38 @@ def train_denoiser(
                 continue
 
             step += 1
+            out_of_time = deadline is not None and time.perf_counter() >= deadline
+            if accelerator.num_processes > 1:  # every process stops at the same step
+                flag = torch.tensor([float(out_of_time)], device=device)
+                out_of_time = bool(accelerator.reduce(flag, reduction="sum").item())
+            last = step == config.steps or out_of_time
             if ema is not None:
                 ema.update(named, step)
             rate = (step - started_step) / (time.perf_counter() - started)
             last_loss = float(np.mean(losses))
             progress.update(task, completed=step,
                             info=f"loss {last_loss:.4f}  {rate:.2f} steps/s")
-            if step % config.log_every == 0 or step == config.steps:
+            if step % config.log_every == 0 or last:
                 if accelerator.is_main_process:
                     entry = {"step": step, "loss": last_loss, "lr": lr_scheduler.get_last_lr()[0],
-                             "steps_per_s": round(rate, 4), "time": round(time.time(), 1)}
+                             "steps_per_s": round(rate, 4), "time": round(time.time(), 1),
+                             "data_wait": round(waited / (time.perf_counter() - started), 3)}
                     with log_path.open("a") as fh:
                         fh.write(json.dumps(entry) + "\n")
                     if not console.is_terminal:  # a log file gets plain lines instead of a bar
                         console.print(f"step {step}/{config.steps} loss {last_loss:.4f} "
                                       f"{rate:.3f} steps/s", highlight=False)
                 losses = []
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            if step % config.checkpoint_every == 0 or last:
                 _save_checkpoint(run_dir, step, accelerator, named, optimizer, lr_scheduler,
                                  ema, config.keep_checkpoints)
             export_now = config.export_every and step % config.export_every == 0
-            if on_export and accelerator.is_main_process and (export_now or step == config.steps):
+            if on_export and accelerator.is_main_process and (export_now or last):
                 on_export(_export_weights(named, ema), step)
             accelerator.wait_for_everyone()
+            if out_of_time:
+                console.print(f"time limit reached at step {step}", highlight=False)
+                break
     accelerator.end_training()
     return {"step": step, "loss": last_loss}
 
@@ -568,12 +631,17 @@ def _save_vae(vae, folder: Path) -> None:
 
 def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
                from_shipped: bool = False, steps: int | None = None,
-               export_dir: str | os.PathLike | None = None) -> dict:
+               export_dir: str | os.PathLike | None = None,
+               time_limit: float | None = None) -> dict:
     """Train the tiny model from ``config`` (configs/tiny.yaml) into ``run_dir``.
 
-    Stages: the VAE (skipped when ``run_dir/vae`` exists or when starting from the shipped
-    model), its latent statistics, then the UNet and text encoder on synthetic clips. Weights
+    Stages: the VAE (skipped when ``run_dir/vae`` exists or when the VAE starts from a model
+    folder), its latent statistics, then the UNet and text encoder on synthetic clips. Weights
     are exported (EMA) to ``export_dir`` (default ``run_dir/model``) as training goes.
+
+    ``from_shipped`` starts every part from the shipped model (same architecture); the
+    config's ``init`` section starts only some parts from a model folder, e.g. a new UNet
+    with the shipped VAE and text encoder. ``time_limit`` (seconds) ends the UNet stage early.
     """
     from diffusers import AutoencoderKL
 
@@ -585,7 +653,21 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
                          "or -o a new folder")
     model_cfg, stages = config["model"], config["stages"]
     seed = int(config.get("seed", 0))
-    components = load_components(TINY_DIR) if from_shipped else build_components(config)
+    components = build_components(config)
+    init = config.get("init") or {}
+    weighted = ("vae", "unet", "text_encoder")  # the tokenizer and scheduler are not trained
+    init_parts = list(weighted) if from_shipped else list(init.get("parts", []))
+    unknown = sorted(set(init_parts) - set(weighted))
+    if unknown:
+        raise UsageError(f"init.parts names {', '.join(unknown)}; use some of "
+                         f"{', '.join(weighted)}")
+    if init_parts:
+        source = init.get("from", "shipped")
+        source = TINY_DIR if from_shipped or source == "shipped" else Path(source)
+        loaded = load_components(source)
+        for part in init_parts:
+            components[part] = loaded[part]
+        _check_fits(components, config)
 
     # Under `accelerate launch` only the main process writes; the VAE stage is one process's
     # job and the others load its result.
@@ -596,7 +678,7 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
         (run_dir / "config.yaml").write_text(_dump_yaml(config))
         if (vae_dir / "config.json").is_file():
             console.print(f"using the VAE in {vae_dir}")
-        elif from_shipped or int(stages["vae"]["steps"]) == 0:
+        elif "vae" in init_parts or int(stages["vae"]["steps"]) == 0:
             _save_vae(components["vae"], vae_dir)  # the starting VAE, kept with the run
         else:
             v = stages["vae"]
@@ -619,11 +701,13 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
     base = dict(stages["base"])
     clips = int(base.pop("clips"))
     motion_weights = base.pop("motion_weights", None)
+    shares = {k: float(base.pop(k, 0.0)) for k in ("doodle_share", "generic_share")}
     loop = LoopConfig.from_dict(base, seed=seed,
-                                mixed_precision=config.get("mixed_precision", "no"),
+                                # YAML reads a bare `no` (e.g. from --set) as false
+                                mixed_precision=config.get("mixed_precision") or "no",
                                 **({"steps": steps} if steps else {}))
     dataset = AnimatorClips(clips, int(model_cfg["num_frames"]), int(model_cfg["resolution"]),
-                            seed=seed, motion_weights=motion_weights)
+                            seed=seed, motion_weights=motion_weights, **shares)
     for name in ("unet", "text_encoder"):
         components[name].requires_grad_(True)
     out = Path(export_dir) if export_dir else run_dir / "model"
@@ -634,7 +718,29 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
 
     models = {"unet": components["unet"], "text_encoder": components["text_encoder"]}
     return train_denoiser(components, models, dataset, run_dir, loop, resume=resume,
-                          on_export=on_export)
+                          on_export=on_export, time_limit=time_limit)
+
+
+def _check_fits(components: dict, config: dict) -> None:
+    """A part loaded from a model folder must be the architecture the config describes; else
+    the run would silently train something other than its config says."""
+    built = build_components_shapes(config)
+    for name, shapes in built.items():
+        have = {k: tuple(v.shape) for k, v in components[name].state_dict().items()}
+        if have != shapes:
+            raise UsageError(f"the {name} loaded to start from does not fit the config's "
+                             f"architecture; start it from scratch (drop it from init.parts)")
+
+
+def build_components_shapes(config: dict) -> dict[str, dict[str, tuple]]:
+    """Parameter shapes of the config's UNet, VAE and text encoder, built on the meta device
+    (no memory, no time)."""
+    from flipsketch.tiny import build_components
+
+    with torch.device("meta"):
+        built = build_components(config)
+    return {name: {k: tuple(v.shape) for k, v in built[name].state_dict().items()}
+            for name in ("unet", "vae", "text_encoder")}
 
 
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, ema: bool = True) -> Path:

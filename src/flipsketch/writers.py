@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
@@ -102,6 +101,8 @@ def write_apng(frames: list[Image.Image], path: Path, fps: float) -> None:
 def write_mp4(frames: list[Image.Image], path: Path, fps: float) -> None:
     """H.264 in yuv420p, which every player decodes; that format needs even width and height,
     so odd sizes get one white row or column rather than a resampled picture."""
+    import imageio_ffmpeg  # its ffmpeg binary is needed only here, not to train or draw GIFs
+
     w, h = frames[0].size
     even_w, even_h = w + w % 2, h + h % 2
     encoder = imageio_ffmpeg.write_frames(

@@ -50,6 +50,9 @@ def base(
         "--set", help="Change a config value, e.g. --set stages.base.batch_size=64 --set "
         "mixed_precision=bf16 (a GPU run); repeatable. The run's config.yaml records it.")]
     = None,
+    time_limit: Annotated[float | None, typer.Option(
+        "--time-limit", min=0.01, help="Stop the UNet stage after this many minutes, "
+        "checkpointed and exported as at a last step (a GPU lent for a fixed time).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
     = False,
 ) -> None:
@@ -64,7 +67,8 @@ def base(
     if export is not None and not (export / "model_index.json").is_file():
         _check_out(export, force=False)
     summary = train_base(settings, out, resume=resume, from_shipped=from_shipped,
-                         steps=steps, export_dir=export)
+                         steps=steps, export_dir=export,
+                         time_limit=time_limit * 60 if time_limit else None)
     console.print(f"stopped at step {summary['step']}; checkpoints in {out}", highlight=False)
     if json_out:
         stdout.print_json(json.dumps({**summary, "run_dir": str(out)}))
