@@ -66,8 +66,9 @@ def test_identical_frames_score_one_and_a_blank_frame_zero():
     assert ev.stroke_fscore(_blank(), drawing) == 0.0
     assert ev.stroke_fscore(_blank(), _blank()) == 1.0
     scores = ev.fidelity(drawing, np.stack([drawing, drawing, _blank(), drawing, _blank()]))
-    assert scores == {"first": 1.0, "later_mean": 0.5}
-    assert ev.fidelity(drawing, drawing[None]) == {"first": 1.0, "later_mean": None}
+    assert scores == {"first": 1.0, "later_mean": 0.5, "later_compensated": 0.5}
+    assert ev.fidelity(drawing, drawing[None]) == {"first": 1.0, "later_mean": None,
+                                                   "later_compensated": None}
 
 
 def test_fscore_counts_missing_and_extra_strokes():
@@ -103,6 +104,42 @@ def test_fidelity_of_a_real_sketch_against_itself_and_moved():
     scores = ev.fidelity(grey, np.stack([grey, moved]))
     assert scores["first"] == 1.0
     assert scores["later_mean"] < 0.5
+    assert scores["later_compensated"] == 1.0  # kept perfectly, only moved
+
+
+def _real_sketch(name: str = "fish.png") -> np.ndarray:
+    from flipsketch.images import images_to_array, load_sketch, to_grey_square
+
+    return images_to_array([to_grey_square(load_sketch(sketch_path(name)), SIZE)])[0]
+
+
+@pytest.mark.parametrize("shift", [(0, 5), (-17, 3), (30, -36)])
+def test_compensated_fidelity_is_one_for_a_shifted_drawing(shift):
+    fish = _real_sketch()
+    moved = np.ones_like(fish)  # white paper, the fish drawn k px away (nothing leaves frame)
+    dy, dx = shift
+    ys, xs = np.nonzero(ev.ink_mask(fish))
+    assert 0 <= ys.min() + dy and ys.max() + dy < SIZE and 0 <= xs.min() + dx
+    assert xs.max() + dx < SIZE
+    moved[ys + dy, xs + dx] = fish[ys, xs]
+    assert ev.compensated_fscore(fish, moved) == 1.0
+    assert ev.stroke_fscore(fish, moved) < 1.0
+
+
+def test_compensated_fidelity_follows_scale_and_still_punishes_a_changed_drawing():
+    import cv2
+
+    cat = _real_sketch("cat.png")
+    ys, xs = np.nonzero(ev.ink_mask(cat))
+    m = cv2.getRotationMatrix2D((float(xs.mean()), float(ys.mean())), 0.0, 1.25)
+    m[:, 2] += (12, -6)
+    grown = cv2.warpAffine(cat, m, cat.shape[::-1], borderValue=1.0)
+    assert ev.compensated_fscore(cat, grown) > 0.8 > ev.stroke_fscore(cat, grown)
+    # Another drawing moved anywhere is still another drawing.
+    horse = _real_sketch("horse.png")
+    assert ev.compensated_fscore(cat, horse) < 0.7  # measured 0.55: thin lines align by chance
+    assert ev.compensated_fscore(cat, _blank()) == 0.0
+    assert ev.compensated_fscore(_blank(), _blank()) == 1.0
 
 
 def test_mismatched_sizes_are_refused():
@@ -317,9 +354,10 @@ def test_ablation_returns_every_configuration(tiny_pipe_loaded):
     assert [row["config"] for row in rows] == [
         "full (lambda 0.5)", "lambda 0", "lambda 1", "w/o frame alignment", "w/o C^T & C^S"]
     for row in rows:
-        assert set(row) == {"config", "fidelity_first", "fidelity_later", "motion_px",
-                            "direction_accuracy", "seconds"}
+        assert set(row) == {"config", "fidelity_first", "fidelity_later", "fidelity_compensated",
+                            "motion_px", "direction_accuracy", "seconds"}
         assert 0 <= row["fidelity_first"] <= 1 and 0 <= row["fidelity_later"] <= 1
+        assert row["fidelity_later"] <= row["fidelity_compensated"] <= 1
         assert row["motion_px"] >= 0 and row["seconds"] > 0
         assert row["direction_accuracy"] in (0.0, 1.0)  # one translation prompt, one seed
     # Each configuration reaches the sampler: its clip differs from the full method's.

@@ -103,16 +103,89 @@ def stroke_fscore(reference: np.ndarray, frame: np.ndarray, tolerance: float = 2
     return float(_fscores(ink_mask(reference), frame[None], tolerance)[0])
 
 
+# Scale changes of the input tried by the motion-compensated F-score (grow/shrink clips change
+# size by up to 1.7x over a clip, so by a few percent per frame and much more in total).
+COMPENSATION_SCALES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.4, 1.6)
+
+
+def _scaled(mask: np.ndarray, scale: float) -> np.ndarray:
+    """Ink mask (H, W) scaled by ``scale`` about its ink centroid, same frame size."""
+    if scale == 1.0 or not mask.any():
+        return mask
+    import cv2
+
+    ys, xs = np.nonzero(mask)
+    centre = (float(xs.mean()), float(ys.mean()))
+    m = cv2.getRotationMatrix2D(centre, 0.0, scale)
+    warped = cv2.warpAffine(mask.astype(np.uint8) * 255, m, mask.shape[::-1],
+                            flags=cv2.INTER_LINEAR)
+    return warped >= 128
+
+
+def _shifted(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``mask`` moved by (dy, dx) px; ink moved out of the frame is gone, new area is empty."""
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = (
+        mask[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)])
+    return out
+
+
+def _best_shifts(reference: np.ndarray, target: np.ndarray, count: int) -> list[tuple[int, int]]:
+    """The ``count`` shifts (dy, dx) of ``reference`` ink that overlap ``target`` most, by
+    FFT cross-correlation over every shift (zero-padded, so nothing wraps around)."""
+    h, w = reference.shape
+    size = (2 * h, 2 * w)
+    corr = np.fft.irfft2(np.fft.rfft2(target.astype(np.float32), size)
+                         * np.conj(np.fft.rfft2(reference.astype(np.float32), size)), size)
+    # corr[dy mod 2h, dx mod 2w] = sum_p reference[p] * target[p + (dy, dx)]
+    best = np.argpartition(corr.ravel(), -count)[-count:]
+    dys, dxs = np.unravel_index(best, size)
+    return [(int(dy - 2 * h if dy >= h else dy), int(dx - 2 * w if dx >= w else dx))
+            for dy, dx in zip(dys, dxs, strict=True)]
+
+
+def compensated_fscore(reference: np.ndarray, frame: np.ndarray, tolerance: float = 2,
+                       scales: Sequence[float] = COMPENSATION_SCALES,
+                       candidates: int = 8) -> float:
+    """The best stroke F-score of ``frame`` against the input moved and resized: identity kept
+    through motion.
+
+    The plain F-score compares a frame with the input where the input was drawn, so a drawing
+    that moves away scores 0 however perfectly it is kept. Here the input's ink is scaled
+    (``scales``, about its centroid) and shifted to each of the ``candidates`` positions where
+    it overlaps the frame's ink most (found by cross-correlation over every shift), and the
+    best F-score counts. A frame that is the input shifted by any amount scores 1.
+    """
+    ref, out = ink_mask(reference), ink_mask(frame)
+    if not ref.any() or not out.any():
+        return float(ref.any() == out.any())
+    near_out = _dilate(out, tolerance)
+    best = 0.0
+    for scale in scales:
+        moved = _scaled(ref, scale)
+        for dy, dx in _best_shifts(moved, near_out, candidates):
+            score = _fscores(_shifted(moved, dy, dx), out[None], tolerance)[0]
+            best = max(best, float(score))
+    return best
+
+
 def fidelity(reference: np.ndarray, frames: np.ndarray, tolerance: float = 2) -> dict:
     """Stroke F-score of frame 1 and the mean over frames 2..F against the sketch (H, W).
 
     Frame 1 is where the sketch is reproduced; the later frames are where fidelity competes
-    with motion (the paper's sketch-to-video consistency). A one-frame clip has no later
-    frames and reports ``later_mean`` as None.
+    with motion (the paper's sketch-to-video consistency). ``later_compensated`` scores the
+    later frames against the input moved and resized to fit each (``compensated_fscore``):
+    the plain score falls with any motion, the compensated one only when the drawing changes.
+    A one-frame clip has no later frames and reports both as None.
     """
     scores = _fscores(ink_mask(reference), ink_mask(frames), tolerance)  # (F,)
     later = float(scores[1:].mean()) if len(scores) > 1 else None
-    return {"first": float(scores[0]), "later_mean": later}
+    compensated = None
+    if len(frames) > 1:
+        compensated = float(np.mean([compensated_fscore(reference, f, tolerance)
+                                     for f in frames[1:]]))
+    return {"first": float(scores[0]), "later_mean": later, "later_compensated": compensated}
 
 
 # -- motion ----------------------------------------------------------------------------------
@@ -533,6 +606,7 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
                 cases.append(dict(
                     sketch=name, prompt=prompt, seed=seed, motion=motion,
                     fidelity_first=scores["first"], fidelity_later=scores["later_mean"],
+                    fidelity_compensated=scores["later_compensated"],
                     motion_px=math.hypot(dx, dy), dx=dx, dy=dy,
                     direction=direction_of(dx, dy, MIN_TRAVEL * clip.frames.shape[-1]),
                     correct=judge(motion, clip.frames) if motion in TRANSLATIONS else None,
@@ -543,6 +617,7 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
     return {
         "fidelity_first": _mean([c["fidelity_first"] for c in cases]),
         "fidelity_later": _mean([c["fidelity_later"] for c in cases]),
+        "fidelity_compensated": _mean([c["fidelity_compensated"] for c in cases]),
         "motion_px": _mean([c["motion_px"] for c in cases]),
         "direction_accuracy": _mean(judged),
         "seconds": seconds,

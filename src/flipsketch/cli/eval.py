@@ -205,6 +205,7 @@ def fidelity_command(
         "sketch": str(sketch), "animation": str(animation), "size": size,
         "frames": len(frames), "fidelity_first": scores["first"],
         "fidelity_later": scores["later_mean"],
+        "fidelity_compensated": scores["later_compensated"],
         "per_frame": [evaluation.stroke_fscore(reference, frame) for frame in frames],
         "dx": dx, "dy": dy,
         "direction": evaluation.direction_of(dx, dy, evaluation.MIN_TRAVEL * size),
@@ -212,7 +213,8 @@ def fidelity_command(
     if json_output:
         emit_json(result)
     console.print(f"fidelity: frame 1 {fmt(result['fidelity_first'])}, later frames "
-                  f"{fmt(result['fidelity_later'])}; ink moved ({dx:+.1f}, {dy:+.1f}) px "
+                  f"{fmt(result['fidelity_later'])} (motion-compensated "
+                  f"{fmt(result['fidelity_compensated'])}); ink moved ({dx:+.1f}, {dy:+.1f}) px "
                   f"at {size} px -> {result['direction'] or 'no clear direction'}",
                   highlight=False, soft_wrap=True)
 
@@ -243,17 +245,18 @@ def sketch_command(
     if json_output:
         emit_json(result)
     table = Table(title=f"sketch bar ({model}, {steps} steps, seeds {seeds})")
-    for column in ("sketch", "prompt", "seed", "fidelity 1st", "fidelity later", "motion px",
-                   "direction"):
+    for column in ("sketch", "prompt", "seed", "fidelity 1st", "fidelity later",
+                   "compensated", "motion px", "direction"):
         table.add_column(column)
     for case in result["cases"]:
         mark = {True: " (as asked)", False: " (wrong)", None: ""}[case["correct"]]
         verdict = f"{case['direction'] or 'none'}{mark}"
         table.add_row(case["sketch"], case["prompt"], str(case["seed"]),
                       fmt(case["fidelity_first"]), fmt(case["fidelity_later"]),
-                      fmt(case["motion_px"], ".1f"), verdict)
+                      fmt(case["fidelity_compensated"]), fmt(case["motion_px"], ".1f"), verdict)
     table.add_row("mean", "", "", fmt(result["fidelity_first"]), fmt(result["fidelity_later"]),
-                  fmt(result["motion_px"], ".1f"), fmt(result["direction_accuracy"], ".0%"),
+                  fmt(result["fidelity_compensated"]), fmt(result["motion_px"], ".1f"),
+                  fmt(result["direction_accuracy"], ".0%"),
                   style="bold")
     console.print(table)
 
@@ -374,13 +377,14 @@ def ablate_command(
         emit_json({"model": model, "steps": steps, "seeds": seed_list, "rows": rows})
     table = Table(title=f"ablation ({model}, {steps} steps, {len(sketches)} sketches x "
                         f"{len(prompt_list)} prompts x {len(seed_list)} seeds)")
-    for column in ("method", "fidelity 1st", "fidelity later (S2V)", "motion px",
-                   "direction acc. (T2V)", "seconds"):
+    for column in ("method", "fidelity 1st", "fidelity later (S2V)", "compensated",
+                   "motion px", "direction acc. (T2V)", "seconds"):
         table.add_column(column, justify="left" if column == "method" else "right",
                          no_wrap=column == "method")
     for row in rows:
         table.add_row(row["config"], fmt(row["fidelity_first"]), fmt(row["fidelity_later"]),
-                      fmt(row["motion_px"], ".1f"), fmt(row["direction_accuracy"], ".0%"),
+                      fmt(row["fidelity_compensated"]), fmt(row["motion_px"], ".1f"),
+                      fmt(row["direction_accuracy"], ".0%"),
                       fmt(row["seconds"], ".1f"))
     console.print(table)
     if csv_path is not None:
