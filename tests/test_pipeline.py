@@ -45,6 +45,29 @@ def test_unet_calls_follow_the_schedule_and_waste_no_pass(tiny_pipe):
     assert calls == expected
 
 
+def test_keeping_frame_one_follows_the_reference_to_the_last_step(tiny_pipe):
+    """keep_first_frame: one-frame reference passes after composition, and frame 1 ends as
+    the sketch's own reconstruction (the reference trajectory denoised to the end)."""
+    calls = record_unet_calls(tiny_pipe)
+    out = tiny_pipe("a fish", a_sketch(), num_frames=4, num_inference_steps=6, seeds=[0],
+                    tau1=0, tau2=1, aligner=None, keep_first_frame=True)
+    assert calls[6:] == [(1, 4), (2, 4), (1, 3), (2, 4),  # composing, N = 4 then 3
+                         (1, 1), (2, 4), (1, 1), (2, 4), (1, 1), (2, 4), (1, 1), (2, 4)]
+    # The reference trajectory alone: invert, then denoise with the null prompt.
+    pipe = tiny_pipe
+    null = pipe.encode_prompt([""])
+    pipe.scheduler.set_timesteps(6)
+    latent = ddim_invert(pipe, pipe.encode_sketch(a_sketch()), null, pipe.scheduler.timesteps)
+    for t in pipe.scheduler.timesteps[:-1]:
+        latent = pipe.scheduler.step(pipe.predict(latent, t, null), t, latent).prev_sample
+    # The last step denoises frame 1 jointly; before it frame 1 was exactly the reference.
+    free = tiny_pipe("a fish", a_sketch(), num_frames=4, num_inference_steps=6, seeds=[0],
+                     tau1=0, tau2=1, aligner=None, keep_first_frame=False)
+    kept_error = (out.frames[0, 0] - pipe.decode(latent)[0, 0]).abs().mean()
+    free_error = (free.frames[0, 0] - pipe.decode(latent)[0, 0]).abs().mean()
+    assert kept_error < free_error
+
+
 def test_one_frame_reference_pass_doubles_as_the_alignment_target(tiny_pipe):
     calls = record_unet_calls(tiny_pipe)
     tiny_pipe("a fish", a_sketch(), num_frames=3, num_inference_steps=4, seeds=[0],

@@ -44,6 +44,11 @@ class SamplerSettings:
     tau2: int | None = None  # composition for steps i <= tau2; default 3T/5
     compose: str = "both"
     align: bool = True
+    # Frame 1 follows the sketch's own denoising trajectory (its DDIM inversion, denoised
+    # with the null prompt) to the last step, rather than only while alignment and
+    # composition need it: frame 1 is the user's drawing. False: the paper's sampler, where
+    # frame 1 joins the guided denoising once the reference is no longer used.
+    keep_first_frame: bool = True
     align_iterations: int = field(default_factory=lambda: AlignSettings().iterations)
     align_lr: float = field(default_factory=lambda: AlignSettings().lr)
     align_optimizer: str = field(default_factory=lambda: AlignSettings().optimizer)
@@ -139,6 +144,7 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
         guidance_scale=settings.guidance_scale, negative_prompt=settings.negative_prompt,
         seeds=settings.seeds, tau1=settings.tau1, tau2=settings.tau2,
         lambda_=settings.lambda_, compose=settings.compose,
+        keep_first_frame=settings.keep_first_frame,
         align_settings=AlignSettings(settings.align_iterations, settings.align_lr,
                                      settings.align_optimizer, settings.align_checkpointing),
         progress=progress, **stages,
@@ -149,17 +155,23 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
 
 
 def postprocess(frames: np.ndarray, name: str | None = None, size: int = 512,
-                transparent: bool = False,
+                transparent: bool = False, sketch: Image.Image | None = None,
                 manager: PluginManager | None = None) -> list[Image.Image]:
-    """Raw frames -> images to write, through the named post-processor (default binarize)."""
-    from flipsketch.images import array_to_images
-    from flipsketch.postprocess import PostprocessSettings
+    """Raw frames -> images to write, through the named post-processor (default binarize).
+
+    ``sketch``, the input drawing, gives the pen width that ``lineart`` redraws strokes with.
+    """
+    from flipsketch.images import array_to_images, images_to_array, to_grey_square
+    from flipsketch.postprocess import PostprocessSettings, measure_stroke_width
 
     if size < 8:
         raise UsageError("--size must be at least 8 pixels")
     processor = (manager or get_manager()).get("postprocessor", name)
-    return processor(array_to_images(frames), PostprocessSettings(size=size,
-                                                                  transparent=transparent))
+    width = None
+    if sketch is not None:
+        width = measure_stroke_width(images_to_array([to_grey_square(sketch, size)])[0])
+    return processor(array_to_images(frames), PostprocessSettings(
+        size=size, transparent=transparent, stroke_width=width))
 
 
 def save(images: list[Image.Image], path: str | Path, fps: float = 10, force: bool = False,

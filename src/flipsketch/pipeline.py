@@ -12,6 +12,10 @@
        d. DDIM step of the joint latents and of the reference latent
     5. decode the frames with the VAE
 
+Frame 1 is set to the reference latent before every step while the reference lives: during
+alignment and composition (the paper), or to the end with ``keep_first_frame`` (the default
+of the toolkit), where the remaining steps cost one extra one-frame pass each.
+
 Without a sketch the same loop is plain text-to-video sampling (the paper's "T2V LoRA"
 baseline). Every stage implementation is passed in, so plugins can replace any of them; the
 defaults are this package's own.
@@ -110,6 +114,7 @@ class FlipSketchPipeline(DiffusionPipeline):
         tau2: int | None = None,
         lambda_: float = 0.5,
         compose: str = "both",
+        keep_first_frame: bool = False,
         inverter: Callable | None = ddim_invert,
         aligner: Callable | None = gradient_align,
         align_settings: AlignSettings | None = None,
@@ -121,7 +126,8 @@ class FlipSketchPipeline(DiffusionPipeline):
         ``seeds`` gives one sample per seed, sampled together; a sample depends only on its
         own seed. ``tau1``/``tau2`` default to 2T/5 and 3T/5: alignment runs for steps
         i < tau1, composition for i <= tau2. ``compose`` is "both", "spatial", "temporal" or
-        "none"; ``aligner``/``composer`` None switch their stage off.
+        "none"; ``aligner``/``composer`` None switch their stage off. ``keep_first_frame``
+        keeps frame 1 on the sketch's reference trajectory for every step.
         """
         report = progress or (lambda stage, done, total: None)
         timings: dict[str, float] = {}
@@ -168,6 +174,8 @@ class FlipSketchPipeline(DiffusionPipeline):
         ref_until = 0
         if ref_latent is not None:
             ref_until = max(tau1 if aligner else 0, tau2 + 1 if composer else 0)
+            if keep_first_frame:
+                ref_until = steps
         composition = None
         if composer is not None:
             composition = composer(self.unet, CompositionSettings(
