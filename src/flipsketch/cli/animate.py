@@ -66,6 +66,10 @@ def animate_command(
         help="Same as --compose none.")] = False,
     no_align: Annotated[bool, Opt(rich_help_panel=SAMPLER,
         help="Skip iterative frame alignment.")] = False,
+    keep_first_frame: Annotated[bool, Opt(
+        "--keep-first-frame/--free-first-frame", rich_help_panel=SAMPLER,
+        help="Frame 1 stays the drawing to the last step, or (free) joins the guided "
+             "denoising after composition as in the paper.")] = True,
     align_iterations: Annotated[int, Opt(rich_help_panel=SAMPLER)] = SamplerSettings()
     .align_iterations,
     align_lr: Annotated[float, Opt(rich_help_panel=SAMPLER)] = SamplerSettings().align_lr,
@@ -116,7 +120,8 @@ def animate_command(
         lambda_=0.5 if lambda_ is None and motion is None else
         (lambda_ if lambda_ is not None else 1 - motion),
         tau1=tau1, tau2=tau2, compose="none" if no_compose else compose,
-        align=not no_align, align_iterations=align_iterations, align_lr=align_lr,
+        align=not no_align, keep_first_frame=keep_first_frame,
+        align_iterations=align_iterations, align_lr=align_lr,
         align_optimizer=align_optimizer, align_checkpointing=align_checkpointing,
         seed=seed, samples=samples,
     )
@@ -155,7 +160,7 @@ def animate_command(
     # 3. Post-process and write, one file per sample.
     written = []
     for animation, path in zip(animations, outputs, strict=True):
-        images = postprocess(animation.frames, postprocessor, size=size,
+        images = postprocess(animation.frames, postprocessor, size=size, sketch=image,
                              transparent=transparent, manager=manager)
         written.append(save(images, path, fps=fps, force=force, manager=manager))
     elapsed = time.perf_counter() - started
