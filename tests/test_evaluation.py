@@ -355,7 +355,7 @@ def test_ablation_returns_every_configuration(tiny_pipe_loaded):
         "full (lambda 0.5)", "lambda 0", "lambda 1", "w/o frame alignment", "w/o C^T & C^S"]
     for row in rows:
         assert set(row) == {"config", "fidelity_first", "fidelity_later", "fidelity_compensated",
-                            "motion_px", "direction_accuracy", "seconds"}
+                            "recall_first", "motion_px", "direction_accuracy", "seconds"}
         assert 0 <= row["fidelity_first"] <= 1 and 0 <= row["fidelity_later"] <= 1
         assert row["fidelity_later"] <= row["fidelity_compensated"] <= 1
         assert row["motion_px"] >= 0 and row["seconds"] > 0
@@ -494,3 +494,18 @@ def test_eval_ablate_writes_the_table(tiny_model_dir, tmp_path):
         [r["motion_px"] for r in rows])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt", "sketches",
                                                           "table.csv"]
+
+
+def test_stroke_recall_counts_the_input_pixels_drawn_within_one_pixel():
+    drawing = _draw(width=1)
+    assert ev.stroke_recall(drawing, drawing) == 1.0
+    assert ev.stroke_recall(drawing, _draw(width=1, shift=(1, 0))) == 1.0  # 1 px away counts
+    assert ev.stroke_recall(drawing, _draw(width=1, shift=(3, 0))) < 0.5
+    assert ev.stroke_recall(drawing, _blank()) == 0.0
+    assert ev.stroke_recall(_blank(), drawing) == 1.0
+    # A lost detail: half of the ink gone means half the recall, whatever else is drawn.
+    half = drawing.copy()
+    ys, xs = np.nonzero(ev.ink_mask(drawing))
+    lost = xs < np.median(xs)
+    half[ys[lost], xs[lost]] = 1.0
+    assert ev.stroke_recall(drawing, half) == pytest.approx(1 - lost.mean(), abs=0.05)

@@ -103,6 +103,15 @@ def stroke_fscore(reference: np.ndarray, frame: np.ndarray, tolerance: float = 2
     return float(_fscores(ink_mask(reference), frame[None], tolerance)[0])
 
 
+def stroke_recall(reference: np.ndarray, frame: np.ndarray, tolerance: float = 1) -> float:
+    """Share of the reference's ink pixels within ``tolerance`` px of the frame's ink: are the
+    small details (an eye, a gill line) still drawn? An empty reference gives 1."""
+    ref, out = ink_mask(reference), ink_mask(frame)
+    if not ref.any():
+        return 1.0
+    return float((ref & _dilate(out, tolerance)).sum() / ref.sum())
+
+
 # Scale changes of the input tried by the motion-compensated F-score (grow/shrink clips change
 # size by up to 1.7x over a clip, so by a few percent per frame and much more in total).
 COMPENSATION_SCALES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.4, 1.6)
@@ -607,6 +616,7 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
                     sketch=name, prompt=prompt, seed=seed, motion=motion,
                     fidelity_first=scores["first"], fidelity_later=scores["later_mean"],
                     fidelity_compensated=scores["later_compensated"],
+                    recall_first=stroke_recall(reference, clip.frames[0]),
                     motion_px=math.hypot(dx, dy), dx=dx, dy=dy,
                     direction=direction_of(dx, dy, MIN_TRAVEL * clip.frames.shape[-1]),
                     correct=judge(motion, clip.frames) if motion in TRANSLATIONS else None,
@@ -618,6 +628,7 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
         "fidelity_first": _mean([c["fidelity_first"] for c in cases]),
         "fidelity_later": _mean([c["fidelity_later"] for c in cases]),
         "fidelity_compensated": _mean([c["fidelity_compensated"] for c in cases]),
+        "recall_first": _mean([c["recall_first"] for c in cases]),
         "motion_px": _mean([c["motion_px"] for c in cases]),
         "direction_accuracy": _mean(judged),
         "seconds": seconds,

@@ -312,6 +312,11 @@ def train_denoiser(
                               gradient_accumulation_steps=config.gradient_accumulation_steps)
     set_seed(config.seed, device_specific=True)  # seed + rank: different noise per process
     device = accelerator.device
+    if device.type == "cuda":
+        # Fixed shapes every step: let cuDNN pick its fastest kernels (the temporal Conv3d
+        # layers have no good default) and fp32 matmuls use TF32.
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
     vae, tokenizer, scheduler = (components[k] for k in ("vae", "tokenizer", "scheduler"))
     vae.requires_grad_(False).eval().to(device)
     for name in ("unet", "text_encoder"):

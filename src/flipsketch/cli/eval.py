@@ -245,16 +245,18 @@ def sketch_command(
     if json_output:
         emit_json(result)
     table = Table(title=f"sketch bar ({model}, {steps} steps, seeds {seeds})")
-    for column in ("sketch", "prompt", "seed", "fidelity 1st", "fidelity later",
-                   "compensated", "motion px", "direction"):
+    for column in ("sketch", "prompt", "seed", "fidelity 1st", "recall 1st (1 px)",
+                   "fidelity later", "compensated", "motion px", "direction"):
         table.add_column(column)
     for case in result["cases"]:
         mark = {True: " (as asked)", False: " (wrong)", None: ""}[case["correct"]]
         verdict = f"{case['direction'] or 'none'}{mark}"
         table.add_row(case["sketch"], case["prompt"], str(case["seed"]),
-                      fmt(case["fidelity_first"]), fmt(case["fidelity_later"]),
-                      fmt(case["fidelity_compensated"]), fmt(case["motion_px"], ".1f"), verdict)
-    table.add_row("mean", "", "", fmt(result["fidelity_first"]), fmt(result["fidelity_later"]),
+                      fmt(case["fidelity_first"]), fmt(case["recall_first"]),
+                      fmt(case["fidelity_later"]), fmt(case["fidelity_compensated"]),
+                      fmt(case["motion_px"], ".1f"), verdict)
+    table.add_row("mean", "", "", fmt(result["fidelity_first"]), fmt(result["recall_first"]),
+                  fmt(result["fidelity_later"]),
                   fmt(result["fidelity_compensated"]), fmt(result["motion_px"], ".1f"),
                   fmt(result["direction_accuracy"], ".0%"),
                   style="bold")
