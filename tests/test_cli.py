@@ -163,7 +163,7 @@ def test_plugins_lists_stages_with_defaults():
     info = json.loads(result.stdout)
     stages = info["stages"]
     expected = {"backbone": "modelscope", "inverter": "ddim", "aligner": "gradient",
-                "composer": "flipsketch", "postprocessor": "binarize"}
+                "composer": "flipsketch", "postprocessor": "lineart"}
     for stage, default in expected.items():
         assert stages[stage]["default"] == default
         assert default in stages[stage]["implementations"]

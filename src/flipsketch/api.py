@@ -157,7 +157,7 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
 def postprocess(frames: np.ndarray, name: str | None = None, size: int = 512,
                 transparent: bool = False, sketch: Image.Image | None = None,
                 manager: PluginManager | None = None) -> list[Image.Image]:
-    """Raw frames -> images to write, through the named post-processor (default binarize).
+    """Raw frames -> images to write, through the named post-processor (default lineart).
 
     ``sketch``, the input drawing, gives the pen width that ``lineart`` redraws strokes with.
     """

@@ -29,7 +29,7 @@ STAGES: dict[str, tuple[str, str | None]] = {
     "inverter": ("register_inverters", "ddim"),
     "aligner": ("register_aligners", "gradient"),
     "composer": ("register_composers", "flipsketch"),
-    "postprocessor": ("register_postprocessors", "binarize"),
+    "postprocessor": ("register_postprocessors", "lineart"),
     "writer": ("register_writers", "gif"),
     "recipe_step": ("register_recipe_steps", None),
     "interpolator": ("register_interpolators", "flow"),
