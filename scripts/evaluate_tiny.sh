@@ -36,4 +36,6 @@ python -m flipsketch eval ablate "$out/heldout-sketches" configs/eval_prompts.tx
 wait
 # Does the model use the motion words at all? (no sampling; about a minute)
 python -m flipsketch eval captions --model "$model" --json > "$out/captions.json"
+# And look at it: the shared sketches with and without composition, both post-processors.
+python scripts/make_gallery.py --model "$model" -o "$out/gallery"
 echo "wrote $out"

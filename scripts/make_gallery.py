@@ -2,7 +2,7 @@
 by the ``lineart`` and ``binarize`` post-processors, as GIFs and contact sheets.
 
 Each clip is sampled once and post-processed both ways (the CLI would sample it once per
-output). COMMANDS.md lists the equivalent ``flipsketch animate`` commands, and overview.png
+output). README.md lists the equivalent ``flipsketch animate`` commands, and overview.png
 puts every drawing's four contact sheets side by side. Rerun whenever the shipped weights
 change:
 
@@ -61,10 +61,13 @@ def main() -> None:
                                 f"--postprocessor {post} --size 256 -o {base.name}.gif")
         rows.append((name, prompt, sheets))
         print(f"{name}: done", flush=True)
-    (out / "COMMANDS.md").write_text(
-        "# How the gallery was made\n\n`python scripts/make_gallery.py --model "
-        f"{args.model}` samples each clip once; the same clips from the CLI:\n\n```bash\n"
-        + "\n".join(commands) + "\n```\n")
+    (out / "README.md").write_text(
+        f"# Gallery: `{args.model}` on the shared sketches\n\n"
+        "Each row: the input, then every frame with composition (the method) and with "
+        "`--no-compose`, drawn by the `lineart` and `binarize` post-processors; GIFs beside "
+        "the contact sheets.\n\n![overview](overview.png)\n\n"
+        f"Made by `python scripts/make_gallery.py --model {args.model}` (each clip sampled "
+        "once); the same clips from the CLI:\n\n```bash\n" + "\n".join(commands) + "\n```\n")
     _overview(rows, args.sketches, out / "overview.png")
 
 
