@@ -144,7 +144,7 @@ def test_registered_under_their_names():
     manager.register(flipsketch.postprocess)
     registry = manager.registry("postprocessor")
     assert registry.get("binarize") is binarize and registry.get("raw") is raw
-    assert registry.get(None) is binarize  # the stage default
+    assert registry.get(None) is flipsketch.postprocess.lineart  # the stage default
 
 
 # -- lineart: crisp strokes at the input's pen width ------------------------------------------
