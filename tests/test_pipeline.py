@@ -52,7 +52,8 @@ def test_keeping_frame_one_follows_the_reference_to_the_last_step(tiny_pipe):
     out = tiny_pipe("a fish", a_sketch(), num_frames=4, num_inference_steps=6, seeds=[0],
                     tau1=0, tau2=1, aligner=None, keep_first_frame=True)
     assert calls[6:] == [(1, 4), (2, 4), (1, 3), (2, 4),  # composing, N = 4 then 3
-                         (1, 1), (2, 4), (1, 1), (2, 4), (1, 1), (2, 4), (1, 1), (2, 4)]
+                         (1, 1), (2, 4), (1, 1), (2, 4), (1, 1), (2, 4),  # advancing frame 1
+                         (2, 4)]  # last step: frame 1 set, no reference pass needed
     # The reference trajectory alone: invert, then denoise with the null prompt.
     pipe = tiny_pipe
     null = pipe.encode_prompt([""])

@@ -196,6 +196,11 @@ def test_lineart_redraws_an_upscaled_drawing_at_the_input_pen_width():
     assert abs(measure(out) - 4) <= 1.5
     # Every line kept where it was: the crisp ink lies inside the thick ink.
     assert ((out < 0.5) & (thick > 0.5)).sum() < 0.02 * (out < 0.5).sum()
+    # With the input drawing, its own pen width measured at the output size (3 px at 256
+    # px drawn at 512: 6 px).
+    drawing = Image.fromarray((_lines(3) * 255).astype(np.uint8))
+    own = flipsketch.postprocess.lineart(frames, PostprocessSettings(size=512, sketch=drawing))
+    assert abs(measure(np.asarray(own[0], np.float32) / 255) - 6) <= 1.5
     # Without an input drawing: the default width, scaled to the output size.
     default = flipsketch.postprocess.lineart(frames, PostprocessSettings(size=256))
     expected = flipsketch.postprocess.DEFAULT_STROKE_WIDTH * 256 / 512

@@ -295,6 +295,12 @@ def test_init_parts_start_from_a_model_folder_and_must_fit(tmp_path):
                        "unet": {**SMALL["model"]["unet"], "block_out_channels": [16, 32, 48]}}}
     with pytest.raises(UsageError, match="unet loaded to start from does not fit"):
         train_base(wider, tmp_path / "run2")
+    # Frame positions hold no weights: a UNet without them does not fit a config with them.
+    positioned = {**config, "init": {"from": str(source), "parts": ["unet"]},
+                  "model": {**SMALL["model"],
+                            "unet": {**SMALL["model"]["unet"], "frame_positions": 8}}}
+    with pytest.raises(UsageError, match="unet loaded to start from does not fit"):
+        train_base(positioned, tmp_path / "run4")
     with pytest.raises(UsageError, match="init.parts names scheduler"):
         train_base({**config, "init": {"from": str(source), "parts": ["scheduler"]}},
                    tmp_path / "run3")

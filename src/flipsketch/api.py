@@ -161,17 +161,14 @@ def postprocess(frames: np.ndarray, name: str | None = None, size: int = 512,
 
     ``sketch``, the input drawing, gives the pen width that ``lineart`` redraws strokes with.
     """
-    from flipsketch.images import array_to_images, images_to_array, to_grey_square
-    from flipsketch.postprocess import PostprocessSettings, measure_stroke_width
+    from flipsketch.images import array_to_images
+    from flipsketch.postprocess import PostprocessSettings
 
     if size < 8:
         raise UsageError("--size must be at least 8 pixels")
     processor = (manager or get_manager()).get("postprocessor", name)
-    width = None
-    if sketch is not None:
-        width = measure_stroke_width(images_to_array([to_grey_square(sketch, size)])[0])
     return processor(array_to_images(frames), PostprocessSettings(
-        size=size, transparent=transparent, stroke_width=width))
+        size=size, transparent=transparent, sketch=sketch))
 
 
 def save(images: list[Image.Image], path: str | Path, fps: float = 10, force: bool = False,

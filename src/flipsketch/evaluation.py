@@ -72,15 +72,19 @@ def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
     return out
 
 
-def _fscores(reference: np.ndarray, frames: np.ndarray, tolerance: float) -> np.ndarray:
-    """Stroke F-score of each frame's ink (F, H, W) against the reference ink (H, W) -> (F,)."""
+def _fscores(reference: np.ndarray, frames: np.ndarray, tolerance: float,
+             near_frames: np.ndarray | None = None) -> np.ndarray:
+    """Stroke F-score of each frame's ink (F, H, W) against the reference ink (H, W) -> (F,).
+
+    ``near_frames``: the frames' ink dilated by ``tolerance``, when the caller scores the same
+    frames against many references and has it already."""
     if reference.shape != frames.shape[-2:]:
         raise ValueError(f"reference is {reference.shape} but frames are {frames.shape[-2:]}; "
                          "resize one to the other first")
     n_ref = reference.sum()
     n_out = frames.sum(axis=(-2, -1))  # (F,)
     near_ref = _dilate(reference, tolerance)  # (H, W)
-    near_out = _dilate(frames, tolerance)  # (F, H, W)
+    near_out = _dilate(frames, tolerance) if near_frames is None else near_frames  # (F, H, W)
     precision = (frames & near_ref).sum(axis=(-2, -1)) / np.maximum(n_out, 1)
     recall = (reference & near_out).sum(axis=(-2, -1)) / max(n_ref, 1)
     total = precision + recall
@@ -174,7 +178,8 @@ def compensated_fscore(reference: np.ndarray, frame: np.ndarray, tolerance: floa
     for scale in scales:
         moved = _scaled(ref, scale)
         for dy, dx in _best_shifts(moved, near_out, candidates):
-            score = _fscores(_shifted(moved, dy, dx), out[None], tolerance)[0]
+            score = _fscores(_shifted(moved, dy, dx), out[None], tolerance,
+                             near_frames=near_out[None])[0]
             best = max(best, float(score))
     return best
 

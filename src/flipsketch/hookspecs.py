@@ -82,8 +82,10 @@ def register_postprocessors(register: Register) -> None:
 
     ``impl(frames, settings) -> frames``: ``frames`` is a list of grey ``PIL.Image`` (mode
     "L", model resolution) for one clip; the result is the list of images to write (any
-    mode, ``settings.size`` pixels square). Called once per clip after decoding. Defaults:
-    ``binarize`` (Otsu, black strokes on white) and ``raw`` (grey levels kept).
+    mode, ``settings.size`` pixels square); ``settings.sketch`` is the input drawing (None
+    for text only) and ``settings.transparent`` asks for RGBA. Called once per clip after
+    decoding. Built in: ``lineart`` (the default: thinned strokes redrawn at the drawing's
+    pen width), ``binarize`` (Otsu, black strokes on white) and ``raw`` (grey levels kept).
     """
 
 

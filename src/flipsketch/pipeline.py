@@ -190,12 +190,14 @@ class FlipSketchPipeline(DiffusionPipeline):
                 reference_live = i < ref_until
                 composing = composition is not None and i <= tau2
                 aligning = aligner is not None and reference_live and i < tau1
+                advancing = i + 1 < ref_until  # the reference latent is needed next step
                 if reference_live:
                     latents[:, :, :1] = ref_latent
 
-                # a. Reference pass, unguided: N copies while composing, else just one.
+                # a. Reference pass, unguided: N copies while composing, else just one; none
+                #    on a last kept step that neither composes, aligns nor advances.
                 ref_out = None
-                if reference_live:
+                if reference_live and (composing or aligning or advancing):
                     n = max(1, frames - i) if composing else 1
                     with composition.capture() if composing else nullcontext():
                         ref_out = self.predict(ref_latent.expand(-1, -1, n, -1, -1), t,
@@ -218,7 +220,7 @@ class FlipSketchPipeline(DiffusionPipeline):
 
                 # d. DDIM steps.
                 latents = self.scheduler.step(out, t, latents).prev_sample
-                if reference_live and i + 1 < ref_until:
+                if reference_live and advancing:
                     ref_latent = self.scheduler.step(ref_out, t, ref_latent).prev_sample
                 report("sampling", i + 1, steps)
         finally:

@@ -20,7 +20,7 @@ from PIL import Image
 from flipsketch import hookimpl
 from flipsketch.errors import UsageError
 from flipsketch.hookspecs import Register
-from flipsketch.images import array_to_images, images_to_array
+from flipsketch.images import array_to_images, images_to_array, to_grey_square
 
 # Below this separation between the mean of the ink and the mean of the paper class (on the
 # 0..1 grey scale), the clip is taken as blank: Otsu always finds *some* split, and on a blank
@@ -34,8 +34,10 @@ class PostprocessSettings:
 
     size: int = 512
     transparent: bool = False
-    # Pen width in output pixels for ``lineart``: the input drawing's (measure_stroke_width),
-    # or None for a text-only clip, which gets DEFAULT_STROKE_WIDTH scaled to the output size.
+    # The input drawing, None for a text-only clip: ``lineart`` draws at its pen width.
+    sketch: Image.Image | None = None
+    # Pen width in output pixels for ``lineart``; None: the sketch's, measured at the output
+    # size, or without a sketch DEFAULT_STROKE_WIDTH scaled to the output size.
     stroke_width: float | None = None
 
     def __post_init__(self) -> None:
@@ -106,6 +108,9 @@ def lineart(frames: list[Image.Image], settings: PostprocessSettings) -> list[Im
     """
     grey = images_to_array(_resized(frames, settings.size))  # (F, S, S) in [0, 1]
     width = settings.stroke_width
+    if width is None and settings.sketch is not None:
+        drawing = images_to_array([to_grey_square(settings.sketch, settings.size)])[0]
+        width = measure_stroke_width(drawing)
     if width is None:
         width = DEFAULT_STROKE_WIDTH * settings.size / 512
     pen = _disc(width)

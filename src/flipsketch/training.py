@@ -434,7 +434,7 @@ def train_denoiser(
 
             step += 1
             out_of_time = deadline is not None and time.perf_counter() >= deadline
-            if accelerator.num_processes > 1:  # every process stops at the same step
+            if deadline is not None and accelerator.num_processes > 1:  # stop together
                 flag = torch.tensor([float(out_of_time)], device=device)
                 out_of_time = bool(accelerator.reduce(flag, reduction="sum").item())
             last = step == config.steps or out_of_time
@@ -671,8 +671,8 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
         source = TINY_DIR if from_shipped or source == "shipped" else Path(source)
         loaded = load_components(source)
         for part in init_parts:
+            _check_fits(part, loaded[part], components[part])
             components[part] = loaded[part]
-        _check_fits(components, config)
 
     # Under `accelerate launch` only the main process writes; the VAE stage is one process's
     # job and the others load its result.
@@ -726,26 +726,21 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
                           on_export=on_export, time_limit=time_limit)
 
 
-def _check_fits(components: dict, config: dict) -> None:
-    """A part loaded from a model folder must be the architecture the config describes; else
-    the run would silently train something other than its config says."""
-    built = build_components_shapes(config)
-    for name, shapes in built.items():
-        have = {k: tuple(v.shape) for k, v in components[name].state_dict().items()}
-        if have != shapes:
-            raise UsageError(f"the {name} loaded to start from does not fit the config's "
-                             f"architecture; start it from scratch (drop it from init.parts)")
+def _check_fits(name: str, loaded: torch.nn.Module, built: torch.nn.Module) -> None:
+    """A part loaded from a model folder must be the architecture the config describes (the
+    part just built from it); else the run would silently train something else. Frame
+    positions hold no weights, so they are compared by their config key."""
+    from flipsketch.frame_positions import CONFIG_KEY
 
+    def shapes(module: torch.nn.Module) -> dict[str, tuple]:
+        return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
-def build_components_shapes(config: dict) -> dict[str, dict[str, tuple]]:
-    """Parameter shapes of the config's UNet, VAE and text encoder, built on the meta device
-    (no memory, no time)."""
-    from flipsketch.tiny import build_components
+    def positions(module: torch.nn.Module) -> int | None:
+        return getattr(module.config, CONFIG_KEY, None)
 
-    with torch.device("meta"):
-        built = build_components(config)
-    return {name: {k: tuple(v.shape) for k, v in built[name].state_dict().items()}
-            for name in ("unet", "vae", "text_encoder")}
+    if shapes(loaded) != shapes(built) or positions(loaded) != positions(built):
+        raise UsageError(f"the {name} loaded to start from does not fit the config's "
+                         f"architecture; start it from scratch (drop it from init.parts)")
 
 
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, ema: bool = True) -> Path:
