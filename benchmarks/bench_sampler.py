@@ -43,8 +43,9 @@ def build_pipeline(args):
     from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from flipsketch.backbone import TINY_MODEL_DIR, resolve_device, resolve_dtype
-    from flipsketch.pipeline import FlipSketchPipeline
+    from flipsketch.models.backbone import resolve_device, resolve_dtype
+    from flipsketch.models.presets import TINY_DIR
+    from flipsketch.sampler.pipeline import FlipSketchPipeline
 
     device = resolve_device(args.device)
     dtype = resolve_dtype("bf16", device)
@@ -53,7 +54,7 @@ def build_pipeline(args):
     vae = AutoencoderKL(block_out_channels=(16, 16, 16, 16), norm_num_groups=8,
                         down_block_types=("DownEncoderBlock2D",) * 4,
                         up_block_types=("UpDecoderBlock2D",) * 4, sample_size=256)
-    tokenizer = CLIPTokenizer.from_pretrained(TINY_MODEL_DIR / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(TINY_DIR / "tokenizer")
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=1024,
         num_hidden_layers=1, num_attention_heads=16)).to(dtype)
@@ -118,9 +119,9 @@ def run_align_quality(args) -> dict:
     import torch
 
     from flipsketch import hookimpl
-    from flipsketch.alignment import AlignSettings, gradient_align
     from flipsketch.api import SamplerSettings, animate
     from flipsketch.plugins import PluginManager
+    from flipsketch.sampler.alignment import AlignSettings, gradient_align
 
     torch.set_num_threads(args.threads)
     pipe = build_pipeline(args)

@@ -30,10 +30,16 @@ import numpy as np
 import torch
 
 from flipsketch.api import SamplerSettings, load_pipeline
-from flipsketch.evaluation import caption_sensitivity, evaluate_text_motion
-from flipsketch.synth import TRANSLATIONS, SketchAnimator
-from flipsketch.tiny import CONFIG_PATH, TINY_DIR, build_components, export_model, load_config
-from flipsketch.training import LoopConfig, train_denoiser
+from flipsketch.evaluation.runs import caption_sensitivity, evaluate_text_motion
+from flipsketch.models.tiny import (
+    CONFIG_PATH,
+    TINY_DIR,
+    build_components,
+    export_model,
+    load_config,
+)
+from flipsketch.training.loop import LoopConfig, train_denoiser
+from flipsketch.training.synth import TRANSLATIONS, SketchAnimator
 
 V1 = dict(down_block_types=["DownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D"],
           up_block_types=["CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "UpBlock3D"])

@@ -6,7 +6,7 @@ needs no retokenising). The BPE merges ship inside the ``open-clip-torch`` wheel
 ``open_clip/bpe_simple_vocab_16e6.txt.gz``; we read that file directly (importing ``open_clip``
 may fail) and rebuild vocab.json/merges.txt exactly as OpenAI's ``simple_tokenizer`` does.
 
-Usage: python scripts/build_tokenizer.py [OUT_DIR]   (default src/flipsketch/models/tiny/tokenizer)
+Usage: python scripts/build_tokenizer.py [OUT_DIR]   (default src/flipsketch/models/weights/tiny/tokenizer)
 """
 
 from __future__ import annotations
@@ -91,5 +91,5 @@ def build(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    default = Path(__file__).resolve().parents[1] / "src/flipsketch/models/tiny/tokenizer"
+    default = Path(__file__).resolve().parents[1] / "src/flipsketch/models/weights/tiny/tokenizer"
     build(Path(sys.argv[1]) if len(sys.argv) > 1 else default)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The numbers in the tiny model's card (src/flipsketch/models/tiny/README.md), reproducibly.
+# The numbers in the tiny model's card (src/flipsketch/models/weights/tiny/README.md), reproducibly.
 #   scripts/evaluate_tiny.sh [MODEL] [OUT_DIR]
 # Bar 1: text-only motion over every subject (translations, 2 seeds) and grow/shrink/spin.
 # Bar 2: the paper's ablation on the real sketches in ../shared/sketches and on held-out

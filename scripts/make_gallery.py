@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from flipsketch.api import SamplerSettings, animate, load_pipeline, postprocess, save
-from flipsketch.images import load_sketch
+from flipsketch.frames.images import load_sketch
 
 ENTRIES = (
     ("fish", "a fish swimming to the right"),

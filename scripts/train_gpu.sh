@@ -23,7 +23,7 @@ python=${PYTHON:-python3}
 mkdir -p "$out"
 
 # One GPU outruns one core drawing clips: a large pool drawn fresh (never cached) by workers.
-"$python" -m flipsketch train base configs/tiny.yaml -o "$run" --export "$out/model" \
+"$python" -m flipsketch train base -o "$run" --export "$out/model" \
     --time-limit "$minutes" \
     --set mixed_precision=bf16 \
     --set stages.base.batch_size=64 \

@@ -91,7 +91,7 @@ def tiny_components() -> dict:
 
 @pytest.fixture
 def tiny_pipe(tiny_components):
-    from flipsketch.pipeline import FlipSketchPipeline
+    from flipsketch.sampler.pipeline import FlipSketchPipeline
 
     return FlipSketchPipeline(**tiny_components)
 
@@ -99,7 +99,7 @@ def tiny_pipe(tiny_components):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A diffusers-layout folder with tiny random weights (safetensors)."""
-    from flipsketch.pipeline import FlipSketchPipeline
+    from flipsketch.sampler.pipeline import FlipSketchPipeline
 
     folder = tmp_path_factory.mktemp("models") / "tiny-random"
     FlipSketchPipeline(**build_tiny_components()).save_pretrained(folder)

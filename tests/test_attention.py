@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flipsketch.attention import (
+from flipsketch.sampler.attention import (
     Composition,
     CompositionSettings,
     attention_kind,

@@ -8,16 +8,11 @@ import pytest
 import torch
 
 from flipsketch.api import SamplerSettings, animate, load_pipeline
-from flipsketch.backbone import (
-    MODELSCOPE_BASE,
-    PRESETS,
-    SKETCH_FINETUNE,
-    resolve_dtype,
-    resolve_model,
-    save_lora,
-)
 from flipsketch.errors import ModelLoadError, UsageError
-from flipsketch.pipeline import FlipSketchPipeline
+from flipsketch.models.backbone import resolve_dtype
+from flipsketch.models.lora import save_lora
+from flipsketch.models.presets import MODELSCOPE_BASE, PRESETS, SKETCH_FINETUNE, resolve_model
+from flipsketch.sampler.pipeline import FlipSketchPipeline
 
 from conftest import build_tiny_components
 
@@ -27,7 +22,7 @@ def test_presets_name_the_real_models():
     assert sketch.source == MODELSCOPE_BASE == "damo-vilab/text-to-video-ms-1.7b"
     assert (sketch.unet_source, sketch.unet_subfolder) == (SKETCH_FINETUNE, "checkpoint-2500")
     assert SKETCH_FINETUNE == "Hmrishav/t2v_sketch-lora"
-    assert PRESETS["tiny"].source.endswith("models/tiny")
+    assert PRESETS["tiny"].source.endswith("models/weights/tiny")
 
 
 def test_resolve_model_accepts_folders_and_hub_ids_and_rejects_the_rest(tmp_path):

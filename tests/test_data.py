@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from flipsketch.data import ClipFolder, SyntheticClips, pick_frames
 from flipsketch.errors import UsageError
-from flipsketch.synth import SketchAnimator, write_dataset
-from flipsketch.writers import write_apng, write_gif, write_mp4, write_png_frames, write_webp
+from flipsketch.frames.writers import write_apng, write_gif, write_mp4, write_png_frames, write_webp
+from flipsketch.training.data import AnimatorClips, ClipFolder, pick_frames
+from flipsketch.training.synth import SketchAnimator, write_dataset
 
 from conftest import shared_sketch
 
@@ -262,21 +262,11 @@ def test_min_frames_is_configurable(tmp_path):
 # -- on the fly --------------------------------------------------------------------------------
 
 
-def test_synthetic_clips_stream_animator_clips():
-    stream = iter(SyntheticClips(num_frames=4, size=32, seed=6))
+def test_animator_clips_are_the_animator_clips_by_position():
+    clips = AnimatorClips(3, num_frames=4, resolution=32, seed=6)
     animator = SketchAnimator(size=32, num_frames=4, seed=6)
-    for index in range(3):
-        item = next(stream)
+    assert len(clips) == 3
+    for index in (2, 0, 1):  # map-style: item i is clip i, in any order
+        item = clips[index]
         assert item["caption"] == animator.clip(index).caption
         np.testing.assert_array_equal(item["frames"].numpy(), animator.clip(index).frames)
-
-
-@pytest.mark.slow
-def test_synthetic_clips_are_the_same_stream_with_workers():
-    """Each worker takes every n-th clip; the loader interleaves them back into clip order."""
-    loader = torch.utils.data.DataLoader(
-        SyntheticClips(num_frames=2, size=32, seed=6), batch_size=None, num_workers=2
-    )
-    captions = [item["caption"] for _, item in zip(range(6), loader, strict=False)]
-    animator = SketchAnimator(size=32, num_frames=2, seed=6)
-    assert captions == [animator.clip(i).caption for i in range(6)]

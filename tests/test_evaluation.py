@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from flipsketch import evaluation as ev
+from flipsketch.evaluation import metrics as ev
+from flipsketch.evaluation import runs
 
 SIZE = 128
 
@@ -97,7 +98,7 @@ def test_fscore_tolerates_wobble_within_tolerance_only():
 
 
 def test_fidelity_of_a_real_sketch_against_itself_and_moved():
-    from flipsketch.images import images_to_array, load_sketch, to_grey_square
+    from flipsketch.frames.images import images_to_array, load_sketch, to_grey_square
 
     grey = images_to_array([to_grey_square(load_sketch(sketch_path("horse.png")), SIZE)])[0]
     moved = np.roll(grey, 10, axis=1)
@@ -108,7 +109,7 @@ def test_fidelity_of_a_real_sketch_against_itself_and_moved():
 
 
 def _real_sketch(name: str = "fish.png") -> np.ndarray:
-    from flipsketch.images import images_to_array, load_sketch, to_grey_square
+    from flipsketch.frames.images import images_to_array, load_sketch, to_grey_square
 
     return images_to_array([to_grey_square(load_sketch(sketch_path(name)), SIZE)])[0]
 
@@ -225,7 +226,7 @@ OPPOSITE = {"move_left": "move_right", "move_right": "move_left", "move_up": "mo
 
 
 def test_judge_recognises_every_synthetic_motion_and_rejects_its_opposite():
-    from flipsketch.synth import MOTIONS, SUBJECTS, SketchAnimator
+    from flipsketch.training.synth import MOTIONS, SUBJECTS, SketchAnimator
 
     animator = SketchAnimator(size=SIZE, num_frames=10)
     subjects = list(SUBJECTS)
@@ -239,7 +240,7 @@ def test_judge_recognises_every_synthetic_motion_and_rejects_its_opposite():
 
 
 def test_still_frames_show_no_motion():
-    from flipsketch.synth import MOTIONS, SketchAnimator
+    from flipsketch.training.synth import MOTIONS, SketchAnimator
 
     still = np.repeat(SketchAnimator(size=SIZE).still(3)[None], 10, axis=0)
     assert not any(ev.judge(motion, still) for motion in MOTIONS)
@@ -269,13 +270,13 @@ def tiny_pipe_loaded(tiny_model_dir):
 
 def test_text_motion_run_splits_trained_and_held_out_pairs(tiny_pipe_loaded):
     from flipsketch.api import SamplerSettings
-    from flipsketch.synth import HELD_OUT_PAIRS, SUBJECTS
+    from flipsketch.training.synth import HELD_OUT_PAIRS, SUBJECTS
 
     subject, motion = HELD_OUT_PAIRS[0]
     trained = next(m for m in ("move_right", "move_left") if (subject, m) not in HELD_OUT_PAIRS)
     settings = SamplerSettings(num_frames=3, num_inference_steps=2)
     calls = []
-    result = ev.evaluate_text_motion(tiny_pipe_loaded, seeds=(0, 1), subjects=[subject],
+    result = runs.evaluate_text_motion(tiny_pipe_loaded, seeds=(0, 1), subjects=[subject],
                                      motions=[motion, trained], settings=settings,
                                      progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
@@ -287,7 +288,7 @@ def test_text_motion_run_splits_trained_and_held_out_pairs(tiny_pipe_loaded):
     assert result["held_out_accuracy"] == pytest.approx(np.mean(held))
     assert result["accuracy"] == pytest.approx(np.mean([c["correct"] for c in cases]))
     json.dumps(result, allow_nan=False)  # plain, JSON-safe values for the model card
-    again = ev.evaluate_text_motion(tiny_pipe_loaded, seeds=(0, 1), subjects=[subject],
+    again = runs.evaluate_text_motion(tiny_pipe_loaded, seeds=(0, 1), subjects=[subject],
                                     motions=[motion, trained], settings=settings,
                                     include_held_out=False)
     assert [c["held_out"] for c in again["cases"]] == [False, False]
@@ -300,23 +301,23 @@ def test_unknown_subject_or_motion_is_a_usage_error(tiny_pipe_loaded):
     from flipsketch.errors import UsageError
 
     with pytest.raises(UsageError, match="unknown subject 'dragon'"):
-        ev.evaluate_text_motion(tiny_pipe_loaded, subjects=["dragon"])
+        runs.evaluate_text_motion(tiny_pipe_loaded, subjects=["dragon"])
     with pytest.raises(UsageError, match="unknown motion 'move left'"):
-        ev.evaluate_text_motion(tiny_pipe_loaded, motions=["move left"])
+        runs.evaluate_text_motion(tiny_pipe_loaded, motions=["move left"])
 
 
 def test_caption_sensitivity_is_zero_exactly_when_the_caption_cannot_matter(tiny_pipe):
     import torch
 
     motions = ["move_left", "grow"]
-    listening = ev.caption_sensitivity(tiny_pipe, timesteps=(900, 500), motions=motions,
+    listening = runs.caption_sensitivity(tiny_pipe, timesteps=(900, 500), motions=motions,
                                        clips_per_motion=2, repeats=1)
     assert listening["clips"] == 4 and [r["timestep"] for r in listening["timesteps"]] == [900,
                                                                                           500]
     for row in listening["timesteps"]:
         assert row["loss_true"] > 0 and set(row["gap_by_motion"]) == set(motions)
         assert row["gap"] != 0 and row["empty_gap"] != 0  # random weights do read the text
-    again = ev.caption_sensitivity(tiny_pipe, timesteps=(900, 500), motions=motions,
+    again = runs.caption_sensitivity(tiny_pipe, timesteps=(900, 500), motions=motions,
                                    clips_per_motion=2, repeats=1)
     assert again == listening  # seeded clips and noise
 
@@ -325,7 +326,7 @@ def test_caption_sensitivity_is_zero_exactly_when_the_caption_cannot_matter(tiny
     with torch.no_grad():
         norm.weight.zero_()
         norm.bias.zero_()
-    deaf = ev.caption_sensitivity(tiny_pipe, timesteps=(900,), motions=motions,
+    deaf = runs.caption_sensitivity(tiny_pipe, timesteps=(900,), motions=motions,
                                   clips_per_motion=2, repeats=1)
     [row] = deaf["timesteps"]
     assert row["gap"] == 0 and row["empty_gap"] == 0
@@ -345,11 +346,11 @@ def test_eval_captions_checks_its_options(tmp_path, capsys):
 
 def test_ablation_returns_every_configuration(tiny_pipe_loaded):
     from flipsketch.api import SamplerSettings
-    from flipsketch.images import images_to_array, load_sketch, to_grey_square
+    from flipsketch.frames.images import images_to_array, load_sketch, to_grey_square
 
     cat = images_to_array([to_grey_square(load_sketch(sketch_path("cat.png")), 200)])[0]
     settings = SamplerSettings(num_frames=4, num_inference_steps=3)
-    rows = ev.run_ablation(tiny_pipe_loaded, [("cat", cat)], ["a {subject} moving to the left"],
+    rows = runs.run_ablation(tiny_pipe_loaded, [("cat", cat)], ["a {subject} moving to the left"],
                            seeds=(0,), settings=settings)
     assert [row["config"] for row in rows] == [
         "full (lambda 0.5)", "lambda 0", "lambda 1", "w/o frame alignment", "w/o C^T & C^S"]

@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from flipsketch.frame_positions import (
+from flipsketch.models.frame_positions import (
     CONFIG_KEY,
     add_frame_positions,
     load_unet,
     temporal_blocks,
 )
-from flipsketch.tiny import CONFIG_PATH, build_components, export_model, load_config
+from flipsketch.models.tiny import CONFIG_PATH, build_components, export_model, load_config
 
 from conftest import build_tiny_components
 

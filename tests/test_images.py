@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from flipsketch.errors import UsageError
-from flipsketch.images import array_to_images, images_to_array, load_sketch, to_grey_square
+from flipsketch.frames.images import array_to_images, images_to_array, load_sketch, to_grey_square
 
 from conftest import shared_sketch
 

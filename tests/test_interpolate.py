@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from flipsketch.errors import UsageError
-from flipsketch.images import load_sketch, to_grey_square
-from flipsketch.interpolate import flow_interpolate
+from flipsketch.frames.images import load_sketch, to_grey_square
+from flipsketch.frames.interpolate import flow_interpolate
 from flipsketch.plugins import get_manager
 
 from conftest import shared_sketch

@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 
 from flipsketch.api import SamplerSettings, animate, load_pipeline
 from flipsketch.errors import UsageError
-from flipsketch.lora import LoraSettings, train_lora
-from flipsketch.synth import write_dataset
+from flipsketch.training.lora import LoraSettings, train_lora
+from flipsketch.training.synth import write_dataset
 
 from conftest import build_tiny_components, shared_sketch
 
@@ -207,7 +207,7 @@ def test_a_used_folder_needs_force_or_resume_and_force_starts_over(tmp_path, tin
 def test_a_lora_for_another_base_is_a_clear_error_in_animate(tmp_path, trained):
     from diffusers import UNet3DConditionModel
 
-    from flipsketch.pipeline import FlipSketchPipeline
+    from flipsketch.sampler.pipeline import FlipSketchPipeline
 
     components = build_tiny_components()
     components["unet"] = UNet3DConditionModel.from_config(

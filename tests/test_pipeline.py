@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flipsketch.alignment import AlignSettings, gradient_align
-from flipsketch.inversion import ddim_invert
-from flipsketch.pipeline import FlipSketchPipeline
+from flipsketch.sampler.alignment import AlignSettings, gradient_align
+from flipsketch.sampler.inversion import ddim_invert
+from flipsketch.sampler.pipeline import FlipSketchPipeline
 
 from conftest import build_tiny_components
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from flipsketch.frames.writers import check_output_path, save_frames
 from flipsketch.plugins import PluginManager
-from flipsketch.writers import check_output_path, save_frames
 
 DISTRIBUTION = "flipsketch-spritesheet"
 

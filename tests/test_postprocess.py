@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-import flipsketch.postprocess
+import flipsketch.frames.postprocess
 from flipsketch.errors import UsageError
-from flipsketch.images import array_to_images, load_sketch, to_grey_square
+from flipsketch.frames.images import array_to_images, load_sketch, to_grey_square
+from flipsketch.frames.postprocess import PostprocessSettings, binarize, otsu_threshold, raw
 from flipsketch.plugins import PluginManager
-from flipsketch.postprocess import PostprocessSettings, binarize, otsu_threshold, raw
 
 from conftest import shared_sketch
 
@@ -141,10 +141,10 @@ def test_settings_reject_a_size_below_one():
 
 def test_registered_under_their_names():
     manager = PluginManager(load_entry_points=False)
-    manager.register(flipsketch.postprocess)
+    manager.register(flipsketch.frames.postprocess)
     registry = manager.registry("postprocessor")
     assert registry.get("binarize") is binarize and registry.get("raw") is raw
-    assert registry.get(None) is flipsketch.postprocess.lineart  # the stage default
+    assert registry.get(None) is flipsketch.frames.postprocess.lineart  # the stage default
 
 
 # -- lineart: crisp strokes at the input's pen width ------------------------------------------
@@ -163,14 +163,14 @@ def _lines(width: int, size: int = 256) -> np.ndarray:
 
 @pytest.mark.parametrize("width", [1, 2, 3, 5, 8])
 def test_stroke_width_is_measured_in_pixels(width):
-    assert abs(flipsketch.postprocess.measure_stroke_width(_lines(width)) - width) <= 1.0
+    assert abs(flipsketch.frames.postprocess.measure_stroke_width(_lines(width)) - width) <= 1.0
 
 
 def test_thinning_leaves_one_pixel_centre_lines_that_stay_connected():
     import cv2
 
     thick = _lines(9) < 0.5
-    lines = flipsketch.postprocess.thin(thick)
+    lines = flipsketch.frames.postprocess.thin(thick)
     assert lines.sum() < thick.sum() / 6
     assert (lines & thick).sum() == lines.sum()  # inside the strokes
     # No 2 x 2 block of ink anywhere: one pixel wide.
@@ -187,11 +187,11 @@ def test_lineart_redraws_an_upscaled_drawing_at_the_input_pen_width():
     small = Image.fromarray((_lines(3) * 255).astype(np.uint8)).resize((128, 128))
     frames = [small.filter(ImageFilter.GaussianBlur(0.7))] * 2
     thick = np.asarray(binarize(frames, PostprocessSettings(size=512))[0], np.float32) / 255
-    crisp = flipsketch.postprocess.lineart(frames, PostprocessSettings(size=512,
+    crisp = flipsketch.frames.postprocess.lineart(frames, PostprocessSettings(size=512,
                                                                        stroke_width=4))
     out = np.asarray(crisp[0], np.float32) / 255
     assert set(np.unique(out)) <= {0.0, 1.0}
-    measure = flipsketch.postprocess.measure_stroke_width
+    measure = flipsketch.frames.postprocess.measure_stroke_width
     assert measure(thick) > 8
     assert abs(measure(out) - 4) <= 1.5
     # Every line kept where it was: the crisp ink lies inside the thick ink.
@@ -199,11 +199,11 @@ def test_lineart_redraws_an_upscaled_drawing_at_the_input_pen_width():
     # With the input drawing, its own pen width measured at the output size (3 px at 256
     # px drawn at 512: 6 px).
     drawing = Image.fromarray((_lines(3) * 255).astype(np.uint8))
-    own = flipsketch.postprocess.lineart(frames, PostprocessSettings(size=512, sketch=drawing))
+    own = flipsketch.frames.postprocess.lineart(frames, PostprocessSettings(size=512, sketch=drawing))
     assert abs(measure(np.asarray(own[0], np.float32) / 255) - 6) <= 1.5
     # Without an input drawing: the default width, scaled to the output size.
-    default = flipsketch.postprocess.lineart(frames, PostprocessSettings(size=256))
-    expected = flipsketch.postprocess.DEFAULT_STROKE_WIDTH * 256 / 512
+    default = flipsketch.frames.postprocess.lineart(frames, PostprocessSettings(size=256))
+    expected = flipsketch.frames.postprocess.DEFAULT_STROKE_WIDTH * 256 / 512
     got = measure(np.asarray(default[0], np.float32) / 255)
     assert abs(got - expected) <= 1.5
 

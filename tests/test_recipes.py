@@ -26,20 +26,13 @@ from flipsketch import hookimpl
 from flipsketch.api import animate, load_pipeline, postprocess
 from flipsketch.cli import main
 from flipsketch.errors import FlipSketchError, UsageError
+from flipsketch.frames.images import render_text
+from flipsketch.frames.writers import check_output_path, save_frames
 from flipsketch.plugins import PluginManager
-from flipsketch.recipes import (
-    CACHE_DIR,
-    Clip,
-    Field,
-    RecipeError,
-    StepCache,
-    StepType,
-    bundled_recipes,
-    load_recipe,
-    render_text,
-    run_recipe,
-)
-from flipsketch.writers import check_output_path, save_frames
+from flipsketch.recipes import Clip, Field, RecipeError, StepType, load_recipe, run_recipe
+from flipsketch.recipes.cache import StepCache
+from flipsketch.recipes.parsing import bundled_recipes
+from flipsketch.recipes.schema import CACHE_DIR
 
 from conftest import read_animation, shared_sketch
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from flipsketch.api import SamplerSettings, animate, load_pipeline, prepare_sketch
-from flipsketch.backbone import TINY_MODEL_DIR
-from flipsketch.evaluation import fidelity
+from flipsketch.evaluation.metrics import fidelity
+from flipsketch.models.presets import TINY_DIR
 
 from conftest import read_animation, shared_sketch
 
@@ -26,12 +26,12 @@ def tiny():
 
 
 def test_ships_inside_the_package_as_small_safetensors():
-    weights = list(TINY_MODEL_DIR.rglob("*.safetensors"))
+    weights = list(TINY_DIR.rglob("*.safetensors"))
     assert {w.parent.name for w in weights} == {"unet", "vae", "text_encoder"}
-    assert not list(TINY_MODEL_DIR.rglob("*.bin"))
-    total = sum(f.stat().st_size for f in TINY_MODEL_DIR.rglob("*") if f.is_file())
+    assert not list(TINY_DIR.rglob("*.bin"))
+    total = sum(f.stat().st_size for f in TINY_DIR.rglob("*") if f.is_file())
     assert total <= 40 * 2**20
-    assert (TINY_MODEL_DIR / "README.md").is_file()  # the model card
+    assert (TINY_DIR / "README.md").is_file()  # the model card
 
 
 def test_loads_offline_at_its_native_resolution(tiny):
@@ -41,7 +41,7 @@ def test_loads_offline_at_its_native_resolution(tiny):
 
 
 def test_has_attention_at_full_latent_resolution_and_frame_positions(tiny):
-    from flipsketch.frame_positions import temporal_blocks
+    from flipsketch.models.frame_positions import temporal_blocks
 
     config = tiny.unet.config
     assert config.down_block_types[0] == "CrossAttnDownBlock3D"  # 16 x 16 latents

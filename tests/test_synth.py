@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 from flipsketch.errors import UsageError
-from flipsketch.synth import (
+from flipsketch.training.synth import (
     DOODLES,
     GENERIC_NOUNS,
     HELD_OUT_PAIRS,

@@ -1,4 +1,4 @@
-"""The embedded tiny model: architecture from configs/tiny.yaml, tokenizer, exported folder."""
+"""The embedded tiny model: architecture from models/tiny.yaml, tokenizer, exported folder."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from flipsketch.errors import UsageError
-from flipsketch.latents import decode_latents, encode_frames
-from flipsketch.tiny import CONFIG_PATH, TINY_DIR, build_components, export_model, load_config
+from flipsketch.models.tiny import (
+    CONFIG_PATH,
+    TINY_DIR,
+    build_components,
+    export_model,
+    load_config,
+)
+from flipsketch.sampler.latents import decode_latents, encode_frames
 
 # Reference ids of OpenAI/OpenCLIP's tokenizer for this prompt (from the CLIP paper's BPE).
 REFERENCE = ("a fish moving to the right", [49406, 320, 2759, 3584, 531, 518, 1155, 49407])

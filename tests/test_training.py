@@ -21,14 +21,14 @@ from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from flipsketch.errors import UsageError
-from flipsketch.tiny import CONFIG_PATH, build_components, load_config
-from flipsketch.training import (
-    AnimatorClips,
+from flipsketch.models.tiny import CONFIG_PATH, build_components, load_config
+from flipsketch.training.base import train_base
+from flipsketch.training.data import AnimatorClips
+from flipsketch.training.loop import (
     LoopConfig,
     checkpoints,
     loss_weights,
     sample_timesteps,
-    train_base,
     train_denoiser,
 )
 
@@ -210,7 +210,7 @@ def test_cli_trains_resumes_and_exports(tmp_path):
     ("seed", "is not key=value"),
 ])
 def test_config_overrides_change_existing_keys_only(override, message):
-    from flipsketch.tiny import override_config
+    from flipsketch.models.tiny import override_config
 
     config = load_config(CONFIG_PATH)
     override_config(config, "stages.base.batch_size=64")
@@ -223,9 +223,9 @@ def test_config_overrides_change_existing_keys_only(override, message):
 
 
 def test_latent_stats_normalise_the_vae_latents():
-    from flipsketch.latents import encode_frames
-    from flipsketch.synth import SketchAnimator
-    from flipsketch.training import measure_latent_stats
+    from flipsketch.sampler.latents import encode_frames
+    from flipsketch.training.base import measure_latent_stats
+    from flipsketch.training.synth import SketchAnimator
 
     vae = small_components()["vae"]
     frames = torch.from_numpy(SketchAnimator(size=64, num_frames=6, seed=2).clip(0).frames)
@@ -238,8 +238,8 @@ def test_latent_stats_normalise_the_vae_latents():
 
 
 def test_vae_stage_lowers_the_reconstruction_loss(tmp_path):
-    from flipsketch.synth import SketchAnimator
-    from flipsketch.training import train_vae
+    from flipsketch.training.base import train_vae
+    from flipsketch.training.synth import SketchAnimator
 
     vae = small_components()["vae"]
     animator = SketchAnimator(size=64, seed=0)
@@ -278,7 +278,7 @@ def test_time_limit_ends_the_run_checkpointed_and_exported(tmp_path):
 
 
 def test_init_parts_start_from_a_model_folder_and_must_fit(tmp_path):
-    from flipsketch.tiny import export_model
+    from flipsketch.models.tiny import export_model
 
     source = export_model(small_components(), tmp_path / "source")
     config = {**SMALL, "init": {"from": str(source), "parts": ["vae", "text_encoder"]},

@@ -15,8 +15,13 @@ import torch
 from PIL import Image
 
 from flipsketch.errors import ModelLoadError, UsageError
-from flipsketch.images import load_sketch, to_grey_square
-from flipsketch.video import VideoModels, load_video_pipeline, scribble_frames, sketch_to_video
+from flipsketch.frames.images import load_sketch, to_grey_square
+from flipsketch.models.video import (
+    VideoModels,
+    load_video_pipeline,
+    scribble_frames,
+    sketch_to_video,
+)
 
 from conftest import byte_level_vocab, shared_sketch
 

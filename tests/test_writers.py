@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-import flipsketch.writers
+import flipsketch.frames.writers
 from flipsketch import hookimpl
 from flipsketch.errors import PluginError, UsageError
+from flipsketch.frames.writers import Writer, check_output_path, save_frames
 from flipsketch.plugins import PluginManager
-from flipsketch.writers import Writer, check_output_path, save_frames
 
 FRAMES = 5
 
@@ -53,7 +53,7 @@ def grey(img: Image.Image) -> np.ndarray:
 def manager() -> PluginManager:
     """Only the built-in writers, so these tests do not depend on what else is installed."""
     manager = PluginManager(load_entry_points=False)
-    manager.register(flipsketch.writers)
+    manager.register(flipsketch.frames.writers)
     return manager
 
 

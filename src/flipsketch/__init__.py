@@ -1,6 +1,6 @@
 """flipsketch: turn a static drawing plus a sentence into a hand-drawn animation."""
 
-from flipsketch.hookspecs import hookimpl
+from flipsketch.plugins.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 

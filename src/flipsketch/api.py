@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from flipsketch.alignment import AlignSettings
 from flipsketch.errors import UsageError
 from flipsketch.plugins import PluginManager, get_manager
+from flipsketch.sampler.alignment import AlignSettings
 
 if TYPE_CHECKING:  # diffusers is imported when a model is loaded, not for `--help`
-    from flipsketch.pipeline import FlipSketchPipeline, Progress
+    from flipsketch.sampler.pipeline import FlipSketchPipeline, Progress
 
 COMPOSE_MODES = ("both", "spatial", "temporal", "none")
 DEFAULT_MODEL = "tiny"
@@ -102,7 +102,8 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None,
                   backbone: str | None = None,
                   manager: PluginManager | None = None) -> FlipSketchPipeline:
     """Load ``model`` (preset, folder or hub id) with the named backbone and LoRAs."""
-    from flipsketch.backbone import apply_loras, parse_lora, resolve_model
+    from flipsketch.models.lora import apply_loras, parse_lora
+    from flipsketch.models.presets import resolve_model
 
     manager = manager or get_manager()
     spec = resolve_model(model, unet=unet)
@@ -115,7 +116,7 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None,
 
 def prepare_sketch(sketch: Image.Image | str | Path, size: int) -> torch.Tensor:
     """Any sketch image or path -> (size, size) grey tensor in [0, 1] (padded, never stretched)."""
-    from flipsketch.images import images_to_array, load_sketch, to_grey_square
+    from flipsketch.frames.images import images_to_array, load_sketch, to_grey_square
 
     image = load_sketch(sketch) if isinstance(sketch, (str, Path)) else sketch
     return torch.from_numpy(images_to_array([to_grey_square(image, size)])[0])
@@ -161,8 +162,8 @@ def postprocess(frames: np.ndarray, name: str | None = None, size: int = 512,
 
     ``sketch``, the input drawing, gives the pen width that ``lineart`` redraws strokes with.
     """
-    from flipsketch.images import array_to_images
-    from flipsketch.postprocess import PostprocessSettings
+    from flipsketch.frames.images import array_to_images
+    from flipsketch.frames.postprocess import PostprocessSettings
 
     if size < 8:
         raise UsageError("--size must be at least 8 pixels")
@@ -174,6 +175,6 @@ def postprocess(frames: np.ndarray, name: str | None = None, size: int = 512,
 def save(images: list[Image.Image], path: str | Path, fps: float = 10, force: bool = False,
          manager: PluginManager | None = None) -> Path:
     """Write ``images`` atomically; the path's suffix picks the writer."""
-    from flipsketch.writers import save_frames
+    from flipsketch.frames.writers import save_frames
 
     return save_frames(images, path, fps=fps, force=force, manager=manager)

@@ -100,9 +100,9 @@ def animate_command(
     """Animate a drawing as the prompt describes (FlipSketch)."""
     # Imported here so that other commands and --help start without loading diffusers.
     from flipsketch.api import animate, load_pipeline, postprocess, save
-    from flipsketch.images import load_sketch
+    from flipsketch.frames.images import load_sketch
+    from flipsketch.frames.writers import check_output_path, numbered_paths
     from flipsketch.plugins import get_manager
-    from flipsketch.writers import check_output_path, numbered_paths
 
     started = time.perf_counter()
     manager = get_manager()

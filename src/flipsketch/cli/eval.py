@@ -28,10 +28,10 @@ from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flipsketch import evaluation
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import UsageError
-from flipsketch.synth import MOTIONS, TRANSLATIONS
+from flipsketch.evaluation import metrics, runs
+from flipsketch.training.synth import MOTIONS, TRANSLATIONS
 
 eval_app = typer.Typer(name="eval", no_args_is_help=True,
                        help="Offline evaluation: stroke fidelity, motion, the ablation table.")
@@ -85,7 +85,7 @@ def read_prompts(path: Path) -> list[str]:
 
 def read_sketches(folder: Path) -> list[tuple[str, Image.Image]]:
     """(file stem, image) for every image file in ``folder``, each decoded now."""
-    from flipsketch.images import load_sketch
+    from flipsketch.frames.images import load_sketch
 
     if not folder.is_dir():
         raise UsageError(f"sketch folder '{folder}' does not exist; pass a folder of drawings")
@@ -181,8 +181,8 @@ def fidelity_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Score an existing animation against its sketch: stroke F-score and ink motion."""
-    from flipsketch.data import read_frames
-    from flipsketch.images import images_to_array, load_sketch, to_grey_square
+    from flipsketch.frames.images import images_to_array, load_sketch, to_grey_square
+    from flipsketch.training.data import read_frames
 
     if size < 8:
         raise UsageError("--size must be at least 8 pixels")
@@ -199,16 +199,16 @@ def fidelity_command(
                          f"or an animation file")
     reference = images_to_array([to_grey_square(drawing, size)])[0]  # (H, W)
     frames = images_to_array([to_grey_square(image, size) for image in images])  # (F, H, W)
-    scores = evaluation.fidelity(reference, frames)
-    dx, dy = evaluation.translation(frames)
+    scores = metrics.fidelity(reference, frames)
+    dx, dy = metrics.translation(frames)
     result = {
         "sketch": str(sketch), "animation": str(animation), "size": size,
         "frames": len(frames), "fidelity_first": scores["first"],
         "fidelity_later": scores["later_mean"],
         "fidelity_compensated": scores["later_compensated"],
-        "per_frame": [evaluation.stroke_fscore(reference, frame) for frame in frames],
+        "per_frame": [metrics.stroke_fscore(reference, frame) for frame in frames],
         "dx": dx, "dy": dy,
-        "direction": evaluation.direction_of(dx, dy, evaluation.MIN_TRAVEL * size),
+        "direction": metrics.direction_of(dx, dy, metrics.MIN_TRAVEL * size),
     }
     if json_output:
         emit_json(result)
@@ -240,7 +240,7 @@ def sketch_command(
     pipe = load(model, device)
     sketches = as_arrays(drawings, pipe.model_resolution)
     with progress_bar("sampling") as progress:
-        result = evaluation.evaluate_sketch(pipe, sketches, prompt_list, seed_list, settings,
+        result = runs.evaluate_sketch(pipe, sketches, prompt_list, seed_list, settings,
                                             progress=progress)
     if json_output:
         emit_json(result)
@@ -272,7 +272,7 @@ def motion_command(
     subjects: Annotated[str | None, typer.Option(
         help="Comma-separated synth subjects. Default: all.")] = None,
     motions: Annotated[str, typer.Option(help="Comma-separated synth motions.")
-    ] = ",".join(evaluation.TEXT_MOTIONS),
+    ] = ",".join(runs.TEXT_MOTIONS),
     held_out: Annotated[bool, typer.Option(
         help="Include the subject-motion pairs never seen in training.")] = True,
     device: DeviceOpt = None,
@@ -283,7 +283,7 @@ def motion_command(
     settings = settings_for(steps, frames)
     pipe = load(model, device)
     with progress_bar("sampling") as progress:
-        result = evaluation.evaluate_text_motion(
+        result = runs.evaluate_text_motion(
             pipe, seed_list, parse_names(subjects), parse_names(motions) or [], held_out,
             settings, progress=progress)
     if json_output:
@@ -305,7 +305,7 @@ def captions_command(
     timesteps: Annotated[str, typer.Option(
         help="Comma-separated training timesteps to test at (high = noisy).")] = "950,800,600",
     motions: Annotated[str, typer.Option(help="Comma-separated synth motions.")
-    ] = ",".join(evaluation.TEXT_MOTIONS),
+    ] = ",".join(runs.TEXT_MOTIONS),
     clips: Annotated[int, typer.Option(min=1, help="Synthetic clips per motion.")] = 6,
     seed: Annotated[int, typer.Option(help="Seed of the clips and the noise.")] = 0,
     device: DeviceOpt = None,
@@ -316,16 +316,16 @@ def captions_command(
     if min(steps) < 0:
         raise UsageError(f"--timesteps must be 0 or more, not '{timesteps}'")
     motion_list = parse_names(motions) or []
-    unknown = [m for m in motion_list if m not in evaluation.OPPOSITE_MOTIONS]
+    unknown = [m for m in motion_list if m not in runs.OPPOSITE_MOTIONS]
     if unknown or not motion_list:
-        raise UsageError(f"--motions takes some of {', '.join(evaluation.OPPOSITE_MOTIONS)}, "
+        raise UsageError(f"--motions takes some of {', '.join(runs.OPPOSITE_MOTIONS)}, "
                          f"not '{motions}'")
     pipe = load(model, device)
     limit = pipe.scheduler.config.num_train_timesteps
     if not all(0 <= t < limit for t in steps):
         raise UsageError(f"timesteps must lie in 0..{limit - 1}; pass e.g. --timesteps 950,600")
     with console.status("denoising synthetic clips"):
-        result = evaluation.caption_sensitivity(pipe, steps, motion_list, clips, seed=seed)
+        result = runs.caption_sensitivity(pipe, steps, motion_list, clips, seed=seed)
     if json_output:
         emit_json(result)
     table = Table(title=f"caption sensitivity ({model}, {result['clips']} clips)")
@@ -371,7 +371,7 @@ def ablate_command(
     pipe = load(model, device)
     sketches = as_arrays(drawings, pipe.model_resolution)
     with progress_bar("sampling") as progress:
-        rows = evaluation.run_ablation(pipe, sketches, prompt_list, seed_list, settings,
+        rows = runs.run_ablation(pipe, sketches, prompt_list, seed_list, settings,
                                        progress=progress)
     if csv_path is not None:
         write_csv(rows, csv_path)

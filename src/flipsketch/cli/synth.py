@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from flipsketch.cli.app import app, console
-from flipsketch.synth import FORMATS, write_dataset
+from flipsketch.training.synth import FORMATS, write_dataset
 
 
 @app.command()

@@ -1,8 +1,8 @@
 """``flipsketch train``: train the embedded tiny model and export its weights.
 
-``train base`` runs the stages named in a config (configs/tiny.yaml) into a run folder that
+``train base`` runs the stages named in a config (src/flipsketch/models/tiny.yaml) into a run folder that
 holds checkpoints, loss logs and the newest exported model; ``train export`` turns the newest
-checkpoint of a run into a model folder (e.g. src/flipsketch/models/tiny).
+checkpoint of a run into a model folder (e.g. src/flipsketch/models/weights/tiny).
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def base(
     = False,
 ) -> None:
     """Train the tiny model's VAE, UNet and text encoder on synthetic sketch animations."""
-    from flipsketch.tiny import load_config, override_config
-    from flipsketch.training import train_base
+    from flipsketch.models.tiny import load_config, override_config
+    from flipsketch.training.base import train_base
 
     settings = load_config(config)
     for override in overrides or []:
@@ -83,7 +83,7 @@ def export(
     = False,
 ) -> None:
     """Export the newest checkpoint of a run (EMA weights) as a diffusers model folder."""
-    from flipsketch.training import export_run
+    from flipsketch.training.base import export_run
 
     if not run_dir.is_dir():
         raise UsageError(f"run folder {run_dir} does not exist; pass the -o of 'train base'")
@@ -130,7 +130,7 @@ def lora(
     """
     from accelerate import PartialState
 
-    from flipsketch.lora import LoraSettings, train_lora
+    from flipsketch.training.lora import LoraSettings, train_lora
 
     settings = LoraSettings(model=model, rank=rank, steps=steps, lr=lr, batch_size=batch,
                             grad_accum=grad_accum, num_frames=frames, size=size, seed=seed,

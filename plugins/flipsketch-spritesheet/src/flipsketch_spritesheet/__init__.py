@@ -14,8 +14,8 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from flipsketch import hookimpl
-from flipsketch.hookspecs import Register
-from flipsketch.writers import Writer
+from flipsketch.frames.writers import Writer
+from flipsketch.plugins.hookspecs import Register
 
 LAYOUT_KEY = "flipsketch:spritesheet"
 SPACING = 2  # pixels between tiles, so that filtering at a tile's edge cannot bleed over

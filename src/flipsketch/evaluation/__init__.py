@@ -1,0 +1,1 @@
+"""Offline evaluation: metrics on the ink (``metrics``) and seeded evaluation runs (``runs``)."""

@@ -1,0 +1,159 @@
+"""Sketches in, frames out: loading drawings of any kind and converting frame stacks.
+
+A user's drawing can be anything Pillow opens: a transparent PNG from a drawing app, a palette
+GIF, a 16-bit scan, a CMYK JPEG from a print workflow, a phone photo with an EXIF rotation.
+The model wants one thing: a grey, square image with dark strokes on white paper. Everything
+here goes through float32 so that 16-bit and float inputs keep their precision until the last
+rounding to 8 bits.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from flipsketch.errors import UsageError
+
+_FIX = "pass a PNG/JPEG/WebP drawing"
+
+
+def load_sketch(path: str | Path) -> Image.Image:
+    """Open a drawing and decode it now, so a broken file fails here with a one-line reason.
+
+    The bytes are read into memory first: the image then owns no open file handle (a
+    multi-frame format would otherwise keep one), and it keeps its EXIF data for
+    ``to_grey_square`` to apply the orientation.
+    """
+    path = Path(path)
+    name = f"sketch '{path}'"
+    if not path.exists():
+        raise UsageError(f"{name} does not exist; check the path")
+    if path.is_dir():
+        raise UsageError(f"{name} is a folder; {_FIX}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(
+            f"{name} cannot be read ({exc.strerror or exc}); check its permissions"
+        ) from None
+    if not data:
+        raise UsageError(f"{name} is empty (0 bytes); {_FIX}")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except UnidentifiedImageError:
+        raise UsageError(f"{name} is not an image (cannot identify image file); {_FIX}") from None
+    except Image.DecompressionBombError as exc:
+        raise UsageError(f"{name} is too large to open safely ({exc}); scale it down") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        raise UsageError(f"{name} is corrupt ({exc}); re-export it as a PNG") from None
+    if img.width == 0 or img.height == 0:
+        raise UsageError(f"{name} has no pixels ({img.width}x{img.height}); {_FIX}")
+    return img
+
+
+def to_grey_square(img: Image.Image, size: int) -> Image.Image:
+    """Any drawing -> ``size`` x ``size`` mode "L", strokes dark on white, aspect ratio kept.
+
+    Transparent areas become white paper (a drawing app's transparent background is paper,
+    and black-on-transparent strokes would otherwise vanish into a black square). The image is
+    padded with white to a centred square rather than stretched, so a circle stays a circle.
+    """
+    if size < 1:
+        raise UsageError(f"image size must be at least 1 pixel, got {size}; pass a positive size")
+    img = ImageOps.exif_transpose(img)
+    grey, alpha = _grey_and_alpha(img)  # (h, w) each, floats in [0, 1]
+    if alpha is not None:
+        grey = grey * alpha + (1.0 - alpha)  # composite on white
+
+    h, w = grey.shape
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    square = np.pad(grey, ((top, side - h - top), (left, side - w - left)), constant_values=1.0)
+
+    resized = Image.fromarray(square.astype(np.float32), mode="F")
+    resized = resized.resize((size, size), Image.Resampling.LANCZOS)
+    return array_to_images(np.asarray(resized)[None])[0]
+
+
+def _grey_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """(grey, alpha or None) as float32 (h, w) arrays in [0, 1], for any Pillow mode."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(img).astype(np.float32)  # (h, w)
+        # "I;16" is a 16-bit image by definition. "I" (32-bit) carries no bit depth: Pillow
+        # uses it for 16-bit scans as well as for 8-bit values, so judge by the data.
+        full_scale = 65535.0 if mode != "I" or values.max() > 255 else 255.0
+        return np.clip(values / full_scale, 0.0, 1.0), None
+    if mode == "F":
+        values = np.asarray(img).astype(np.float32)
+        # Pillow's own float images (``convert("F")``) are on the 0..255 scale; arrays made
+        # by hand are usually 0..1.
+        full_scale = 1.0 if values.max() <= 1.0 else 255.0
+        return np.clip(values / full_scale, 0.0, 1.0), None
+
+    if mode in ("LA", "La", "PA", "RGBa") or img.has_transparency_data:
+        # Palette transparency, tRNS colour keys and premultiplied modes all become straight
+        # RGBA; "LA" is already straight alpha and keeps its grey channel as it is.
+        rgba = img if mode == "LA" else img.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+        grey_img = rgba.getchannel("L") if mode == "LA" else rgba.convert("RGB").convert("L")
+        return np.asarray(grey_img, dtype=np.float32) / 255.0, alpha
+    if mode != "L":
+        img = img.convert("RGB").convert("L")  # "1", "P", CMYK, YCbCr, LAB, HSV, RGBX
+    return np.asarray(img, dtype=np.float32) / 255.0, None
+
+
+def images_to_array(images: Iterable[Image.Image]) -> np.ndarray:
+    """PIL frames -> (F, H, W) float32 in [0, 1], 1 = white; colour frames are taken as grey."""
+    arrays = [np.asarray(im.convert("L") if im.mode != "L" else im) for im in images]
+    if not arrays:
+        raise ValueError("images_to_array needs at least one image")
+    sizes = {a.shape for a in arrays}
+    if len(sizes) > 1:
+        raise ValueError(f"all frames must have one size, got {sorted(sizes)}")
+    return np.stack(arrays).astype(np.float32) / 255.0  # (F, H, W)
+
+
+def array_to_images(frames: np.ndarray | Sequence[np.ndarray]) -> list[Image.Image]:
+    """(F, H, W) floats in [0, 1] -> F images of mode "L"; out-of-range values are clipped."""
+    frames = np.asarray(frames, dtype=np.float32)
+    if frames.ndim != 3:
+        raise ValueError(f"frames must be (F, H, W), got shape {frames.shape}")
+    pixels = np.rint(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)  # (F, H, W)
+    return [Image.fromarray(frame, mode="L") for frame in pixels]
+
+
+def render_text(text: str, size: int = 512, font: str | Path | None = None) -> Image.Image:
+    """``text`` as a line drawing: outlined letters, dark on white, centred in a square.
+
+    Letters are drawn as outlines, not solid shapes: the model knows drawings made of strokes,
+    and an outline is one, while a filled glyph is a blob. The font (Pillow's scalable default,
+    or a .ttf/.otf file) is sized so the text fills 80 % of the square.
+    """
+    stroke = max(1, size // 128)
+    canvas = Image.new("L", (size, size), 255)
+    draw = ImageDraw.Draw(canvas)
+
+    def font_of(px: int):
+        return ImageFont.truetype(str(font), px) if font else ImageFont.load_default(size=px)
+
+    def box(px: int) -> tuple[float, float, float, float]:
+        return draw.multiline_textbbox((0, 0), text, font=font_of(px), stroke_width=stroke,
+                                       align="center")
+
+    lo, hi = 4, size  # binary search for the largest font size that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        left, top, right, bottom = box(mid)
+        fits = right - left <= 0.8 * size and bottom - top <= 0.8 * size
+        lo, hi = (mid, hi) if fits else (lo, mid - 1)
+    left, top, right, bottom = box(lo)
+    origin = ((size - (right - left)) / 2 - left, (size - (bottom - top)) / 2 - top)
+    draw.multiline_text(origin, text, font=font_of(lo), fill=255, stroke_width=stroke,
+                        stroke_fill=0, align="center")
+    return canvas

@@ -1,0 +1,1 @@
+"""Models: presets and loading, the LoRA adapter format, the embedded tiny model."""

@@ -1,0 +1,1 @@
+"""The paper's sampler (Algorithm 1): pipeline, inversion, alignment, attention composition."""

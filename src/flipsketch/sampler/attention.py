@@ -1,0 +1,230 @@
+"""Attention composition (paper Sec. 4.3): the reference pass steers the joint pass.
+
+Two attention processors are swapped into the UNet's self-attention layers (``attn1``):
+
+- ``SpatialCompositionProcessor`` (C^S) on spatial attention, tokens = H_s*W_s, batch = frames:
+  in the conditional branch the queries of frames 1..N become the reference pass's queries.
+- ``TemporalCompositionProcessor`` (C^T) on temporal attention, tokens = frames, batch =
+  pixels: in the conditional branch frame 1's key becomes the reference key, and the logit of
+  every query frame i (1-based) towards frame 1 is multiplied by (1 + lambda * i / 50) before
+  the softmax (paper eq. 9 scales k^r by 1 + lambda * 2e-2, i.e. i = 1).
+
+Which layer is spatial or temporal is read from the module's place in the UNet, never from
+tensor shapes (a shape test breaks when H_s*W_s happens to equal the frame count).
+
+The processors share one ``Composition`` object that says what the current UNet call is:
+``capture`` (the reference pass; store q or k), ``compose`` (the joint pass; use them) or
+neither (any other pass: plain fused attention). Everything that is not temporally composed
+runs through ``scaled_dot_product_attention``; only the conditional rows of a temporally
+composed layer build their (frames x frames) logits explicitly, because a multiplicative
+logit scale cannot be expressed as an additive mask.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from flipsketch.plugins.hookspecs import hookimpl
+
+SPATIAL_SELF_ATTENTION = re.compile(r"(^|\.)attentions\.\d+\.transformer_blocks\.\d+\.attn1$")
+TEMPORAL_SELF_ATTENTION = re.compile(
+    r"(^transformer_in|(^|\.)temp_attentions\.\d+)\.transformer_blocks\.\d+\.attn1$"
+)
+
+
+def attention_kind(module_path: str) -> str | None:
+    """"spatial", "temporal" or None for a UNet3D attention module path."""
+    if SPATIAL_SELF_ATTENTION.search(module_path):
+        return "spatial"
+    if TEMPORAL_SELF_ATTENTION.search(module_path):
+        return "temporal"
+    return None
+
+
+@dataclass
+class CompositionSettings:
+    lambda_: float = 0.5
+    spatial: bool = True
+    temporal: bool = True
+
+
+def temporal_logit_scale(num_frames: int, lambda_: float, device=None) -> torch.Tensor:
+    """(M,) factor applied to each query frame's logit towards frame 1: 1 + lambda * i / 50."""
+    frame_number = torch.arange(1, num_frames + 1, device=device, dtype=torch.float32)
+    return 1 + lambda_ * frame_number / 50
+
+
+class Composition:
+    """Installed processors plus the state of the UNet call in progress."""
+
+    def __init__(self, unet, settings: CompositionSettings) -> None:
+        self.unet = unet
+        self.settings = settings
+        self.mode: str | None = None  # None | "capture" | "compose"
+        self.step = 0
+        self.num_frames = 0  # frames per batch entry in the joint pass
+        self.cond_rows = slice(0, 0)  # which batch entries of the joint pass are conditional
+        self.captured: dict[str, torch.Tensor] = {}
+        self._original = dict(unet.attn_processors)
+        processors = {}
+        for name, original in self._original.items():
+            path = name.removesuffix(".processor")
+            kind = attention_kind(path)
+            if kind == "spatial" and settings.spatial:
+                processors[name] = SpatialCompositionProcessor(self, path)
+            elif kind == "temporal" and settings.temporal:
+                processors[name] = TemporalCompositionProcessor(self, path)
+            else:
+                processors[name] = original
+        self.composed_layers = {
+            n.removesuffix(".processor"): type(p).__name__
+            for n, p in processors.items() if isinstance(p, _SelfAttentionProcessor)
+        }
+        unet.set_attn_processor(processors)
+
+    @contextmanager
+    def capture(self) -> Iterator[None]:
+        """Wrap the reference pass eps([x_t^r]^N, t, P_null): record its queries and keys."""
+        self.captured.clear()
+        self.mode = "capture"
+        try:
+            yield
+        finally:
+            self.mode = None
+
+    @contextmanager
+    def compose(self, step: int, num_frames: int, cond_rows: slice) -> Iterator[None]:
+        """Wrap the joint pass of step ``step``; ``cond_rows`` are its conditional entries."""
+        self.mode, self.step = "compose", step
+        self.num_frames, self.cond_rows = num_frames, cond_rows
+        try:
+            yield
+        finally:
+            self.mode = None
+
+    def remove(self) -> None:
+        """Put the UNet's original processors back."""
+        self.unet.set_attn_processor(self._original)
+        self.captured.clear()
+
+
+class _SelfAttentionProcessor:
+    """diffusers' fused self-attention, split into project / attend / output steps."""
+
+    def __init__(self, composition: Composition, path: str) -> None:
+        self.composition = composition
+        self.path = path
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
+        if encoder_hidden_states is not None or attention_mask is not None:
+            raise ValueError(f"{self.path}: composition expects plain self-attention")
+        residual = hidden_states
+        query, key, value = (attn.to_q(hidden_states), attn.to_k(hidden_states),
+                             attn.to_v(hidden_states))  # each (batch, tokens, inner)
+        mode = self.composition.mode
+        if mode == "capture":
+            self.capture(query, key)
+        elif mode == "compose":
+            query, key = self.compose(query, key)
+        out = self.attend(attn, query, key, value)  # (batch, tokens, inner)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    def capture(self, query: torch.Tensor, key: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def compose(self, query, key) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def attend(self, attn, query, key, value) -> torch.Tensor:
+        return fused_attention(attn.heads, query, key, value)
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, tokens, heads*d) -> (batch, heads, tokens, d)."""
+    batch, tokens, inner = x.shape
+    return x.view(batch, tokens, heads, inner // heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, tokens, d) -> (batch, tokens, heads*d)."""
+    batch, heads, tokens, d = x.shape
+    return x.transpose(1, 2).reshape(batch, tokens, heads * d)
+
+
+def fused_attention(heads: int, query, key, value) -> torch.Tensor:
+    q, k, v = (split_heads(x, heads) for x in (query, key, value))
+    return merge_heads(F.scaled_dot_product_attention(q, k, v))
+
+
+class SpatialCompositionProcessor(_SelfAttentionProcessor):
+    """C^S: conditional frames 1..N take the reference pass's queries."""
+
+    def capture(self, query, key) -> None:
+        self.composition.captured[self.path] = query  # (N, hw, inner): batch 1, N frames
+
+    def compose(self, query, key):
+        ref_query = self.composition.captured[self.path]  # (N, hw, inner)
+        n = ref_query.shape[0]
+        frames = self.composition.num_frames
+        query = query.view(-1, frames, *query.shape[1:]).clone()  # (b, M, hw, inner)
+        query[self.composition.cond_rows, :n] = ref_query.to(query.dtype)
+        return query.flatten(0, 1), key  # (b*M, hw, inner)
+
+
+class TemporalCompositionProcessor(_SelfAttentionProcessor):
+    """C^T: conditional rows see the reference key at frame 1, its logits scaled by lambda."""
+
+    def capture(self, query, key) -> None:
+        self.composition.captured[self.path] = key[:, 0]  # (hw, inner): frame 1's key
+
+    def compose(self, query, key):
+        ref_key = self.composition.captured[self.path]  # (hw, inner)
+        pixels = ref_key.shape[0]
+        key = key.view(-1, pixels, *key.shape[1:]).clone()  # (b, hw, M, inner)
+        key[self.composition.cond_rows, :, 0] = ref_key.to(key.dtype)
+        return query, key.flatten(0, 1)  # (b*hw, M, inner)
+
+    def attend(self, attn, query, key, value):
+        if self.composition.mode != "compose":
+            return super().attend(attn, query, key, value)
+        pixels = self.composition.captured[self.path].shape[0]
+        rows = self.composition.cond_rows
+        # Conditional entries of the batch, as a range of (b*hw) rows.
+        cond = slice(rows.start * pixels, rows.stop * pixels)
+        out = fused_attention(attn.heads, query, key, value)  # (b*hw, M, inner)
+        out[cond] = scaled_temporal_attention(
+            attn.heads, query[cond], key[cond], value[cond], self.composition.settings.lambda_
+        )
+        return out
+
+
+def scaled_temporal_attention(heads: int, query, key, value, lambda_: float) -> torch.Tensor:
+    """Softmax attention over frames with each query frame's logit to frame 1 scaled.
+
+    query/key/value: (rows, M, heads*d) -> (rows, M, heads*d).
+    """
+    q, k, v = (split_heads(x, heads) for x in (query, key, value))  # (rows, heads, M, d)
+    logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (rows, heads, M, M)
+    scale = temporal_logit_scale(q.shape[2], lambda_, q.device).to(logits.dtype)  # (M,)
+    logits = torch.cat([logits[..., :1] * scale[:, None], logits[..., 1:]], dim=-1)
+    return merge_heads(logits.softmax(dim=-1) @ v)
+
+
+def compose_attention(unet, settings: CompositionSettings) -> Composition:
+    """The ``flipsketch`` composer: install both processors on ``unet``."""
+    return Composition(unet, settings)
+
+
+@hookimpl
+def register_composers(register) -> None:
+    register("flipsketch", compose_attention)

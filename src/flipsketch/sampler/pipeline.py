@@ -1,0 +1,236 @@
+"""FlipSketchPipeline: Algorithm 1 of the paper, top to bottom.
+
+    1. encode the prompts (input, negative, null)
+    2. encode and invert the sketch -> reference noise x_T^r          (inversion.py)
+    3. start noise: frame 1 = x_T^r, frames 2..M ~ N(0, I) per seed
+    4. for each DDIM step i, timestep t:
+       a. reference pass eps([x_t^r]^N, t, P_null), N = max(1, M - i),
+          capturing attention queries/keys                            (attention.py)
+       b. if i < tau_1: align frames 2..M to the reference            (alignment.py)
+       c. joint guided pass; its conditional half composed with the
+          reference's queries/keys while i <= tau_2
+       d. DDIM step of the joint latents and of the reference latent
+    5. decode the frames with the VAE
+
+Frame 1 is set to the reference latent before every step while the reference lives: during
+alignment and composition (the paper), or to the end with ``keep_first_frame`` (the default
+of the toolkit), where the remaining steps cost one extra one-frame pass each.
+
+Without a sketch the same loop is plain text-to-video sampling (the paper's "T2V LoRA"
+baseline). Every stage implementation is passed in, so plugins can replace any of them; the
+defaults are this package's own.
+
+No pass is wasted: the reference pass runs unguided (both of its branches would be the null
+prompt), only while the reference is still needed, and the unconditional and conditional
+joint passes share one batched UNet call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet3DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from flipsketch.sampler.alignment import AlignSettings, gradient_align
+from flipsketch.sampler.attention import CompositionSettings, compose_attention
+from flipsketch.sampler.inversion import ddim_invert
+from flipsketch.sampler.latents import decode_latents, encode_frames
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class FlipSketchOutput:
+    frames: torch.Tensor  # (K, M, H, W) float in [0, 1], 1 = paper white
+    seeds: list[int]
+    timings: dict[str, float] = field(default_factory=dict)
+    align_losses: list[list[float]] = field(default_factory=list)  # per aligned step
+
+
+class FlipSketchPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(self, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+                 tokenizer: CLIPTokenizer, unet: UNet3DConditionModel,
+                 scheduler: DDIMScheduler) -> None:
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                              unet=unet, scheduler=scheduler)
+
+    @property
+    def model_resolution(self) -> int:
+        """Pixel size the model was trained at: latent size times the VAE's down-sampling."""
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.unet.config.sample_size * factor
+
+    # -- building blocks ------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_prompt(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(len(prompts), tokens, d) text embeddings (last hidden state, as ModelScope)."""
+        max_length = min(self.tokenizer.model_max_length,
+                         self.text_encoder.config.max_position_embeddings)
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=max_length,
+                             truncation=True, return_tensors="pt").input_ids
+        return self.text_encoder(ids.to(self.text_encoder.device))[0]
+
+    def predict(self, latents: torch.Tensor, t, embeds: torch.Tensor) -> torch.Tensor:
+        """One UNet call: (b, c, f, h, w) latents at timestep t -> model output, same shape."""
+        out = self.unet(latents.to(self.unet.dtype), t,
+                        encoder_hidden_states=embeds.to(self.unet.dtype)).sample
+        return out.float()
+
+    @torch.no_grad()
+    def encode_sketch(self, sketch: torch.Tensor) -> torch.Tensor:
+        """(H, W) grey sketch in [0, 1] at model resolution -> (1, c, 1, h, w) latent."""
+        latent = encode_frames(self.vae, sketch[None])  # (1, c, h, w)
+        return latent.float()[:, :, None]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+        """(b, c, M, h, w) latents -> (b, M, H, W) frames in [0, 1]."""
+        b, c, m, h, w = latents.shape
+        flat = latents.permute(0, 2, 1, 3, 4).reshape(b * m, c, h, w)  # (b*M, c, h, w)
+        frames = torch.cat([decode_latents(self.vae, x) for x in flat.split(chunk)])
+        return frames.reshape(b, m, *frames.shape[1:]).float().cpu()
+
+    # -- Algorithm 1 ------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        sketch: torch.Tensor | None = None,
+        *,
+        num_frames: int = 10,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 9.0,
+        negative_prompt: str = "",
+        seeds: Sequence[int] = (0,),
+        tau1: int | None = None,
+        tau2: int | None = None,
+        lambda_: float = 0.5,
+        compose: str = "both",
+        keep_first_frame: bool = False,
+        inverter: Callable | None = ddim_invert,
+        aligner: Callable | None = gradient_align,
+        align_settings: AlignSettings | None = None,
+        composer: Callable | None = compose_attention,
+        progress: Progress | None = None,
+    ) -> FlipSketchOutput:
+        """Animate ``sketch`` ((H, W) grey in [0, 1], model resolution) as ``prompt`` says.
+
+        ``seeds`` gives one sample per seed, sampled together; a sample depends only on its
+        own seed. ``tau1``/``tau2`` default to 2T/5 and 3T/5: alignment runs for steps
+        i < tau1, composition for i <= tau2. ``compose`` is "both", "spatial", "temporal" or
+        "none"; ``aligner``/``composer`` None switch their stage off. ``keep_first_frame``
+        keeps frame 1 on the sketch's reference trajectory for every step.
+        """
+        report = progress or (lambda stage, done, total: None)
+        timings: dict[str, float] = {}
+        device = self.unet.device
+        steps, frames, batch = num_inference_steps, num_frames, len(seeds)
+        tau1 = 2 * steps // 5 if tau1 is None else tau1
+        tau2 = 3 * steps // 5 if tau2 is None else tau2
+        if compose not in ("both", "spatial", "temporal", "none"):
+            raise ValueError(f"compose must be both, spatial, temporal or none, not {compose!r}")
+        if sketch is None:  # text only: no reference, so nothing to align or compose with
+            inverter = aligner = composer = None
+        if compose == "none":
+            composer = None
+        align_settings = align_settings or AlignSettings()
+        use_cfg = guidance_scale > 1.0
+
+        # 1. Prompts. Conditional rows come after unconditional ones in the joint batch.
+        started = time.perf_counter()
+        cond, uncond, null = self.encode_prompt([prompt, negative_prompt, ""]).split(1)
+        cond_embeds = cond.expand(batch, -1, -1)
+        joint_embeds = torch.cat([uncond.expand(batch, -1, -1), cond_embeds]) if use_cfg \
+            else cond_embeds
+        cond_rows = slice(batch, 2 * batch) if use_cfg else slice(0, batch)
+        self.scheduler.set_timesteps(steps, device=device)
+        timesteps = self.scheduler.timesteps
+
+        # 2. Reference noise x_T^r by inverting the sketch with the null prompt.
+        ref_latent = None
+        if sketch is not None:
+            report("inversion", 0, 1)
+            latent = self.encode_sketch(sketch.to(device))  # (1, c, 1, h, w)
+            ref_latent = inverter(self, latent, null, timesteps).mean(dim=2, keepdim=True)
+            report("inversion", 1, 1)
+        timings["inversion_s"] = time.perf_counter() - started
+
+        # 3. Start noise, one generator per seed so a sample does not depend on its batch.
+        c, size = self.unet.config.in_channels, self.unet.config.sample_size
+        latents = torch.stack([
+            torch.randn((c, frames, size, size), generator=torch.Generator().manual_seed(s))
+            for s in seeds
+        ]).to(device)  # (b, c, M, h, w)
+
+        # The reference trajectory lives while a stage needs it.
+        ref_until = 0
+        if ref_latent is not None:
+            ref_until = max(tau1 if aligner else 0, tau2 + 1 if composer else 0)
+            if keep_first_frame:
+                ref_until = steps
+        composition = None
+        if composer is not None:
+            composition = composer(self.unet, CompositionSettings(
+                lambda_=lambda_, spatial=compose in ("both", "spatial"),
+                temporal=compose in ("both", "temporal")))
+
+        # 4. Denoising loop.
+        align_losses: list[list[float]] = []
+        started = time.perf_counter()
+        try:
+            for i, t in enumerate(timesteps):
+                reference_live = i < ref_until
+                composing = composition is not None and i <= tau2
+                aligning = aligner is not None and reference_live and i < tau1
+                advancing = i + 1 < ref_until  # the reference latent is needed next step
+                if reference_live:
+                    latents[:, :, :1] = ref_latent
+
+                # a. Reference pass, unguided: N copies while composing, else just one; none
+                #    on a last kept step that neither composes, aligns nor advances.
+                ref_out = None
+                if reference_live and (composing or aligning or advancing):
+                    n = max(1, frames - i) if composing else 1
+                    with composition.capture() if composing else nullcontext():
+                        ref_out = self.predict(ref_latent.expand(-1, -1, n, -1, -1), t,
+                                               null)[:, :, :1]  # (1, c, 1, h, w)
+
+                # b. Frame alignment towards the reference alone (reuses a 1-frame pass).
+                if aligning:
+                    target = ref_out if n == 1 else self.predict(ref_latent, t, null)
+                    latents, losses = aligner(self, latents, ref_latent, t, cond_embeds,
+                                              target, align_settings)
+                    align_losses.append(losses)
+
+                # c. Joint pass, unconditional and conditional rows batched.
+                model_in = torch.cat([latents, latents]) if use_cfg else latents
+                with composition.compose(i, frames, cond_rows) if composing else nullcontext():
+                    out = self.predict(model_in, t, joint_embeds)
+                if use_cfg:
+                    out_uncond, out_cond = out.chunk(2)
+                    out = out_uncond + guidance_scale * (out_cond - out_uncond)
+
+                # d. DDIM steps.
+                latents = self.scheduler.step(out, t, latents).prev_sample
+                if reference_live and advancing:
+                    ref_latent = self.scheduler.step(ref_out, t, ref_latent).prev_sample
+                report("sampling", i + 1, steps)
+        finally:
+            if composition is not None:
+                composition.remove()
+        timings["sampling_s"] = time.perf_counter() - started
+
+        # 5. Decode.
+        started = time.perf_counter()
+        video = self.decode(latents)
+        timings["decode_s"] = time.perf_counter() - started
+        return FlipSketchOutput(frames=video, seeds=list(seeds), timings=timings,
+                                align_losses=align_losses)
