@@ -6,7 +6,8 @@ needs no retokenising). The BPE merges ship inside the ``open-clip-torch`` wheel
 ``open_clip/bpe_simple_vocab_16e6.txt.gz``; we read that file directly (importing ``open_clip``
 may fail) and rebuild vocab.json/merges.txt exactly as OpenAI's ``simple_tokenizer`` does.
 
-Usage: python scripts/build_tokenizer.py [OUT_DIR]   (default src/flipsketch/models/weights/tiny/tokenizer)
+Usage: python scripts/build_tokenizer.py [OUT_DIR]
+       (default: src/flipsketch/models/weights/tiny/tokenizer)
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from flipsketch.errors import ModelLoadError, UsageError
 from flipsketch.models.backbone import resolve_dtype
 from flipsketch.models.lora import save_lora
 from flipsketch.models.presets import MODELSCOPE_BASE, PRESETS, SKETCH_FINETUNE, resolve_model
+from flipsketch.plugins import PluginManager, hookimpl
 from flipsketch.sampler.pipeline import FlipSketchPipeline
 
 from conftest import build_tiny_components
@@ -32,6 +33,42 @@ def test_resolve_model_accepts_folders_and_hub_ids_and_rejects_the_rest(tmp_path
     assert (spec.unet_source, spec.unet_subfolder) == ("org/finetune", "checkpoint-10")
     with pytest.raises(UsageError, match="not_a_model"):
         resolve_model("not_a_model")
+
+
+class OwnIds:
+    """A third-party backbone with model ids of its own, which ``resolve_model`` rejects."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    @hookimpl
+    def register_backbones(self, register) -> None:
+        def load(model, *, unet, device, dtype, allow_pickle):
+            if not model.startswith("mybackend:"):
+                raise UsageError(f"mybackend loads 'mybackend:NAME' models, not '{model}'")
+            self.calls.append((model, unet, device, dtype, allow_pickle))
+            return FlipSketchPipeline(**build_tiny_components())
+
+        register("mybackend", load)
+
+
+def test_a_third_party_backbone_gets_the_model_id_as_given():
+    with pytest.raises(UsageError):
+        resolve_model("mybackend:thing")
+    manager = PluginManager(load_entry_points=False)
+    backend = OwnIds()
+    manager.register(backend, name="own-ids")
+    pipe = load_pipeline("mybackend:thing", backbone="mybackend", manager=manager)
+    assert backend.calls == [("mybackend:thing", None, None, None, False)]
+    [clip] = animate(pipe, "a fish", None, SamplerSettings(num_frames=2, num_inference_steps=1),
+                     manager=manager)
+    assert clip.frames.shape == (2, 64, 64)
+
+
+def test_the_default_backbone_rejects_an_unknown_model_in_one_line():
+    with pytest.raises(UsageError, match="mybackend:thing") as error:
+        load_pipeline("mybackend:thing")
+    assert "\n" not in str(error.value) and "--model tiny" in str(error.value)
 
 
 def test_dtype_rules():

@@ -1,4 +1,5 @@
-"""The CLI through a real subprocess, on the real sketches in ../shared/sketches."""
+"""The CLI through a real subprocess (or its entry point ``main`` for the error paths), on the
+real sketches in ../shared/sketches."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from PIL import Image
+from typer.testing import CliRunner
+
+from flipsketch.cli import app, main
 
 from conftest import read_animation, shared_sketch
 
@@ -172,3 +177,84 @@ def test_plugins_lists_stages_with_defaults():
     assert {p["distribution"] for p in builtins} == {"flipsketch"}
     assert all(p["version"] for p in builtins)
 
+
+
+def in_process(capsys, *args: str) -> tuple[int, str]:
+    """The CLI's entry point in this interpreter: (exit code, stderr). For the error paths,
+    which must fail before any model loads."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def one_line_error(code: int, stderr: str) -> str:
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), stderr
+    return lines[0]
+
+
+def test_markup_in_user_text_is_printed_as_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = one_line_error(*in_process(capsys, "animate", "a[/]b.png", "x"))
+    assert "a[/]b.png" in line
+    line = one_line_error(*in_process(capsys, "animate", str(shared_sketch("cat.png")), "x",
+                                      "--composer", "[bold]nope[/]"))
+    assert "[bold]nope[/]" in line
+
+
+def test_settings_errors_name_the_flag_of_the_field(tmp_path, capsys):
+    cat = str(shared_sketch("cat.png"))
+    out = ("-o", str(tmp_path / "out.gif"))
+    for args, expected in [
+        (("animate", cat, "a cat", "--frames", "1", *out), "--frames must be at least 2"),
+        (("generate", "a cat", "--steps", "0", *out), "--steps must be at least 1"),
+        (("animate", cat, "a cat", "--compose", "sideways", *out),
+         "--compose must be one of both, spatial, temporal, none, not 'sideways'"),
+        (("animate", cat, "a cat", "--tau1", "30", *out),
+         "--tau1 must be between 0 and the number of steps (25)"),
+        (("animate", cat, "a cat", "--align-optimizer", "lbfgs", *out), "--align-optimizer"),
+        (("animate", cat, "a cat", "--size", "4", *out), "--size must be at least 8 pixels"),
+        (("train", "lora", str(tmp_path), "-o", str(tmp_path / "adapter"), "--batch", "0"),
+         "--batch must be at least 1"),
+    ]:
+        assert expected in one_line_error(*in_process(capsys, *args))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("switch_off", [
+    ["--no-compose"], ["--compose", "none"], ["--composer", "none"],
+])
+def test_a_stage_switched_off_is_not_looked_up(tmp_path, capsys, switch_off):
+    # Every way to switch composition off is the one rule of api.sampler_stages: the composer
+    # named "nope" is then never looked up, and the checks go on to the model.
+    line = one_line_error(*in_process(
+        capsys, "animate", str(shared_sketch("cat.png")), "a cat", "--composer", "nope",
+        *switch_off, "--model", "no_such_model", "-o", str(tmp_path / "out.gif")))
+    assert "no_such_model" in line and "composer" not in line
+    if switch_off != ["--composer", "none"]:
+        line = one_line_error(*in_process(
+            capsys, "animate", str(shared_sketch("cat.png")), "a cat", "--aligner", "nope",
+            "--model", "no_such_model", "-o", str(tmp_path / "out.gif")))
+        assert "unknown aligner 'nope'" in line
+
+
+def command_paths(command, path: tuple[str, ...] = ()):
+    """Every command and group of the app, as the words that invoke it."""
+    yield path
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from command_paths(sub, (*path, name))
+
+
+def test_help_shows_clean_flags_for_every_command():
+    runner = CliRunner()
+    paths = list(command_paths(typer.main.get_command(app)))
+    assert ("animate",) in paths and ("train", "base") in paths and ("eval", "ablate") in paths
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"], prog_name="flipsketch")
+        assert result.exit_code == 0, (path, result.output)
+        assert "--no-no-" not in result.output, (path, result.output)
+        assert "<bool>" not in result.output, (path, result.output)
+    animate = runner.invoke(app, ["animate", "--help"], prog_name="flipsketch").output
+    for flag in ("--no-compose ", "--no-align ", "--allow-pickle ", "--force ", "--json "):
+        assert flag in animate and f"{flag.strip()} /" not in animate, flag

@@ -461,7 +461,7 @@ def test_eval_ablate_checks_inputs_before_loading_the_model(tmp_path, capsys):
 
 
 def test_csv_is_written_whole_or_not_at_all(tmp_path):
-    from flipsketch.cli.eval import write_csv
+    from flipsketch.evaluation.tables import write_csv
 
     table = tmp_path / "table.csv"
     write_csv([{"config": "full", "seconds": 1.5}], table)

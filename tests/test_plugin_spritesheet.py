@@ -41,6 +41,7 @@ def test_listed_by_the_cli_with_its_version(plugin_version):
     assert len(ours) == 1
     assert ours[0]["version"] == plugin_version and ours[0]["builtin"] is False
     assert listed["stages"]["writer"]["implementations"]["spritesheet"] == ours[0]["name"]
+    assert listed["writer_suffix_clashes"] == []  # ".sheet.png" is longer than ".png", not equal
 
 
 def test_switched_off_by_an_empty_load_list(monkeypatch, plugin_version):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 import subprocess
@@ -10,11 +12,26 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+import flipsketch.cli
+import flipsketch.frames.writers
 from flipsketch import hookimpl
 from flipsketch.api import SamplerSettings, animate, load_pipeline
 from flipsketch.errors import PluginError
-from flipsketch.plugins import PluginManager
+from flipsketch.frames.writers import check_output_path
+from flipsketch.plugins import (
+    BUILTIN_PLUGINS,
+    STAGES,
+    Composition,
+    PluginManager,
+    Writer,
+    get_manager,
+    hookspecs,
+)
+from flipsketch.sampler import attention
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class RecordingAligner:
@@ -123,3 +140,89 @@ def test_broken_and_filtered_third_party_plugins(tmp_path):
     info = json.loads(result.stdout)
     assert all(p["builtin"] for p in info["plugins"])
     assert info["stages"]["composer"]["default"] == "flipsketch"  # own plugins always load
+
+
+# -- one plugin API: the stage table, the built-ins, the types ------------------------------
+def test_builtin_plugins_are_the_entry_points_in_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["entry-points"]["flipsketch"] == BUILTIN_PLUGINS
+
+
+def test_builtins_load_without_entry_points():
+    """What a source tree gets whatever its installed entry points say."""
+    manager = PluginManager(load_entry_points=False)
+    assert [p.name for p in manager.plugins] == list(BUILTIN_PLUGINS)
+    assert all(p.builtin and p.distribution == "flipsketch" and p.version
+               for p in manager.plugins)
+    for stage in STAGES.values():
+        if stage.default is not None:
+            assert manager.registry(stage.name).owners[stage.default] in BUILTIN_PLUGINS
+    assert "word" in manager.registry("recipe_step").impls
+    manager.register(flipsketch.frames.writers)  # already there: nothing changes
+    assert len(manager.plugins) == len(BUILTIN_PLUGINS)
+
+
+def test_one_stage_per_hook():
+    hooks = {name for name in dir(hookspecs) if name.startswith("register_")}
+    assert {stage.hook for stage in STAGES.values()} == hooks
+    for stage in STAGES.values():  # every hook's documentation names its stage's type
+        assert stage.protocol.__name__ in getattr(hookspecs, stage.hook).__doc__
+
+
+def test_builtin_implementations_have_their_stage_signature():
+    manager = PluginManager(load_entry_points=False)
+    for stage in STAGES.values():
+        for name, impl in manager.registry(stage.name).impls.items():
+            if dataclasses.is_dataclass(stage.protocol):  # Writer, StepType
+                assert isinstance(impl, stage.protocol), (stage.name, name)
+                continue
+            expected = list(inspect.signature(stage.protocol.__call__).parameters)[1:]
+            assert list(inspect.signature(impl).parameters) == expected, (stage.name, name)
+    methods = [m for m, v in vars(Composition).items() if inspect.isfunction(v)
+               and not m.startswith("_")]
+    assert methods == ["capture", "compose", "remove"]
+    assert all(callable(getattr(attention.Composition, m)) for m in methods)
+
+
+def test_the_plugin_layer_imports_no_other_layer():
+    code = ("import sys, flipsketch.plugins; print(sorted(m for m in sys.modules if "
+            "m.split('.')[0] == 'torch' or m.split('.')[:2] in (['flipsketch', 'sampler'], "
+            "['flipsketch', 'models'], ['flipsketch', 'frames'], ['flipsketch', 'recipes'])))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+class SecondGif:
+    """A third-party writer that also claims ".gif" (in capitals, which still clashes)."""
+
+    @hookimpl
+    def register_writers(self, register) -> None:
+        register("fancy-gif", Writer("fancy-gif", (".GIF", ".fancy"), lambda f, p, fps: None))
+
+
+def test_writer_suffix_clash_is_listed_with_the_writer_that_wins(tmp_path):
+    manager = get_manager()
+    manager.register(SecondGif(), name="second-gif")
+    try:
+        runner = CliRunner()
+        result = runner.invoke(flipsketch.cli.app, ["plugins", "--json"])
+        assert result.exit_code == 0, result.output
+        [clash] = [c for c in json.loads(result.stdout)["writer_suffix_clashes"]
+                   if c["suffix"] == ".gif"]
+        assert clash == {"suffix": ".gif", "writers": ["gif", "fancy-gif"], "wins": "gif",
+                         "owners": ["writers", "second-gif"]}
+        # The report says what saving does.
+        assert check_output_path(tmp_path / "a.gif", manager=manager).name == "gif"
+        assert check_output_path(tmp_path / "a.fancy", manager=manager).name == "fancy-gif"
+
+        result = runner.invoke(flipsketch.cli.app, ["plugins"], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        assert "Writer suffix clashes" in result.stdout
+        row = [line for line in result.stdout.splitlines() if ".gif " in line]
+        assert len(row) == 1 and "fancy-gif (second-gif)" in row[0]
+    finally:
+        manager.unregister("second-gif")
+    assert get_manager().describe()["writer_suffix_clashes"] == []

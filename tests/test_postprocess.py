@@ -199,7 +199,8 @@ def test_lineart_redraws_an_upscaled_drawing_at_the_input_pen_width():
     # With the input drawing, its own pen width measured at the output size (3 px at 256
     # px drawn at 512: 6 px).
     drawing = Image.fromarray((_lines(3) * 255).astype(np.uint8))
-    own = flipsketch.frames.postprocess.lineart(frames, PostprocessSettings(size=512, sketch=drawing))
+    settings = PostprocessSettings(size=512, sketch=drawing)
+    own = flipsketch.frames.postprocess.lineart(frames, settings)
     assert abs(measure(np.asarray(own[0], np.float32) / 255) - 6) <= 1.5
     # Without an input drawing: the default width, scaled to the output size.
     default = flipsketch.frames.postprocess.lineart(frames, PostprocessSettings(size=256))

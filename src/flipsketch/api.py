@@ -12,23 +12,34 @@ registers is usable here exactly like the built-ins.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from PIL import Image
+from flipsketch.errors import SettingsError, UsageError
+from flipsketch.plugins import (
+    COMPOSE_MODES,
+    DEFAULT_LAMBDA,
+    STAGES,
+    AlignSettings,
+    PluginManager,
+    get_manager,
+)
 
-from flipsketch.errors import UsageError
-from flipsketch.plugins import PluginManager, get_manager
-from flipsketch.sampler.alignment import AlignSettings
+# torch, numpy, PIL and diffusers are imported where they are used, so that the CLI can import
+# the settings below (and `--help` can start) without loading them.
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from PIL import Image
 
-if TYPE_CHECKING:  # diffusers is imported when a model is loaded, not for `--help`
     from flipsketch.sampler.pipeline import FlipSketchPipeline, Progress
 
-COMPOSE_MODES = ("both", "spatial", "temporal", "none")
 DEFAULT_MODEL = "tiny"
+ALIGN_OPTIMIZERS = ("adam", "sgd")
+# The stages the sampler looks up by name: inverter, aligner, composer.
+SAMPLER_STAGES = tuple(name for name, stage in STAGES.items() if stage.sampler)
+OFF = "none"  # the aligner or composer named "none" is switched off
 
 
 @dataclass
@@ -39,7 +50,7 @@ class SamplerSettings:
     num_inference_steps: int = 25
     guidance_scale: float = 9.0
     negative_prompt: str = ""
-    lambda_: float = 0.5
+    lambda_: float = DEFAULT_LAMBDA
     tau1: int | None = None  # alignment for steps i < tau1; default 2T/5
     tau2: int | None = None  # composition for steps i <= tau2; default 3T/5
     compose: str = "both"
@@ -49,33 +60,39 @@ class SamplerSettings:
     # composition need it: frame 1 is the user's drawing. False: the paper's sampler, where
     # frame 1 joins the guided denoising once the reference is no longer used.
     keep_first_frame: bool = True
-    align_iterations: int = field(default_factory=lambda: AlignSettings().iterations)
-    align_lr: float = field(default_factory=lambda: AlignSettings().lr)
-    align_optimizer: str = field(default_factory=lambda: AlignSettings().optimizer)
-    align_checkpointing: bool | None = field(default_factory=lambda: AlignSettings().checkpointing)
+    align_iterations: int = AlignSettings.iterations
+    align_lr: float = AlignSettings.lr
+    align_optimizer: str = AlignSettings.optimizer
+    align_checkpointing: bool | None = AlignSettings.checkpointing  # None: for large UNets
     seed: int = 0
     samples: int = 1
 
     def validate(self) -> None:
-        """Raise a one-line ``UsageError`` for the first value that cannot work."""
+        """Raise a ``SettingsError`` naming the field of the first value that cannot work.
+
+        The problem is worded without any front end's name for the field, so that the CLI can
+        put its flag in front of it and a recipe its key.
+        """
+        steps = self.num_inference_steps
         checks = [
-            (self.num_frames >= 2, "--frames must be at least 2"),
-            (self.num_inference_steps >= 1, "--steps must be at least 1"),
-            (self.guidance_scale >= 0, "--guidance must be 0 or more"),
-            (self.samples >= 1, "--samples must be at least 1"),
-            (self.compose in COMPOSE_MODES,
-             f"--compose must be one of {', '.join(COMPOSE_MODES)}, not '{self.compose}'"),
-            (self.align_iterations >= 1, "--align-iterations must be at least 1"),
-            (self.align_lr > 0, "--align-lr must be positive"),
-            (self.align_optimizer in ("adam", "sgd"), "--align-optimizer must be adam or sgd"),
-            (self.tau1 is None or 0 <= self.tau1 <= self.num_inference_steps,
-             "--tau1 must be between 0 and --steps"),
-            (self.tau2 is None or -1 <= self.tau2 <= self.num_inference_steps,
-             "--tau2 must be between -1 and --steps"),
+            ("num_frames", self.num_frames >= 2, "must be at least 2"),
+            ("num_inference_steps", steps >= 1, "must be at least 1"),
+            ("guidance_scale", self.guidance_scale >= 0, "must be 0 or more"),
+            ("samples", self.samples >= 1, "must be at least 1"),
+            ("compose", self.compose in COMPOSE_MODES,
+             f"must be one of {', '.join(COMPOSE_MODES)}, not '{self.compose}'"),
+            ("align_iterations", self.align_iterations >= 1, "must be at least 1"),
+            ("align_lr", self.align_lr > 0, "must be positive"),
+            ("align_optimizer", self.align_optimizer in ALIGN_OPTIMIZERS,
+             f"must be {' or '.join(ALIGN_OPTIMIZERS)}, not '{self.align_optimizer}'"),
+            ("tau1", self.tau1 is None or 0 <= self.tau1 <= steps,
+             f"must be between 0 and the number of steps ({steps})"),
+            ("tau2", self.tau2 is None or -1 <= self.tau2 <= steps,
+             f"must be between -1 and the number of steps ({steps})"),
         ]
-        for ok, message in checks:
+        for name, ok, problem in checks:
             if not ok:
-                raise UsageError(message)
+                raise SettingsError(name, problem)
 
     @property
     def seeds(self) -> list[int]:
@@ -96,19 +113,51 @@ def check_prompt(prompt: str) -> None:
         raise UsageError("the prompt is empty; describe the motion, e.g. 'a fish swimming'")
 
 
+def check_size(size: int) -> None:
+    """Refuse output frames under 8 pixels, too small to show a stroke; front ends call it
+    before sampling, so the mistake costs nothing."""
+    if size < 8:
+        raise SettingsError("size", "must be at least 8 pixels")
+
+
+def sampler_stages(settings: SamplerSettings, inverter: str | None = None,
+                   aligner: str | None = None,
+                   composer: str | None = None) -> tuple[SamplerSettings, dict[str, str | None]]:
+    """The one rule for switching a sampler stage off, shared by every front end.
+
+    A stage is switched off by naming it "none" (``--aligner none``, ``composer: none`` in a
+    recipe, ``animate(..., aligner="none")``); the settings record it as ``align=False`` and
+    ``compose="none"``, which switch the same stages off. Returns the settings with the names
+    folded in and the names of the stages that run (None: the registry's default), so callers
+    look up, and check, only stages that will run.
+    """
+    if aligner == OFF:
+        settings = replace(settings, align=False)
+    if composer == OFF:
+        settings = replace(settings, compose=OFF)
+    names = {"inverter": inverter}
+    if settings.align:
+        names["aligner"] = aligner
+    if settings.compose != OFF:
+        names["composer"] = composer
+    return settings, names
+
+
 def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None,
                   dtype: str | None = None, allow_pickle: bool = False,
                   loras: list[str] | tuple[str, ...] = (), unet: str | None = None,
                   backbone: str | None = None,
                   manager: PluginManager | None = None) -> FlipSketchPipeline:
-    """Load ``model`` (preset, folder or hub id) with the named backbone and LoRAs."""
+    """Load ``model`` with the named backbone, then apply the LoRAs.
+
+    The backbone is chosen first and given ``model`` as is: the default ``modelscope`` reads
+    presets, folders and hub ids, another backbone may accept names of its own.
+    """
     from flipsketch.models.lora import apply_loras, parse_lora
-    from flipsketch.models.presets import resolve_model
 
     manager = manager or get_manager()
-    spec = resolve_model(model, unet=unet)
     loader = manager.get("backbone", backbone)
-    pipe = loader(spec, device=device, dtype=dtype, allow_pickle=allow_pickle)
+    pipe = loader(model, unet=unet, device=device, dtype=dtype, allow_pickle=allow_pickle)
     if loras:
         apply_loras(pipe.unet, [parse_lora(value) for value in loras], allow_pickle)
     return pipe
@@ -116,6 +165,8 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None,
 
 def prepare_sketch(sketch: Image.Image | str | Path, size: int) -> torch.Tensor:
     """Any sketch image or path -> (size, size) grey tensor in [0, 1] (padded, never stretched)."""
+    import torch
+
     from flipsketch.frames.images import images_to_array, load_sketch, to_grey_square
 
     image = load_sketch(sketch) if isinstance(sketch, (str, Path)) else sketch
@@ -128,16 +179,19 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
             aligner: str | None = None, composer: str | None = None,
             progress: Progress | None = None,
             manager: PluginManager | None = None) -> list[Animation]:
-    """Sample ``settings.samples`` animations; ``sketch`` None is text-only generation."""
-    settings = settings or SamplerSettings()
+    """Sample ``settings.samples`` animations; ``sketch`` None is text-only generation.
+
+    ``inverter``, ``aligner`` and ``composer`` name plugin stages (None: the default);
+    "none" switches the aligner or the composer off (``sampler_stages``).
+    """
+    settings, names = sampler_stages(settings or SamplerSettings(), inverter, aligner, composer)
     settings.validate()
     check_prompt(prompt)
     manager = manager or get_manager()
-    stages = dict(
-        inverter=manager.get("inverter", inverter),
-        aligner=manager.get("aligner", aligner) if settings.align else None,
-        composer=manager.get("composer", composer) if settings.compose != "none" else None,
-    )
+    stages = {stage: manager.get(stage, names[stage]) if stage in names else None
+              for stage in SAMPLER_STAGES}
+    align_settings = AlignSettings(settings.align_iterations, settings.align_lr,
+                                   settings.align_optimizer, settings.align_checkpointing)
     image = None if sketch is None else prepare_sketch(sketch, pipe.model_resolution)
     output = pipe(
         prompt, image, num_frames=settings.num_frames,
@@ -145,9 +199,7 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
         guidance_scale=settings.guidance_scale, negative_prompt=settings.negative_prompt,
         seeds=settings.seeds, tau1=settings.tau1, tau2=settings.tau2,
         lambda_=settings.lambda_, compose=settings.compose,
-        keep_first_frame=settings.keep_first_frame,
-        align_settings=AlignSettings(settings.align_iterations, settings.align_lr,
-                                     settings.align_optimizer, settings.align_checkpointing),
+        keep_first_frame=settings.keep_first_frame, align_settings=align_settings,
         progress=progress, **stages,
     )
     return [Animation(frames=output.frames[k].numpy(), seed=seed, prompt=prompt,
@@ -165,8 +217,7 @@ def postprocess(frames: np.ndarray, name: str | None = None, size: int = 512,
     from flipsketch.frames.images import array_to_images
     from flipsketch.frames.postprocess import PostprocessSettings
 
-    if size < 8:
-        raise UsageError("--size must be at least 8 pixels")
+    check_size(size)
     processor = (manager or get_manager()).get("postprocessor", name)
     return processor(array_to_images(frames), PostprocessSettings(
         size=size, transparent=transparent, sketch=sketch))

@@ -30,3 +30,18 @@ class ModelLoadError(FlipSketchError):
     """Weights are missing, unreachable, unsafe or do not fit the model."""
 
     exit_code = 2
+
+
+class SettingsError(UsageError):
+    """A settings value that cannot work, named by its field (``num_frames``, ``lambda_``).
+
+    Settings are shared by several front ends that name the same value differently: the CLI
+    has ``--frames``, a recipe has the key ``num_frames`` at some file:line. So validation
+    raises the field and the problem ("must be at least 2"), and each front end words the
+    line with its own name for the field. ``str()`` uses the field name itself, for callers
+    of the Python API.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{field} {problem}")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 from typer.exceptions import TyperException
 
 from flipsketch.cli.app import app, console, state
-from flipsketch.errors import FlipSketchError
+from flipsketch.errors import FlipSketchError, SettingsError
 
 # Importing the command modules attaches their commands to ``app``.
 from flipsketch.cli import animate as _animate  # noqa: E402,F401  isort: skip
@@ -24,8 +25,28 @@ from flipsketch.cli import synth as _synth  # noqa: E402,F401  isort: skip
 from flipsketch.cli import train as _train  # noqa: E402,F401  isort: skip
 
 
+# Settings fields (``SamplerSettings``, ``LoraSettings``) whose flag is not the field's name;
+# any other field ``align_lr`` is ``--align-lr``.
+FLAGS = {"num_frames": "--frames", "num_inference_steps": "--steps",
+         "guidance_scale": "--guidance", "batch_size": "--batch"}
+
+
+def flag_for(field: str) -> str:
+    """The command-line flag that sets the settings field ``field`` (``lambda_``: --lambda)."""
+    return FLAGS.get(field, "--" + field.rstrip("_").replace("_", "-"))
+
+
+def _message(exc: FlipSketchError) -> str:
+    """The error's line as the command line says it: a settings field by its flag."""
+    if isinstance(exc, SettingsError):
+        return f"{flag_for(exc.field)} {exc.problem}"
+    return str(exc)
+
+
 def _error(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message holds user text (paths, option values); escaped, "[/]" in a file name is
+    # printed as written instead of being read as Rich markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     except FlipSketchError as exc:
         if state.debug:
             raise
-        _error(str(exc))
+        _error(_message(exc))
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -1,104 +1,213 @@
 """``flipsketch animate SKETCH PROMPT`` and ``flipsketch generate PROMPT``.
 
-Both commands are one function: ``generate`` is ``animate`` without the sketch (text-only
-mode). Everything that can be checked is checked before the model loads — option values,
-stage names, the sketch file, the output path — so bad input costs nothing and writes
-nothing.
+``generate`` is ``animate`` without the sketch (text-only mode): both commands declare their
+options with the same ``Annotated`` aliases below and call ``_run``. Everything that can be
+checked is checked before the model loads — option values, stage names, the sketch file, the
+output path — so bad input costs nothing and writes nothing.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flipsketch.api import DEFAULT_MODEL, SamplerSettings, check_prompt
+from flipsketch.api import (
+    COMPOSE_MODES,
+    DEFAULT_LAMBDA,
+    DEFAULT_MODEL,
+    OFF,
+    SamplerSettings,
+    check_prompt,
+    check_size,
+    sampler_stages,
+)
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import UsageError
 
+DEFAULTS = SamplerSettings()
 Opt = typer.Option
-MODEL = "Model"
-SAMPLER = "Sampler"
-STAGES = "Stages"
-OUTPUT = "Output"
+
+Sketch = Annotated[Path, typer.Argument(help="The drawing to animate (PNG, JPEG, WebP...).")]
+Prompt = Annotated[str, typer.Argument(help="How it should move, e.g. 'a fish swimming'.")]
+
+# -- output
+Output = Annotated[Path | None, Opt(
+    "--output", "-o", help="File (.gif .mp4 .webp .png) or folder for PNG frames. "
+                           "Default: <sketch name>.gif, animation.gif without a sketch.")]
+# -- model
+Model = Annotated[str, Opt(
+    "--model", help="Preset (tiny, modelscope-sketch, modelscope), local folder or hub id.")]
+Unet = Annotated[str | None, Opt(
+    "--unet", metavar="PATH_OR_ID[:SUBFOLDER]", help="Fine-tune whose unet/ replaces the model's.")]
+Lora = Annotated[list[str] | None, Opt(
+    "--lora", metavar="DIR[:SCALE]", help="LoRA adapter folder; repeat for several.")]
+AllowPickle = Annotated[bool, Opt(
+    "--allow-pickle", help="Also load pickled weights (runs code from the file).")]
+Device = Annotated[str | None, Opt(
+    "--device", help="cpu, cuda, cuda:N or mps. Default: the best available.")]
+Dtype = Annotated[str | None, Opt(
+    "--dtype", help="fp32, bf16 or fp16. Default: fp32 on CPU, bf16 on CUDA.")]
+# -- sampler
+Frames = Annotated[int, Opt("--frames", help="Frames M.")]
+Steps = Annotated[int, Opt("--steps", help="DDIM steps T.")]
+Guidance = Annotated[float, Opt("--guidance", help="CFG scale.")]
+NegativePrompt = Annotated[str, Opt("--negative-prompt")]
+Lambda = Annotated[float | None, Opt(
+    "--lambda", help="Fidelity vs motion: higher keeps the drawing, lower moves more. "
+                     f"[default: {DEFAULT_LAMBDA:g}]")]
+Motion = Annotated[float | None, Opt(
+    "--motion", help="The same knob as the demo's slider: motion = 1 - lambda.")]
+Tau1 = Annotated[int | None, Opt(
+    "--tau1", help="Align frames for steps i < tau1. [default: 2T/5]")]
+Tau2 = Annotated[int | None, Opt(
+    "--tau2", help="Compose attention for steps i <= tau2. [default: 3T/5]")]
+Compose = Annotated[str, Opt(
+    "--compose", help=f"Which attention is composed: {', '.join(COMPOSE_MODES)}. "
+                      f"'{OFF}' switches the composer off, as --composer {OFF} does.")]
+NoCompose = Annotated[bool, Opt("--no-compose", help=f"Alias of --composer {OFF}.")]
+NoAlign = Annotated[bool, Opt("--no-align", help=f"Alias of --aligner {OFF}.")]
+KeepFirstFrame = Annotated[bool, Opt(
+    "--keep-first-frame/--free-first-frame",
+    help="Frame 1 stays the drawing to the last step, or (free) joins the guided denoising "
+         "after composition as in the paper.")]
+AlignIterations = Annotated[int, Opt(
+    "--align-iterations", help="Optimiser steps per aligned timestep.")]
+AlignLr = Annotated[float, Opt("--align-lr", help="Alignment learning rate.")]
+AlignOptimizer = Annotated[str, Opt("--align-optimizer", help="adam or sgd.")]
+AlignCheckpointing = Annotated[bool | None, Opt(
+    "--align-checkpointing/--no-align-checkpointing",
+    help="Recompute activations during alignment to save memory. Default: only for UNets "
+         "over 100 M parameters.")]
+Seed = Annotated[int, Opt("--seed")]
+Samples = Annotated[int, Opt(
+    "--samples", help="K samples with seeds seed..seed+K-1, sampled together; outputs "
+                      "numbered.")]
+# -- stages, by plugin name
+Backbone = Annotated[str | None, Opt("--backbone")]
+Inverter = Annotated[str | None, Opt("--inverter")]
+Aligner = Annotated[str | None, Opt(
+    "--aligner", help=f"Aligner by name; '{OFF}' switches alignment off.")]
+Composer = Annotated[str | None, Opt(
+    "--composer", help=f"Composer by name; '{OFF}' switches composition off.")]
+Postprocessor = Annotated[str | None, Opt("--postprocessor")]
+# -- output again: how the frames are written
+Raw = Annotated[bool, Opt(
+    "--raw", help="Keep grey levels (post-processor 'raw') instead of black-and-white "
+                  "strokes.")]
+Size = Annotated[int, Opt("--size", help="Output pixels (square).")]
+Transparent = Annotated[bool, Opt("--transparent", help="Strokes on a transparent background.")]
+Fps = Annotated[float, Opt("--fps")]
+Force = Annotated[bool, Opt("--force", help="Overwrite outputs.")]
+JsonOutput = Annotated[bool, Opt("--json", help="Print a machine-readable summary on stdout.")]
 
 
+@app.command("animate")
 def animate_command(
-    sketch: Annotated[Path, typer.Argument(help="The drawing to animate (PNG, JPEG, WebP...).")],
-    prompt: Annotated[str, typer.Argument(help="How it should move, e.g. 'a fish swimming'.")],
-    output: Annotated[Path | None, Opt("--output", "-o", rich_help_panel=OUTPUT,
-        help="File (.gif .mp4 .webp .png) or folder for PNG frames. "
-             "Default: <sketch name>.gif")] = None,
-    model: Annotated[str, Opt(rich_help_panel=MODEL,
-        help="Preset (tiny, modelscope-sketch, modelscope), local folder or hub id.")
-    ] = DEFAULT_MODEL,
-    unet: Annotated[str | None, Opt(rich_help_panel=MODEL,
-        help="Fine-tune whose unet/ replaces the model's: PATH_OR_ID[:SUBFOLDER].")] = None,
-    lora: Annotated[list[str] | None, Opt(rich_help_panel=MODEL,
-        help="LoRA adapter folder, DIR[:SCALE]; repeat for several.")] = None,
-    allow_pickle: Annotated[bool, Opt(rich_help_panel=MODEL,
-        help="Also load pickled weights (runs code from the file).")] = False,
-    device: Annotated[str | None, Opt(rich_help_panel=MODEL,
-        help="cpu, cuda, cuda:N or mps. Default: the best available.")] = None,
-    dtype: Annotated[str | None, Opt(rich_help_panel=MODEL,
-        help="fp32, bf16 or fp16. Default: fp32 on CPU, bf16 on CUDA.")] = None,
-    frames: Annotated[int, Opt(rich_help_panel=SAMPLER, help="Frames M.")] = 10,
-    steps: Annotated[int, Opt(rich_help_panel=SAMPLER, help="DDIM steps T.")] = 25,
-    guidance: Annotated[float, Opt(rich_help_panel=SAMPLER, help="CFG scale.")] = 9.0,
-    negative_prompt: Annotated[str, Opt(rich_help_panel=SAMPLER)] = "",
-    lambda_: Annotated[float | None, Opt("--lambda", rich_help_panel=SAMPLER,
-        help="Fidelity vs motion: higher keeps the drawing, lower moves more. [default 0.5]")
-    ] = None,
-    motion: Annotated[float | None, Opt(rich_help_panel=SAMPLER,
-        help="The same knob as the demo's slider: motion = 1 - lambda.")] = None,
-    tau1: Annotated[int | None, Opt(rich_help_panel=SAMPLER,
-        help="Align frames for steps i < tau1. [default 2T/5]")] = None,
-    tau2: Annotated[int | None, Opt(rich_help_panel=SAMPLER,
-        help="Compose attention for steps i <= tau2. [default 3T/5]")] = None,
-    compose: Annotated[str, Opt(rich_help_panel=SAMPLER,
-        help="both, spatial, temporal or none.")] = "both",
-    no_compose: Annotated[bool, Opt(rich_help_panel=SAMPLER,
-        help="Same as --compose none.")] = False,
-    no_align: Annotated[bool, Opt(rich_help_panel=SAMPLER,
-        help="Skip iterative frame alignment.")] = False,
-    keep_first_frame: Annotated[bool, Opt(
-        "--keep-first-frame/--free-first-frame", rich_help_panel=SAMPLER,
-        help="Frame 1 stays the drawing to the last step, or (free) joins the guided "
-             "denoising after composition as in the paper.")] = True,
-    align_iterations: Annotated[int, Opt(rich_help_panel=SAMPLER)] = SamplerSettings()
-    .align_iterations,
-    align_lr: Annotated[float, Opt(rich_help_panel=SAMPLER)] = SamplerSettings().align_lr,
-    align_optimizer: Annotated[str, Opt(rich_help_panel=SAMPLER, help="adam or sgd.")
-    ] = SamplerSettings().align_optimizer,
-    align_checkpointing: Annotated[bool | None, Opt(rich_help_panel=SAMPLER,
-        help="Recompute activations during alignment to save memory. Default: only for "
-             "UNets over 100 M parameters.")] = None,
-    seed: Annotated[int, Opt(rich_help_panel=SAMPLER)] = 0,
-    samples: Annotated[int, Opt(rich_help_panel=SAMPLER,
-        help="K samples with seeds seed..seed+K-1, sampled together; outputs numbered.")] = 1,
-    backbone: Annotated[str | None, Opt(rich_help_panel=STAGES)] = None,
-    inverter: Annotated[str | None, Opt(rich_help_panel=STAGES)] = None,
-    aligner: Annotated[str | None, Opt(rich_help_panel=STAGES, help="Name or none.")] = None,
-    composer: Annotated[str | None, Opt(rich_help_panel=STAGES, help="Name or none.")] = None,
-    postprocessor: Annotated[str | None, Opt(rich_help_panel=STAGES)] = None,
-    raw: Annotated[bool, Opt(rich_help_panel=OUTPUT,
-        help="Keep grey levels (post-processor 'raw') instead of black-and-white strokes.")
-    ] = False,
-    size: Annotated[int, Opt(rich_help_panel=OUTPUT, help="Output pixels (square).")] = 512,
-    transparent: Annotated[bool, Opt(rich_help_panel=OUTPUT,
-        help="Strokes on a transparent background.")] = False,
-    fps: Annotated[float, Opt(rich_help_panel=OUTPUT)] = 10.0,
-    force: Annotated[bool, Opt(rich_help_panel=OUTPUT, help="Overwrite outputs.")] = False,
-    json_output: Annotated[bool, Opt("--json", rich_help_panel=OUTPUT,
-        help="Print a machine-readable summary on stdout.")] = False,
+    sketch: Sketch,
+    prompt: Prompt,
+    output: Output = None,
+    model: Model = DEFAULT_MODEL,
+    unet: Unet = None,
+    lora: Lora = None,
+    allow_pickle: AllowPickle = False,
+    device: Device = None,
+    dtype: Dtype = None,
+    frames: Frames = DEFAULTS.num_frames,
+    steps: Steps = DEFAULTS.num_inference_steps,
+    guidance: Guidance = DEFAULTS.guidance_scale,
+    negative_prompt: NegativePrompt = DEFAULTS.negative_prompt,
+    lambda_: Lambda = None,
+    motion: Motion = None,
+    tau1: Tau1 = None,
+    tau2: Tau2 = None,
+    compose: Compose = DEFAULTS.compose,
+    no_compose: NoCompose = False,
+    no_align: NoAlign = False,
+    keep_first_frame: KeepFirstFrame = DEFAULTS.keep_first_frame,
+    align_iterations: AlignIterations = DEFAULTS.align_iterations,
+    align_lr: AlignLr = DEFAULTS.align_lr,
+    align_optimizer: AlignOptimizer = DEFAULTS.align_optimizer,
+    align_checkpointing: AlignCheckpointing = DEFAULTS.align_checkpointing,
+    seed: Seed = DEFAULTS.seed,
+    samples: Samples = DEFAULTS.samples,
+    backbone: Backbone = None,
+    inverter: Inverter = None,
+    aligner: Aligner = None,
+    composer: Composer = None,
+    postprocessor: Postprocessor = None,
+    raw: Raw = False,
+    size: Size = 512,
+    transparent: Transparent = False,
+    fps: Fps = 10.0,
+    force: Force = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Animate a drawing as the prompt describes (FlipSketch)."""
-    # Imported here so that other commands and --help start without loading diffusers.
+    _run(**locals())
+
+
+@app.command("generate")
+def generate_command(
+    prompt: Prompt,
+    output: Output = None,
+    model: Model = DEFAULT_MODEL,
+    unet: Unet = None,
+    lora: Lora = None,
+    allow_pickle: AllowPickle = False,
+    device: Device = None,
+    dtype: Dtype = None,
+    frames: Frames = DEFAULTS.num_frames,
+    steps: Steps = DEFAULTS.num_inference_steps,
+    guidance: Guidance = DEFAULTS.guidance_scale,
+    negative_prompt: NegativePrompt = DEFAULTS.negative_prompt,
+    lambda_: Lambda = None,
+    motion: Motion = None,
+    tau1: Tau1 = None,
+    tau2: Tau2 = None,
+    compose: Compose = DEFAULTS.compose,
+    no_compose: NoCompose = False,
+    no_align: NoAlign = False,
+    keep_first_frame: KeepFirstFrame = DEFAULTS.keep_first_frame,
+    align_iterations: AlignIterations = DEFAULTS.align_iterations,
+    align_lr: AlignLr = DEFAULTS.align_lr,
+    align_optimizer: AlignOptimizer = DEFAULTS.align_optimizer,
+    align_checkpointing: AlignCheckpointing = DEFAULTS.align_checkpointing,
+    seed: Seed = DEFAULTS.seed,
+    samples: Samples = DEFAULTS.samples,
+    backbone: Backbone = None,
+    inverter: Inverter = None,
+    aligner: Aligner = None,
+    composer: Composer = None,
+    postprocessor: Postprocessor = None,
+    raw: Raw = False,
+    size: Size = 512,
+    transparent: Transparent = False,
+    fps: Fps = 10.0,
+    force: Force = False,
+    json_output: JsonOutput = False,
+) -> None:
+    """Generate a sketch animation from text alone (no drawing)."""
+    _run(sketch=None, **locals())
+
+
+def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str,
+         unet: str | None, lora: list[str] | None, allow_pickle: bool, device: str | None,
+         dtype: str | None, frames: int, steps: int, guidance: float, negative_prompt: str,
+         lambda_: float | None, motion: float | None, tau1: int | None, tau2: int | None,
+         compose: str, no_compose: bool, no_align: bool, keep_first_frame: bool,
+         align_iterations: int, align_lr: float, align_optimizer: str,
+         align_checkpointing: bool | None, seed: int, samples: int, backbone: str | None,
+         inverter: str | None, aligner: str | None, composer: str | None,
+         postprocessor: str | None, raw: bool, size: int, transparent: bool, fps: float,
+         force: bool, json_output: bool) -> None:
+    """``animate`` with ``sketch``, ``generate`` with None: check, sample, write."""
+    # Imported here so that other commands and --help start without loading torch.
     from flipsketch.api import animate, load_pipeline, postprocess, save
     from flipsketch.frames.images import load_sketch
     from flipsketch.frames.writers import check_output_path, numbered_paths
@@ -117,19 +226,21 @@ def animate_command(
     settings = SamplerSettings(
         num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
         negative_prompt=negative_prompt,
-        lambda_=0.5 if lambda_ is None and motion is None else
-        (lambda_ if lambda_ is not None else 1 - motion),
-        tau1=tau1, tau2=tau2, compose="none" if no_compose else compose,
-        align=not no_align, keep_first_frame=keep_first_frame,
+        lambda_=lambda_ if lambda_ is not None else
+        1 - motion if motion is not None else DEFAULT_LAMBDA,
+        tau1=tau1, tau2=tau2, compose=compose, keep_first_frame=keep_first_frame,
         align_iterations=align_iterations, align_lr=align_lr,
         align_optimizer=align_optimizer, align_checkpointing=align_checkpointing,
         seed=seed, samples=samples,
     )
+    # --no-align and --no-compose are the documented short forms of naming the stage "none".
+    settings, stages = sampler_stages(settings, inverter, OFF if no_align else aligner,
+                                      OFF if no_compose else composer)
     settings.validate()
     check_prompt(prompt)
+    check_size(size)
     postprocessor = "raw" if raw else postprocessor
-    for stage, name in (("backbone", backbone), ("inverter", inverter), ("aligner", aligner),
-                        ("composer", composer), ("postprocessor", postprocessor)):
+    for stage, name in {**stages, "backbone": backbone, "postprocessor": postprocessor}.items():
         manager.get(stage, name)
     image = load_sketch(sketch) if sketch is not None else None
     if output is None:
@@ -139,7 +250,7 @@ def animate_command(
         check_output_path(path, force=force, manager=manager)
 
     # 2. Load the model and sample, with progress.
-    with console.status(f"loading model '{model}'"):
+    with console.status(f"loading model '{escape(model)}'"):
         pipe = load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
                              loras=lora or (), unet=unet, backbone=backbone, manager=manager)
     with Progress(TextColumn("{task.description:<10}"), BarColumn(),
@@ -151,11 +262,11 @@ def animate_command(
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total)
                 if not console.is_terminal:  # no live bar in logs: say what started
-                    console.print(f"{stage} ...", highlight=False)
+                    console.print(f"{stage} ...", markup=False, highlight=False)
             bar.update(tasks[stage], completed=done)
 
-        animations = animate(pipe, prompt, image, settings, inverter=inverter, aligner=aligner,
-                             composer=composer, progress=progress, manager=manager)
+        animations = animate(pipe, prompt, image, settings, **stages, progress=progress,
+                             manager=manager)
 
     # 3. Post-process and write, one file per sample.
     written = []
@@ -175,21 +286,6 @@ def animate_command(
             "size": size,
             "timings": {**animations[0].timings, "total_s": elapsed},
         }))
-    console.print(f"[green]wrote[/] {', '.join(str(p) for p in written)} "
-                  f"({frames} frames, {size} px) in {elapsed:.1f} s", highlight=False)
-
-
-def generate_command(**options) -> None:
-    """Generate a sketch animation from text alone (no drawing)."""
-    animate_command(sketch=None, **options)
-
-
-# ``generate`` takes every option of ``animate`` except the sketch: one definition serves both.
-_signature = inspect.signature(animate_command, eval_str=True)
-generate_command.__signature__ = _signature.replace(
-    parameters=[p for p in _signature.parameters.values() if p.name != "sketch"])
-generate_command.__annotations__ = {
-    name: p.annotation for name, p in _signature.parameters.items() if name != "sketch"}
-
-app.command("animate")(animate_command)
-app.command("generate")(generate_command)
+    paths = escape(", ".join(str(p) for p in written))
+    console.print(f"[green]wrote[/] {paths} ({frames} frames, {size} px) in {elapsed:.1f} s",
+                  highlight=False)

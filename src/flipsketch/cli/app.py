@@ -11,6 +11,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help, as click writes it: Rich help gives every flag a `<bool>` type column
+    # (a flag takes no value), and a plain screen reads the same in a terminal and in a log.
+    rich_markup_mode=None,
 )
 
 # Progress and messages go to stderr so that --json output on stdout stays machine-readable.

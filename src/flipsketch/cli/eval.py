@@ -13,25 +13,29 @@ to stderr; ``--json`` prints the full result (every sample) on stdout.
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
-from PIL import Image
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import UsageError
 from flipsketch.evaluation import metrics, runs
-from flipsketch.training.synth import MOTIONS, TRANSLATIONS
+from flipsketch.evaluation.inputs import (
+    DEFAULT_PROMPTS,
+    as_arrays,
+    eval_settings,
+    read_prompts,
+    read_sketches,
+)
+from flipsketch.evaluation.tables import write_csv
+from flipsketch.files import check_writable
 
 eval_app = typer.Typer(name="eval", no_args_is_help=True,
                        help="Offline evaluation: stroke fidelity, motion, the ablation table.")
@@ -45,11 +49,6 @@ FramesOpt = Annotated[int, typer.Option(help="Frames M per sample.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the full result on stdout.")]
 SketchDir = Annotated[Path, typer.Argument(
     help="Folder of drawings (any image Pillow opens); each file's name fills {subject}.")]
-
-# Prompts for `eval sketch` without --prompts: the four translations, in the training
-# captions' words, which is what the direction check understands.
-DEFAULT_PROMPTS = tuple(f"a {{subject}} {MOTIONS[motion][0]}" for motion in TRANSLATIONS)
-
 
 # -- inputs ----------------------------------------------------------------------------------
 
@@ -67,88 +66,13 @@ def parse_names(text: str | None) -> list[str] | None:
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
 
-def read_prompts(path: Path) -> list[str]:
-    """One prompt per line; blank lines and lines starting with # are skipped."""
-    if not path.is_file():
-        raise UsageError(f"prompts file '{path}' does not exist; pass a text file with one "
-                         f"prompt per line")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"prompts file '{path}' cannot be read ({exc}); save it as UTF-8 "
-                         f"text") from None
-    prompts = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    if not prompts:
-        raise UsageError(f"prompts file '{path}' has no prompts; write one prompt per line")
-    return prompts
-
-
-def read_sketches(folder: Path) -> list[tuple[str, Image.Image]]:
-    """(file stem, image) for every image file in ``folder``, each decoded now."""
-    from flipsketch.frames.images import load_sketch
-
-    if not folder.is_dir():
-        raise UsageError(f"sketch folder '{folder}' does not exist; pass a folder of drawings")
-    suffixes = Image.registered_extensions()
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes)
-    if not files:
-        raise UsageError(f"sketch folder '{folder}' holds no images; add PNG/JPEG/WebP drawings")
-    return [(path.stem, load_sketch(path)) for path in files]
-
-
-def as_arrays(drawings: list[tuple[str, Image.Image]],
-              size: int) -> list[tuple[str, np.ndarray]]:
-    """Drawings -> (name, (size, size) grey) exactly as the sampler will see them."""
-    from flipsketch.api import prepare_sketch
-
-    return [(name, prepare_sketch(image, size).numpy()) for name, image in drawings]
-
-
-def check_csv(path: Path | None, force: bool) -> None:
-    """Refuse an output we could not write, before any sampling."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise UsageError(f"'{path}' is a folder; pass a file name such as table.csv")
-    if path.exists() and not force:
-        raise UsageError(f"'{path}' exists; pass --force to overwrite")
-    if not path.parent.is_dir():
-        raise UsageError(f"folder '{path.parent}' for '{path.name}' does not exist; create it "
-                         f"first")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write to folder '{path.parent}'; pick another --csv path")
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    """Write ``rows`` next to ``path`` under a hidden name, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(rows[0]), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:  # Ctrl-C included: leave no temporary file behind
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # -- running ---------------------------------------------------------------------------------
 
 def load(model: str, device: str | None):
     from flipsketch.api import load_pipeline
 
-    with console.status(f"loading model '{model}'"):
+    with console.status(f"loading model '{escape(model)}'"):
         return load_pipeline(model, device=device)
-
-
-def settings_for(steps: int, frames: int):
-    from flipsketch.api import SamplerSettings
-
-    settings = SamplerSettings(num_frames=frames, num_inference_steps=steps)
-    settings.validate()
-    return settings
 
 
 @contextmanager
@@ -235,7 +159,7 @@ def sketch_command(
     """The sketch bar: fidelity to each drawing, and motion in the prompt's direction."""
     seed_list = parse_ints(seeds)
     prompt_list = read_prompts(prompts) if prompts is not None else list(DEFAULT_PROMPTS)
-    settings = settings_for(steps, frames)
+    settings = eval_settings(steps, frames)
     drawings = read_sketches(sketch_dir)
     pipe = load(model, device)
     sketches = as_arrays(drawings, pipe.model_resolution)
@@ -244,14 +168,14 @@ def sketch_command(
                                             progress=progress)
     if json_output:
         emit_json(result)
-    table = Table(title=f"sketch bar ({model}, {steps} steps, seeds {seeds})")
+    table = Table(title=escape(f"sketch bar ({model}, {steps} steps, seeds {seeds})"))
     for column in ("sketch", "prompt", "seed", "fidelity 1st", "recall 1st (1 px)",
                    "fidelity later", "compensated", "motion px", "direction"):
         table.add_column(column)
     for case in result["cases"]:
         mark = {True: " (as asked)", False: " (wrong)", None: ""}[case["correct"]]
         verdict = f"{case['direction'] or 'none'}{mark}"
-        table.add_row(case["sketch"], case["prompt"], str(case["seed"]),
+        table.add_row(escape(case["sketch"]), escape(case["prompt"]), str(case["seed"]),
                       fmt(case["fidelity_first"]), fmt(case["recall_first"]),
                       fmt(case["fidelity_later"]), fmt(case["fidelity_compensated"]),
                       fmt(case["motion_px"], ".1f"), verdict)
@@ -274,13 +198,14 @@ def motion_command(
     motions: Annotated[str, typer.Option(help="Comma-separated synth motions.")
     ] = ",".join(runs.TEXT_MOTIONS),
     held_out: Annotated[bool, typer.Option(
+        "--held-out/--no-held-out",
         help="Include the subject-motion pairs never seen in training.")] = True,
     device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """The text-only bar: does the model move each subject as the caption says?"""
     seed_list = parse_ints(seeds)
-    settings = settings_for(steps, frames)
+    settings = eval_settings(steps, frames)
     pipe = load(model, device)
     with progress_bar("sampling") as progress:
         result = runs.evaluate_text_motion(
@@ -288,7 +213,8 @@ def motion_command(
             settings, progress=progress)
     if json_output:
         emit_json(result)
-    table = Table(title=f"text-only motion accuracy ({model}, {steps} steps, seeds {seeds})")
+    table = Table(title=escape(f"text-only motion accuracy ({model}, {steps} steps, "
+                               f"seeds {seeds})"))
     table.add_column("motion")
     table.add_column("accuracy", justify="right")
     for motion, accuracy in result["by_motion"].items():
@@ -328,7 +254,7 @@ def captions_command(
         result = runs.caption_sensitivity(pipe, steps, motion_list, clips, seed=seed)
     if json_output:
         emit_json(result)
-    table = Table(title=f"caption sensitivity ({model}, {result['clips']} clips)")
+    table = Table(title=escape(f"caption sensitivity ({model}, {result['clips']} clips)"))
     for column in ("timestep", "loss, true caption", "opposite motion", "empty prompt"):
         table.add_column(column, justify="right")
     for row in result["timesteps"]:
@@ -358,16 +284,18 @@ def ablate_command(
     frames: FramesOpt = 10,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the table here.")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing --csv file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --csv file.")
+    ] = False,
     device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """The paper's Table 1 ablation, scored offline (stroke fidelity and motion, not CLIP)."""
     seed_list = parse_ints(seeds)
     prompt_list = read_prompts(prompts_file)
-    settings = settings_for(steps, frames)
+    settings = eval_settings(steps, frames)
     drawings = read_sketches(sketch_dir)
-    check_csv(csv_path, force)
+    if csv_path is not None:
+        check_writable(csv_path, force, what="--csv path")
     pipe = load(model, device)
     sketches = as_arrays(drawings, pipe.model_resolution)
     with progress_bar("sampling") as progress:
@@ -377,8 +305,8 @@ def ablate_command(
         write_csv(rows, csv_path)
     if json_output:
         emit_json({"model": model, "steps": steps, "seeds": seed_list, "rows": rows})
-    table = Table(title=f"ablation ({model}, {steps} steps, {len(sketches)} sketches x "
-                        f"{len(prompt_list)} prompts x {len(seed_list)} seeds)")
+    table = Table(title=escape(f"ablation ({model}, {steps} steps, {len(sketches)} sketches "
+                               f"x {len(prompt_list)} prompts x {len(seed_list)} seeds)"))
     for column in ("method", "fidelity 1st", "fidelity later (S2V)", "compensated",
                    "motion px", "direction acc. (T2V)", "seconds"):
         table.add_column(column, justify="left" if column == "method" else "right",
@@ -390,4 +318,4 @@ def ablate_command(
                       fmt(row["seconds"], ".1f"))
     console.print(table)
     if csv_path is not None:
-        console.print(f"[green]wrote[/] {csv_path}", highlight=False)
+        console.print(f"[green]wrote[/] {escape(str(csv_path))}", highlight=False)

@@ -1,4 +1,4 @@
-"""``flipsketch plugins``: what is loaded, and per stage what can be chosen."""
+"""``flipsketch plugins``: what is loaded, per stage what can be chosen, and writer clashes."""
 
 from __future__ import annotations
 
@@ -28,6 +28,20 @@ def plugins_command(
     stages = Table("stage", "implementations", "default", title="Stages")
     for stage, info in description["stages"].items():
         names = [f"{name} [dim]({owner})[/]" for name, owner in info["implementations"].items()]
-        stages.add_row(stage, ", ".join(names) or "[dim](none)[/]", info["default"] or "")
+        default = (info["default"] or "") + (" [dim](or none)[/]" if info["can_be_off"] else "")
+        stages.add_row(stage, ", ".join(names) or "[dim](none)[/]", default)
     stdout.print(loaded)
     stdout.print(stages)
+
+    clashes = description["writer_suffix_clashes"]
+    if clashes:
+        # A clash silently hides a writer from output names; say which one the user gets.
+        table = Table("suffix", "claimed by", "used", title="Writer suffix clashes",
+                      caption="output names with the suffix go to the first registered "
+                              "writer; the others are reached only by name, from Python "
+                              "(save_frames(..., writer=NAME))")
+        for clash in clashes:
+            claimed = [f"{w} [dim]({o})[/]" for w, o in zip(clash["writers"], clash["owners"],
+                                                            strict=True)]
+            table.add_row(clash["suffix"], ", ".join(claimed), clash["wins"])
+        stdout.print(table)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -18,14 +18,10 @@ from rich.table import Table
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import FlipSketchError
 from flipsketch.plugins import get_manager
-from flipsketch.recipes import (
-    Reporter,
-    Step,
-    StepReport,
-    describe_bundled,
-    load_recipe,
-    run_recipe,
-)
+
+# flipsketch.recipes loads the sampler's modules (torch); the commands import it when they run.
+if TYPE_CHECKING:
+    from flipsketch.recipes import Step, StepReport
 
 recipe_app = typer.Typer(help="Run whole workflows from YAML recipes.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
@@ -35,8 +31,11 @@ RecipeArg = Annotated[str, typer.Argument(
     help="A recipe file, or the name of a bundled recipe (see 'flipsketch recipe list').")]
 
 
-class _RichReporter(Reporter):
-    """One progress bar per step; cached steps show as done at once."""
+class _RichReporter:
+    """One progress bar per step; cached steps show as done at once.
+
+    It implements every method of ``flipsketch.recipes.Reporter``, the runner's interface.
+    """
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -44,7 +43,7 @@ class _RichReporter(Reporter):
         self.total = 1
 
     def step_started(self, step: Step, cached: bool) -> None:
-        label = f"{step.name} [dim]({step.type}{', cached' if cached else ''})[/]"
+        label = f"{escape(step.name)} [dim]({escape(step.type)}{', cached' if cached else ''})[/]"
         self.total = 1
         self.task = self.progress.add_task(label, total=1, completed=1 if cached else 0)
 
@@ -67,15 +66,17 @@ def run_command(
         help="Change the recipe before it is validated, e.g. seed=3, steps.letters.text=DOG "
              "or model=./my-model; repeat for several.")] = None,
     force: Annotated[bool, typer.Option(
-        help="Overwrite files in OUTDIR that this recipe did not write.")] = False,
+        "--force", help="Overwrite files in OUTDIR that this recipe did not write.")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Validate and show which steps would run; write nothing.")] = False,
     fresh: Annotated[bool, typer.Option(
-        help="Ignore the cache and run every step again.")] = False,
+        "--fresh", help="Ignore the cache and run every step again.")] = False,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print a machine-readable summary on stdout.")] = False,
 ) -> None:
     """Run a recipe; steps whose inputs did not change since the last run are skipped."""
+    from flipsketch.recipes import load_recipe, run_recipe
+
     loaded = load_recipe(recipe, overrides or ())
     outdir = output if output is not None else Path(loaded.path.stem)
     with Progress(TextColumn("{task.description}"), BarColumn(),
@@ -91,9 +92,9 @@ def run_command(
     for column in ("step", "type", "status", "frames", "time", "outputs"):
         table.add_column(column, justify="right" if column in ("frames", "time") else "left")
     for r in reports:
-        table.add_row(r.name, r.type, "would run" if r.status == "planned" else r.status,
-                      ", ".join(map(str, r.frames)), f"{r.seconds:.1f} s" if r.seconds else "",
-                      escape(", ".join(r.outputs)))
+        status = "would run" if r.status == "planned" else r.status
+        table.add_row(escape(r.name), escape(r.type), status, ", ".join(map(str, r.frames)),
+                      f"{r.seconds:.1f} s" if r.seconds else "", escape(", ".join(r.outputs)))
     console.print(table)
     if json_output:
         stdout.print_json(json.dumps({
@@ -114,6 +115,8 @@ def validate_command(
 
     One line per recipe; the exit code is 2 when any of them has a problem.
     """
+    from flipsketch.recipes import load_recipe
+
     worst = 0
     for name in recipes:
         try:
@@ -133,12 +136,14 @@ def validate_command(
 @recipe_app.command("list")
 def list_command() -> None:
     """The bundled recipes (runnable by name from anywhere) and the step types recipes use."""
+    from flipsketch.recipes import describe_bundled
+
     recipes = Table("recipe", "description")
     for name, description in describe_bundled().items():
-        recipes.add_row(name, escape(description))
+        recipes.add_row(escape(name), escape(description))
     stdout.print(recipes)
     steps = Table("step type", "what it does")
     registry = get_manager().registry("recipe_step")
     for name in sorted(registry.impls):
-        steps.add_row(name, escape(registry.impls[name].description))
+        steps.add_row(escape(name), escape(registry.impls[name].description))
     stdout.print(steps)

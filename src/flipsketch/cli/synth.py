@@ -41,5 +41,5 @@ def synth(
     seconds = time.perf_counter() - start
     console.print(
         f"wrote {clips} clips to {out} in {seconds:.1f} s ({clips / seconds:.0f} clips/s)",
-        highlight=False,
+        markup=False, highlight=False,
     )

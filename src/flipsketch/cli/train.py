@@ -1,32 +1,75 @@
 """``flipsketch train``: train the embedded tiny model and export its weights.
 
-``train base`` runs the stages named in a config (src/flipsketch/models/tiny.yaml) into a run folder that
-holds checkpoints, loss logs and the newest exported model; ``train export`` turns the newest
-checkpoint of a run into a model folder (e.g. src/flipsketch/models/weights/tiny).
+``train base`` runs the stages named in a config (src/flipsketch/models/tiny.yaml) into a run
+folder that holds checkpoints, loss logs and the newest exported model; ``train export`` turns
+the newest checkpoint of a run into a model folder (e.g. src/flipsketch/models/weights/tiny).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from flipsketch.api import DEFAULT_MODEL
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import UsageError
+from flipsketch.files import check_writable_folder
 
 train_app = typer.Typer(help="Train the embedded tiny model or export a run's weights.",
                         no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
+# In a log file (no terminal), a plain progress line at most this often instead of a live bar.
+LOG_LINE_EVERY_S = 30.0
 
-def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} is a file; pass a folder to -o")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UsageError(f"{out} is not empty; pass --force to replace it or -o another folder")
+
+@contextmanager
+def _reporting() -> Iterator[tuple[Callable[[str], None], Callable[[str, int, int, str], None]]]:
+    """The ``log`` and ``progress`` callbacks that training reports to, drawn on stderr.
+
+    In a terminal, one live bar per stage; in a log file, a plain line now and then. The bar
+    starts with the first report, so the processes of an ``accelerate launch`` that never
+    report (all but the main one) draw nothing.
+    """
+    bar = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+    tasks: dict[str, TaskID] = {}
+    last_line = -LOG_LINE_EVERY_S
+
+    def log(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
+
+    def progress(stage: str, done: int, total: int, info: str) -> None:
+        nonlocal last_line
+        if not console.is_terminal:
+            if time.monotonic() - last_line >= LOG_LINE_EVERY_S or done == total:
+                last_line = time.monotonic()
+                log(f"{stage} step {done}/{total} {info}")
+            return
+        if stage not in tasks:
+            bar.start()
+            tasks[stage] = bar.add_task(stage, total=total, info="")
+        bar.update(tasks[stage], completed=done, info=info)
+
+    try:
+        yield log, progress
+    finally:
+        if tasks:  # started
+            bar.stop()
 
 
 @train_app.command("base")
@@ -47,8 +90,9 @@ def base(
         "--export", help="Also export the EMA weights here as training goes (replaced whole).")]
     = None,
     overrides: Annotated[list[str] | None, typer.Option(
-        "--set", help="Change a config value, e.g. --set stages.base.batch_size=64 --set "
-        "mixed_precision=bf16 (a GPU run); repeatable. The run's config.yaml records it.")]
+        "--set", metavar="KEY=VALUE",
+        help="Change a config value, e.g. --set stages.base.batch_size=64 --set "
+             "mixed_precision=bf16 (a GPU run); repeatable. The run's config.yaml records it.")]
     = None,
     time_limit: Annotated[float | None, typer.Option(
         "--time-limit", min=0.01, help="Stop the UNet stage after this many minutes, "
@@ -65,11 +109,15 @@ def base(
         override_config(settings, override)
     # --export replaces a model folder as training goes; anything else of the user's stays.
     if export is not None and not (export / "model_index.json").is_file():
-        _check_out(export, force=False)
-    summary = train_base(settings, out, resume=resume, from_shipped=from_shipped,
-                         steps=steps, export_dir=export,
-                         time_limit=time_limit * 60 if time_limit else None)
-    console.print(f"stopped at step {summary['step']}; checkpoints in {out}", highlight=False)
+        check_writable_folder(export, False, force_fix=None,
+                              what="--export folder (an empty one or a model folder)")
+    with _reporting() as (log, progress):
+        summary = train_base(settings, out, resume=resume, from_shipped=from_shipped,
+                             steps=steps, export_dir=export,
+                             time_limit=time_limit * 60 if time_limit else None,
+                             log=log, progress=progress)
+    console.print(f"stopped at step {summary['step']}; checkpoints in {out}", markup=False,
+                  highlight=False)
     if json_out:
         stdout.print_json(json.dumps({**summary, "run_dir": str(out)}))
 
@@ -87,10 +135,12 @@ def export(
 
     if not run_dir.is_dir():
         raise UsageError(f"run folder {run_dir} does not exist; pass the -o of 'train base'")
-    _check_out(out, force)
+    check_writable_folder(out, force, what="-o folder",
+                          force_fix="--force to replace the model in it")
     path = export_run(run_dir, out, ema=not raw)
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    console.print(f"exported {run_dir} to {path} ({size / 1e6:.1f} MB)", highlight=False)
+    console.print(f"exported {run_dir} to {path} ({size / 1e6:.1f} MB)", markup=False,
+                  highlight=False)
 
 
 @train_app.command("lora")
@@ -136,9 +186,11 @@ def lora(
                             grad_accum=grad_accum, num_frames=frames, size=size, seed=seed,
                             mixed_precision=mixed_precision, save_every=save_every,
                             caption_dropout=caption_dropout)
-    summary = train_lora(data, out, settings, resume=resume, force=force)
+    with _reporting() as (log, progress):
+        summary = train_lora(data, out, settings, resume=resume, force=force, log=log,
+                             progress=progress)
     if PartialState().is_main_process:
         console.print(f"LoRA at step {summary['step']} in {out}; use it with "
-                      f"--model {model} --lora {out}", highlight=False)
+                      f"--model {model} --lora {out}", markup=False, highlight=False)
         if json_out:
             stdout.print_json(json.dumps(summary))

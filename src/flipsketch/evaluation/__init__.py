@@ -1,1 +1,3 @@
-"""Offline evaluation: metrics on the ink (``metrics``) and seeded evaluation runs (``runs``)."""
+"""Offline evaluation: metrics on the ink (``metrics``), seeded evaluation runs (``runs``), what
+they read (``inputs``: prompt files, folders of drawings) and the tables they write
+(``tables``)."""

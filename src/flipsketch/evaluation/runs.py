@@ -119,12 +119,13 @@ def caption_sensitivity(pipe: FlipSketchPipeline, timesteps: Sequence[int] = (95
     motion (same subject, same noise), and with the empty prompt. ``gap`` is
     loss(opposite) / loss(true) - 1: zero means the motion words change nothing, which is what
     a model that picks its direction from the noise shows; the empty prompt's gap says how
-    much the caption helps at all (mostly the subject).
+    much the caption helps at all (mostly the subject). The loss is the training loss
+    (``training.noise``), so it is the number training drives down.
     """
     import torch
 
     from flipsketch.sampler.latents import encode_frames
-    from flipsketch.sampler.schedule import training_target
+    from flipsketch.training.noise import denoising_loss, noised_batch
     from flipsketch.training.synth import SUBJECTS, SketchAnimator, make_caption
 
     _check_names("motion", motions, OPPOSITE_MOTIONS)
@@ -154,12 +155,11 @@ def caption_sensitivity(pipe: FlipSketchPipeline, timesteps: Sequence[int] = (95
             for _ in range(repeats):
                 noise = torch.randn(x0.shape, generator=generator)
                 tt = torch.full((len(clips),), int(t))
-                noisy = pipe.scheduler.add_noise(x0, noise, tt)
-                target = training_target(pipe.scheduler, x0, noise, tt)
+                noisy, target = noised_batch(pipe.scheduler, x0, noise, tt)
                 for name, embed in embeds.items():
                     pred = pipe.predict(noisy.to(pipe.unet.device), tt.to(pipe.unet.device),
                                         embed).cpu()
-                    losses[name] += (pred - target).square().mean(dim=(1, 2, 3, 4)) / repeats
+                    losses[name] += denoising_loss(pred, target) / repeats
             per = clips_per_motion
             rows.append({"timestep": int(t),
                          **{f"loss_{k}": float(v.mean()) for k, v in losses.items()},

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from flipsketch import hookimpl
 from flipsketch.errors import UsageError
 from flipsketch.frames.postprocess import otsu_threshold
+from flipsketch.plugins import hookimpl
 
 
 def flow_interpolate(frames: list[Image.Image], factor: int) -> list[Image.Image]:

@@ -11,39 +11,17 @@ transparent paper, so an animation can be laid over other artwork.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 from PIL import Image
 
-from flipsketch import hookimpl
-from flipsketch.errors import UsageError
 from flipsketch.frames.images import array_to_images, images_to_array, to_grey_square
-from flipsketch.plugins.hookspecs import Register
+from flipsketch.plugins import PostprocessSettings, Register, hookimpl
 
 # Below this separation between the mean of the ink and the mean of the paper class (on the
 # 0..1 grey scale), the clip is taken as blank: Otsu always finds *some* split, and on a blank
 # frame that split runs through the VAE's faint noise and paints salt-and-pepper specks.
 MIN_CONTRAST = 0.1
-
-
-@dataclass
-class PostprocessSettings:
-    """How frames leave the pipeline: square side in pixels, and paper white or transparent."""
-
-    size: int = 512
-    transparent: bool = False
-    # The input drawing, None for a text-only clip: ``lineart`` draws at its pen width.
-    sketch: Image.Image | None = None
-    # Pen width in output pixels for ``lineart``; None: the sketch's, measured at the output
-    # size, or without a sketch DEFAULT_STROKE_WIDTH scaled to the output size.
-    stroke_width: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.size < 1:
-            raise UsageError(f"output size must be at least 1 pixel, got {self.size}; "
-                             f"pass a positive size such as 512")
 
 
 def otsu_threshold(grey: np.ndarray) -> float:

@@ -4,44 +4,26 @@ A writer only knows how to encode frames into a path. Everything about *where* i
 here, once: the output name's suffix picks the writer (the longest claimed suffix wins, so a
 plugin's ".sheet.png" beats the built-in ".png"), an existing output is kept unless the user
 forces, the folder is checked before minutes of sampling are spent, and the result appears
-atomically: a hidden temporary sibling is written and then renamed into place, so a crash or
-Ctrl-C never leaves a half-written animation behind or destroys the previous one.
+atomically (``flipsketch.files``): a hidden temporary sibling is written and then renamed into
+place, so a crash or Ctrl-C never leaves a half-written animation behind or destroys the
+previous one.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import secrets
-import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from flipsketch import hookimpl
 from flipsketch.errors import UsageError
-from flipsketch.plugins import PluginManager, Registry, get_manager
-from flipsketch.plugins.hookspecs import Register
+from flipsketch.files import atomic_path, check_writable
+from flipsketch.plugins import PluginManager, Register, Registry, Writer, get_manager, hookimpl
 
 FOLDER_WRITER = "png-frames"
 _FRAME_NAME = re.compile(r"frame_\d+\.png")
-
-
-@dataclass(frozen=True)
-class Writer:
-    """An output format: the suffixes it claims (none = it writes a folder) and its encoder.
-
-    ``write(frames, path, fps)`` writes to exactly ``path``, which does not exist yet and ends
-    with one of ``suffixes`` (for folder writers it has no suffix and the writer creates it).
-    """
-
-    name: str
-    suffixes: tuple[str, ...]
-    write: Callable[[list[Image.Image], Path, float], None]
 
 
 # -- built-in encoders -------------------------------------------------------------------------
@@ -183,17 +165,7 @@ def check_output_path(path: str | Path, force: bool = False,
     else:
         chosen = _writer_for_suffix(path, registry)
 
-    if path.is_dir() and not _is_frames_folder(path):
-        raise UsageError(f"'{path}' is a folder holding other files; pass a new folder name "
-                         f"or a file name such as out.gif")
-    if path.exists() and not force:
-        raise UsageError(f"'{path}' exists; pass --force to overwrite")
-    parent = path.parent
-    if not parent.is_dir():
-        raise UsageError(f"folder '{parent}' for '{path.name}' does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write to folder '{parent}'; check its permissions or pick "
-                         f"another output path")
+    check_writable(path, force, what="output path", replaceable=_is_frames_folder)
     return chosen
 
 
@@ -257,38 +229,9 @@ def save_frames(frames: list[Image.Image], path: str | Path, fps: float = 10,
     # The temporary name keeps the claimed suffix at its end, for writers that look at it.
     suffix = next((s for s in chosen.suffixes if path.name.lower().endswith(s.lower())),
                   chosen.suffixes[0] if chosen.suffixes else "")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
-    try:
+    # Without force, an output that appeared while we were writing is not replaced.
+    with atomic_path(path, force=force, suffix=suffix) as tmp:
         chosen.write(list(frames), tmp, float(fps))
         if not tmp.exists():
             raise RuntimeError(f"writer '{chosen.name}' wrote nothing to {tmp}")
-        if path.exists() and not force:  # appeared while we were writing
-            raise UsageError(f"'{path}' exists; pass --force to overwrite")
-        _move_into_place(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
     return path
-
-
-def _move_into_place(tmp: Path, path: Path) -> None:
-    """Rename ``tmp`` to ``path``; an existing folder (or a file where a folder goes) is moved
-    aside first and deleted only once the new output is in place."""
-    if not (path.exists() and (path.is_dir() or tmp.is_dir())):
-        os.replace(tmp, path)
-        return
-    aside = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
-    os.replace(path, aside)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        os.replace(aside, path)
-        raise
-    _remove(aside)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink(missing_ok=True)

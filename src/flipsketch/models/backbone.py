@@ -1,6 +1,8 @@
 """The ``modelscope`` backbone: loading a diffusers-layout text-to-video model.
 
-A model is a diffusers-layout folder (``model_index.json``, ``vae/``, ``text_encoder/``,
+It is given ``--model`` as the user typed it (``flipsketch.plugins.Backbone``) and resolves
+it here, with ``flipsketch.models.presets``: a preset name, a local folder or a hub id. A
+model is a diffusers-layout folder (``model_index.json``, ``vae/``, ``text_encoder/``,
 ``tokenizer/``, ``unet/``, ``scheduler/``) on the hub or on disk. Each part is loaded on its
 own, which is what lets the authors' sketch fine-tune replace just the base UNet, and what
 lets any scheduler config be read as DDIM (the method is defined on DDIM).
@@ -17,8 +19,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from flipsketch.errors import ModelLoadError, UsageError
-from flipsketch.models.presets import TINY_DIR, ModelSpec
-from flipsketch.plugins.hookspecs import hookimpl
+from flipsketch.models.presets import TINY_DIR, ModelSpec, resolve_model
+from flipsketch.plugins import hookimpl
 
 if TYPE_CHECKING:  # diffusers loads with the first model, so the CLI starts quickly
     from flipsketch.sampler.pipeline import FlipSketchPipeline
@@ -63,9 +65,15 @@ def _subfolder(*parts: str) -> str | None:
     return joined or None
 
 
-def load_modelscope(spec: ModelSpec, *, device: str | None = None, dtype: str | None = None,
-                    allow_pickle: bool = False) -> FlipSketchPipeline:
-    """The ``modelscope`` backbone: load each part of a diffusers-layout T2V model."""
+def load_modelscope(model: str, *, unet: str | None = None, device: str | None = None,
+                    dtype: str | None = None, allow_pickle: bool = False) -> FlipSketchPipeline:
+    """The ``modelscope`` backbone: load each part of a diffusers-layout T2V model.
+
+    ``model`` is a preset, folder or hub id and ``unet`` an optional fine-tune
+    (``PATH_OR_ID[:SUBFOLDER]``); a name that is neither fails here, before diffusers loads.
+    """
+    spec = resolve_model(model, unet=unet)
+
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
     from transformers.utils import logging as transformers_logging

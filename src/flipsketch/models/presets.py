@@ -1,7 +1,8 @@
 """Which models ``--model`` can name: presets, local diffusers folders and hub ids.
 
-Resolving a name touches no weights and imports no model library, so the CLI checks
-``--model`` before anything heavy loads; a backbone then loads the resolved ``ModelSpec``.
+These are the names of the built-in ``modelscope`` backbone, which resolves ``--model`` here
+before it loads anything; other backbones accept names of their own. Resolving touches no
+weights and imports no model library, so recipes check their model with it before any step.
 """
 
 from __future__ import annotations

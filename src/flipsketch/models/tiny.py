@@ -18,7 +18,6 @@ import copy
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import diffusers
@@ -28,6 +27,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from flipsketch.errors import UsageError
+from flipsketch.files import atomic_path
 from flipsketch.models.frame_positions import add_frame_positions, load_unet
 from flipsketch.models.presets import TINY_DIR
 
@@ -49,13 +49,14 @@ def load_config(path: str | os.PathLike) -> dict:
     try:
         config = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise UsageError(
-            f"config {path} not found; pass a YAML file such as flipsketch/models/tiny.yaml") from None
+        raise UsageError(f"config {path} not found; pass a YAML file such as "
+                         f"flipsketch/models/tiny.yaml") from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0]
         raise UsageError(f"config {path} is not valid YAML ({first}); fix it") from None
     if not isinstance(config, dict) or "model" not in config:
-        raise UsageError(f"config {path} has no 'model' section; start from flipsketch/models/tiny.yaml")
+        raise UsageError(f"config {path} has no 'model' section; start from "
+                         f"flipsketch/models/tiny.yaml")
     return config
 
 
@@ -174,8 +175,8 @@ def export_model(components: dict, out_dir: str | os.PathLike,
     """
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_path(out_dir, force=True, suffix="") as tmp:
+        tmp.mkdir()
         for name in ("unet", "vae", "text_encoder"):
             part = copy.deepcopy(components[name]).to(dtype)  # (the caller keeps float32)
             part.save_pretrained(tmp / name, safe_serialization=True)
@@ -184,22 +185,11 @@ def export_model(components: dict, out_dir: str | os.PathLike,
         index = {"_class_name": "FlipSketchPipeline", "_diffusers_version": diffusers.__version__}
         index.update({name: list(lib_cls) for name, lib_cls in PARTS.items()})
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        _umask_permissions(tmp)
         owned = set(PARTS) | {"model_index.json"}
         for entry in out_dir.iterdir() if out_dir.is_dir() else ():
             if entry.name not in owned and not entry.is_symlink():
                 carry = shutil.copytree if entry.is_dir() else shutil.copy2
                 carry(entry, tmp / entry.name)
-        old = out_dir.with_name(f".{out_dir.name}.old.tmp")
-        if old.exists():
-            shutil.rmtree(old)
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -213,13 +203,3 @@ def _save_tokenizer(tokenizer, folder: Path) -> None:
             shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".*"))
             return
     tokenizer.save_pretrained(folder)
-
-
-def _umask_permissions(root: Path) -> None:
-    """Give a folder made by ``mkdtemp`` (0700) and its files the modes a plain ``mkdir``/
-    ``open`` would have had, so the exported model is readable like any other checkout file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    root.chmod(0o777 & ~umask)
-    for path in root.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)

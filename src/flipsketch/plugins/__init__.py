@@ -1,15 +1,54 @@
-"""The plugin system: hook specifications, the manager that fills stage registries from them."""
+"""The plugin system: everything a plugin author imports, from one place.
+
+    from flipsketch.plugins import PostprocessSettings, hookimpl
+
+    @hookimpl
+    def register_postprocessors(register):
+        register("sepia", lambda frames, settings: frames)
+
+``hookspecs`` documents each hook, ``types`` the exact signature of what each registers, and
+``manager`` holds the table of stages (``STAGES``) and the manager that fills their
+registries. This package is the lowest layer of flipsketch: it imports none of the sampler,
+model, frame or recipe modules when it loads.
+"""
 
 from flipsketch.plugins.hookspecs import Register, hookimpl, hookspec
 from flipsketch.plugins.manager import (
+    BUILTIN_PLUGINS,
     ENTRY_POINT_GROUP,
-    OPTIONAL_STAGES,
     STAGES,
     LoadedPlugin,
     PluginManager,
     Registry,
+    Stage,
     get_manager,
+    writer_suffix_clashes,
+)
+from flipsketch.plugins.types import (
+    COMPOSE_MODES,
+    DEFAULT_FPS,
+    DEFAULT_LAMBDA,
+    Aligner,
+    AlignSettings,
+    Backbone,
+    Clip,
+    Composer,
+    Composition,
+    CompositionSettings,
+    Field,
+    Interpolator,
+    Inverter,
+    PostProcessor,
+    PostprocessSettings,
+    StepError,
+    StepType,
+    Writer,
 )
 
-__all__ = ["ENTRY_POINT_GROUP", "OPTIONAL_STAGES", "STAGES", "LoadedPlugin", "PluginManager",
-           "Register", "Registry", "get_manager", "hookimpl", "hookspec"]
+__all__ = [
+    "BUILTIN_PLUGINS", "COMPOSE_MODES", "DEFAULT_FPS", "DEFAULT_LAMBDA", "ENTRY_POINT_GROUP",
+    "STAGES", "AlignSettings", "Aligner", "Backbone", "Clip", "Composer", "Composition",
+    "CompositionSettings", "Field", "Interpolator", "Inverter", "LoadedPlugin", "PluginManager",
+    "PostProcessor", "PostprocessSettings", "Register", "Registry", "Stage", "StepError",
+    "StepType", "Writer", "get_manager", "hookimpl", "hookspec", "writer_suffix_clashes",
+]

@@ -1,16 +1,24 @@
-"""The plugin manager: entry points in, named stage registries out.
+"""The plugin manager: built-ins and entry points in, named stage registries out.
 
-Plugins are modules listed under the ``flipsketch`` entry-point group (see ``hookspecs``).
-``FLIPSKETCH_LOAD_PLUGINS`` (comma-separated entry-point names; empty means none) limits which
-third-party plugins load; the package's own plugins always load, since without them there is
-no sampler. A plugin that fails to import or raises while registering is reported by name as
-a ``PluginError``.
+``STAGES`` is the one table of stages: the hook that fills each, the type its implementations
+have, its default and whether ``none`` switches it off. The manager, the CLI and the recipes
+all read it.
+
+The package's own stage modules (``BUILTIN_PLUGINS``) are imported by module name and
+registered first, so a source tree works whether or not its entry points were reinstalled
+after a module moved. Third-party plugins are modules listed under the ``flipsketch`` entry-point
+group (see ``hookspecs``); ``FLIPSKETCH_LOAD_PLUGINS`` (comma-separated entry-point names;
+empty means none) limits which of them load. A plugin that fails to import or raises while
+registering is reported by name as a ``PluginError``.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.metadata
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -19,24 +27,59 @@ import pluggy
 
 from flipsketch.errors import PluginError
 from flipsketch.plugins import hookspecs
+from flipsketch.plugins.types import (
+    Aligner,
+    Backbone,
+    Composer,
+    Interpolator,
+    Inverter,
+    PostProcessor,
+    StepType,
+    Writer,
+)
 
 ENTRY_POINT_GROUP = "flipsketch"
 OWN_DISTRIBUTION = "flipsketch"
 
-# stage name -> (hook that fills it, default implementation name or None)
-STAGES: dict[str, tuple[str, str | None]] = {
-    "backbone": ("register_backbones", "modelscope"),
-    "inverter": ("register_inverters", "ddim"),
-    "aligner": ("register_aligners", "gradient"),
-    "composer": ("register_composers", "flipsketch"),
-    "postprocessor": ("register_postprocessors", "lineart"),
-    "writer": ("register_writers", "gif"),
-    "recipe_step": ("register_recipe_steps", None),
-    "interpolator": ("register_interpolators", "flow"),
-}
 
-# Stages that may be switched off by naming "none".
-OPTIONAL_STAGES = {"aligner", "composer"}
+@dataclass(frozen=True)
+class Stage:
+    """One replaceable stage of a run."""
+
+    name: str  # what registries, option names, messages and `flipsketch plugins` call it
+    hook: str  # the hookspec in ``hookspecs`` that fills its registry
+    protocol: type  # what an implementation is (``flipsketch.plugins.types``)
+    default: str | None  # used when a run names none; None: a name is always given
+    can_be_off: bool = False  # naming "none" skips the stage
+    sampler: bool = False  # named by a sampler option (``api.animate``, recipe sampler steps)
+
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    Stage("backbone", "register_backbones", Backbone, "modelscope"),
+    Stage("inverter", "register_inverters", Inverter, "ddim", sampler=True),
+    Stage("aligner", "register_aligners", Aligner, "gradient", can_be_off=True, sampler=True),
+    Stage("composer", "register_composers", Composer, "flipsketch", can_be_off=True,
+          sampler=True),
+    Stage("postprocessor", "register_postprocessors", PostProcessor, "lineart"),
+    Stage("writer", "register_writers", Writer, "gif"),
+    Stage("recipe_step", "register_recipe_steps", StepType, None),
+    Stage("interpolator", "register_interpolators", Interpolator, "flow"),
+)}
+
+# The package's own plugins: plugin name (as messages and `flipsketch plugins` show it) ->
+# module. pyproject.toml lists the same pairs under [project.entry-points.flipsketch] (a test
+# keeps the two equal), so that tools reading the group see them; the manager skips those
+# entries, having registered the modules already.
+BUILTIN_PLUGINS: dict[str, str] = {
+    "backbone": "flipsketch.models.backbone",
+    "inversion": "flipsketch.sampler.inversion",
+    "alignment": "flipsketch.sampler.alignment",
+    "attention": "flipsketch.sampler.attention",
+    "postprocess": "flipsketch.frames.postprocess",
+    "writers": "flipsketch.frames.writers",
+    "recipes": "flipsketch.recipes.steps",
+    "interpolate": "flipsketch.frames.interpolate",
+}
 
 
 @dataclass
@@ -65,7 +108,7 @@ class Registry:
             raise PluginError(f"no {self.stage} named; pass one of: {', '.join(self.impls)}")
         if name not in self.impls:
             known = ", ".join(sorted(self.impls)) or "(none registered)"
-            hint = " or 'none'" if self.stage in OPTIONAL_STAGES else ""
+            hint = " or 'none'" if STAGES[self.stage].can_be_off else ""
             raise PluginError(f"unknown {self.stage} '{name}'; choose one of: {known}{hint}")
         return self.impls[name]
 
@@ -74,37 +117,54 @@ class PluginManager:
     """Loads plugins once and answers "which implementation is called NAME for STAGE"."""
 
     def __init__(self, load_entry_points: bool = True) -> None:
+        """The built-in plugins always load; ``load_entry_points=False`` leaves out every
+        installed third-party plugin (tests use it to see only what the package ships)."""
         self.pm = pluggy.PluginManager("flipsketch")
         self.pm.add_hookspecs(hookspecs)
         self.plugins: list[LoadedPlugin] = []
         self._registries: dict[str, Registry] | None = None
+        self._load_builtins()
         if load_entry_points:
             self._load_entry_points()
 
     # -- loading -----------------------------------------------------------------------
+    def _load_builtins(self) -> None:
+        from flipsketch import __version__  # here: flipsketch/__init__ imports this package
+
+        for name, module_name in BUILTIN_PLUGINS.items():
+            module = _load_plugin(name, OWN_DISTRIBUTION,
+                                  functools.partial(importlib.import_module, module_name),
+                                  fix="reinstall flipsketch with its dependencies")
+            self.register(module, name=name, distribution=OWN_DISTRIBUTION,
+                          version=__version__, builtin=True)
+
     def _load_entry_points(self) -> None:
         allowed = _allowed_third_party()
-        entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-        for ep in sorted(entry_points, key=lambda e: (e.dist.name != OWN_DISTRIBUTION, e.name)):
+        registered = {p.module for p in self.plugins}
+        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                         key=lambda e: e.name):
             dist = ep.dist.name if ep.dist else "?"
-            builtin = dist == OWN_DISTRIBUTION
-            if not builtin and allowed is not None and ep.name not in allowed:
+            # Our own entries name the built-ins, registered above; an entry left over from
+            # an older install may name a module that has since moved.
+            if dist == OWN_DISTRIBUTION or ep.module in registered:
                 continue
-            try:
-                module = ep.load()
-            except Exception as exc:  # a broken plugin must not look like our bug
-                raise PluginError(
-                    f"plugin '{ep.name}' ({dist}) failed to import: {type(exc).__name__}: {exc}; "
-                    f"fix or uninstall it, or exclude it with FLIPSKETCH_LOAD_PLUGINS"
-                ) from exc
+            if allowed is not None and ep.name not in allowed:
+                continue
+            module = _load_plugin(ep.name, dist, ep.load, fix="fix or uninstall it, or "
+                                  "exclude it with FLIPSKETCH_LOAD_PLUGINS")
             version = ep.dist.version if ep.dist else "?"
-            self.register(module, name=ep.name, distribution=dist, version=version,
-                          builtin=builtin)
+            self.register(module, name=ep.name, distribution=dist, version=version)
 
     def register(self, plugin: ModuleType | object, name: str | None = None,
                  distribution: str = "(registered in code)", version: str = "",
                  builtin: bool = False) -> None:
-        """Add a plugin object (module or instance with hookimpls); used by tests and apps."""
+        """Add a plugin object (module or instance with hookimpls); used by tests and apps.
+
+        Registering an object that is already registered (a built-in module, say) does
+        nothing, so code can make sure of a plugin without asking first.
+        """
+        if self.pm.is_registered(plugin):
+            return
         name = name or getattr(plugin, "__name__", type(plugin).__name__)
         self.pm.register(plugin, name=name)
         module = getattr(plugin, "__name__", type(plugin).__module__)
@@ -127,16 +187,16 @@ class PluginManager:
 
         Returns None for ``none`` on stages that can be switched off.
         """
-        if name == "none" and stage in OPTIONAL_STAGES:
+        if name == "none" and STAGES[stage].can_be_off:
             return None
         return self.registry(stage).get(name)
 
     def _build_registries(self) -> dict[str, Registry]:
-        registries = {stage: Registry(stage, default) for stage, (_, default) in STAGES.items()}
-        for stage, (hook_name, _) in STAGES.items():
-            registry = registries[stage]
-            hook = getattr(self.pm.hook, hook_name)
-            for impl in hook.get_hookimpls():
+        registries = {}
+        for stage in STAGES.values():
+            registry = registries[stage.name] = Registry(stage.name, stage.default)
+            hook = getattr(self.pm.hook, stage.hook)
+            for impl in hook.get_hookimpls():  # in registration order: built-ins first
                 owner = self.pm.get_name(impl.plugin) or "?"
 
                 def register(name: str, value: Any, _owner: str = owner,
@@ -155,25 +215,54 @@ class PluginManager:
                     raise
                 except Exception as exc:
                     raise PluginError(
-                        f"plugin '{owner}' raised in {hook_name}: {type(exc).__name__}: {exc}"
+                        f"plugin '{owner}' raised in {stage.hook}: {type(exc).__name__}: {exc}"
                     ) from exc
         return registries
 
     def describe(self) -> dict[str, Any]:
         """What ``flipsketch plugins --json`` prints."""
+        stages = {}
+        for stage in STAGES.values():
+            registry = self.registry(stage.name)
+            stages[stage.name] = {
+                "default": registry.default,
+                "can_be_off": stage.can_be_off,
+                "hook": stage.hook,
+                "type": f"flipsketch.plugins.{stage.protocol.__name__}",
+                "implementations": {name: registry.owners[name] for name in sorted(registry.impls)},
+            }
         return {
             "plugins": [p.__dict__ for p in self.plugins],
-            "stages": {
-                stage: {
-                    "default": self.registry(stage).default,
-                    "implementations": {
-                        name: self.registry(stage).owners[name]
-                        for name in sorted(self.registry(stage).impls)
-                    },
-                }
-                for stage in STAGES
-            },
+            "stages": stages,
+            "writer_suffix_clashes": writer_suffix_clashes(self.registry("writer")),
         }
+
+
+def writer_suffix_clashes(registry: Registry) -> list[dict[str, Any]]:
+    """Suffixes that more than one writer claims, each with the writer an output name gets.
+
+    The rule is ``flipsketch.frames.writers``': the first registered writer claiming a suffix
+    wins it (built-ins register first). Different suffixes never clash: the longest suffix of
+    a name picks its writer, so ".sheet.png" and ".png" live side by side.
+    """
+    claims: dict[str, list[str]] = {}
+    for name, writer in registry.impls.items():  # registration order
+        for suffix in dict.fromkeys(s.lower() for s in writer.suffixes):
+            claims.setdefault(suffix, []).append(name)
+    return [
+        {"suffix": suffix, "writers": writers, "wins": writers[0],
+         "owners": [registry.owners[w] for w in writers]}
+        for suffix, writers in sorted(claims.items()) if len(writers) > 1
+    ]
+
+
+def _load_plugin(name: str, distribution: str, load: Callable[[], Any], fix: str) -> Any:
+    """``load()`` a plugin; an import failure is reported as the plugin's, not as our bug."""
+    try:
+        return load()
+    except Exception as exc:
+        raise PluginError(f"plugin '{name}' ({distribution}) failed to import: "
+                          f"{type(exc).__name__}: {exc}; {fix}") from exc
 
 
 def _allowed_third_party() -> set[str] | None:

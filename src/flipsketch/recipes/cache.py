@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +11,7 @@ import numpy as np
 
 from flipsketch import __version__
 from flipsketch.errors import UsageError
+from flipsketch.files import atomic_path, write_text_atomic
 from flipsketch.models.presets import resolve_model
 from flipsketch.recipes.schema import CACHE_DIR, Clip, Recipe, Step
 
@@ -118,24 +116,12 @@ class StepCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         if clips:
             arrays = {f"clip{i}": np.asarray(c.frames, np.float32) for i, c in enumerate(clips)}
-            _atomic_write(self.dir / f"{step.name}.npz",
-                          lambda f: np.savez_compressed(f, **arrays))
+            with atomic_path(self.dir / f"{step.name}.npz", force=True) as tmp:
+                np.savez_compressed(tmp, **arrays)  # tmp ends in .npz: numpy adds none
         self.manifest["steps"][step.name] = {
             "key": key, "type": step.type, "fps": [c.fps for c in clips or []],
             "frames": [len(c.frames) for c in clips or []],
             "files": {out: _fingerprint(self.outdir / out) for out in step.outputs},
         }
-        text = json.dumps(self.manifest, indent=1).encode()
-        _atomic_write(self.dir / "manifest.json", lambda f: f.write(text))
-
-
-def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    """``write(file)`` into a temporary sibling, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        write_text_atomic(self.dir / "manifest.json", json.dumps(self.manifest, indent=1),
+                          force=True)

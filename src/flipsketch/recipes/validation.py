@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 import types
 import typing
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from flipsketch.api import DEFAULT_MODEL, SamplerSettings
-from flipsketch.errors import FlipSketchError, UsageError
+from flipsketch.api import DEFAULT_MODEL, SamplerSettings, sampler_stages
+from flipsketch.errors import FlipSketchError, SettingsError, UsageError
 from flipsketch.frames.writers import claimed_suffix, numbered_paths
 from flipsketch.models.backbone import resolve_device, resolve_dtype
 from flipsketch.models.presets import resolve_model
@@ -306,31 +305,26 @@ def sampler_options() -> dict[str, Any]:
     return options
 
 
-# ``SamplerSettings.validate`` words its messages for the command line.
-_CLI_FLAGS = {"--frames": "num_frames", "--steps": "num_inference_steps",
-              "--guidance": "guidance_scale", "--lambda": "lambda"}
-
-
 def sampler_call(options: dict[str, Any], manager) -> tuple[Any, dict[str, str | None]]:
     """(SamplerSettings, stage names) for merged sampler options.
 
     Bad values raise ``StepError`` naming the recipe key, so a typo in a long recipe costs
-    nothing: stage names are looked up now, not minutes into the run.
+    nothing: stage names are looked up now, not minutes into the run. A stage named "none"
+    is switched off in the settings, by the same rule as on the command line
+    (``api.sampler_stages``).
     """
     names = {f.name.rstrip("_"): f.name for f in dataclasses.fields(SamplerSettings)}
     settings = SamplerSettings(**{names[k]: v for k, v in options.items() if k in names})
+    stages = {key: options[key] for key in STAGE_OPTIONS if options.get(key) is not None}
+    settings, running = sampler_stages(settings, **stages)
     try:
         settings.validate()
-    except UsageError as exc:
-        def key_of(flag: str) -> str:
-            return _CLI_FLAGS.get(flag, flag[2:].replace("-", "_"))
-
-        message = re.sub(r"--[a-z0-9-]+", lambda m: key_of(m.group()), str(exc))
-        first = re.match(r"--[a-z0-9-]+", str(exc))  # the flag the message is about
-        key = key_of(first.group()) if first else None
-        raise StepError(key if key in options else None, message) from None
-    stages = {key: options[key] for key in STAGE_OPTIONS if options.get(key) is not None}
-    for stage, name in stages.items():
+    except SettingsError as exc:
+        key = exc.field.rstrip("_")  # the recipe key of the field, as in sampler_options
+        raise StepError(key if key in options else None, f"{key} {exc.problem}") from None
+    for stage, name in running.items():
+        if name is None:
+            continue
         try:
             manager.get(stage, name)
         except FlipSketchError as exc:

@@ -16,30 +16,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from flipsketch.plugins.hookspecs import hookimpl
+from flipsketch.plugins import AlignSettings, hookimpl
 
-
-@dataclass
-class AlignSettings:
-    # The authors' demo took 10 Adam steps at lr 1e-3 per aligned timestep, about 8x the cost
-    # of plain sampling, and shipped with alignment off. One Adam step at 1e-2 moves the latents
-    # about as far (Adam's first step is lr * sign(gradient)); benchmarks/bench_sampler.py
-    # reports how much of L_align each removes.
-    iterations: int = 1
-    lr: float = 1e-2
-    optimizer: str = "adam"  # "adam" | "sgd"
-    # Recompute activations in the backward pass instead of storing them. None = when the
-    # UNet is large (over CHECKPOINT_ABOVE parameters): ModelScope's 1.4 B UNet needs it to
-    # stay near plain sampling's peak memory, while the embedded 11 M one runs twice as fast
-    # without and its activations are a few MB.
-    checkpointing: bool | None = None
-
-
+# AlignSettings.checkpointing None: checkpoint UNets with more parameters than this.
 CHECKPOINT_ABOVE = 100_000_000
 
 

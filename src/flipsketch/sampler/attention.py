@@ -25,12 +25,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from flipsketch.plugins.hookspecs import hookimpl
+from flipsketch.plugins import CompositionSettings, hookimpl
 
 SPATIAL_SELF_ATTENTION = re.compile(r"(^|\.)attentions\.\d+\.transformer_blocks\.\d+\.attn1$")
 TEMPORAL_SELF_ATTENTION = re.compile(
@@ -47,13 +46,6 @@ def attention_kind(module_path: str) -> str | None:
     return None
 
 
-@dataclass
-class CompositionSettings:
-    lambda_: float = 0.5
-    spatial: bool = True
-    temporal: bool = True
-
-
 def temporal_logit_scale(num_frames: int, lambda_: float, device=None) -> torch.Tensor:
     """(M,) factor applied to each query frame's logit towards frame 1: 1 + lambda * i / 50."""
     frame_number = torch.arange(1, num_frames + 1, device=device, dtype=torch.float32)
@@ -61,13 +53,13 @@ def temporal_logit_scale(num_frames: int, lambda_: float, device=None) -> torch.
 
 
 class Composition:
-    """Installed processors plus the state of the UNet call in progress."""
+    """Installed processors plus the state of the UNet call in progress: the built-in
+    ``flipsketch.plugins.Composition``."""
 
     def __init__(self, unet, settings: CompositionSettings) -> None:
         self.unet = unet
         self.settings = settings
         self.mode: str | None = None  # None | "capture" | "compose"
-        self.step = 0
         self.num_frames = 0  # frames per batch entry in the joint pass
         self.cond_rows = slice(0, 0)  # which batch entries of the joint pass are conditional
         self.captured: dict[str, torch.Tensor] = {}
@@ -100,8 +92,12 @@ class Composition:
 
     @contextmanager
     def compose(self, step: int, num_frames: int, cond_rows: slice) -> Iterator[None]:
-        """Wrap the joint pass of step ``step``; ``cond_rows`` are its conditional entries."""
-        self.mode, self.step = "compose", step
+        """Wrap the joint pass of step ``step``; ``cond_rows`` are its conditional entries.
+
+        The built-in composition acts the same at every step up to tau2 (the sampler decides
+        which steps compose), so ``step`` is part of the protocol for composers that schedule
+        by step and is not kept here."""
+        self.mode = "compose"
         self.num_frames, self.cond_rows = num_frames, cond_rows
         try:
             yield

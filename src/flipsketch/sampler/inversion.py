@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from flipsketch.plugins.hookspecs import hookimpl
+from flipsketch.plugins import hookimpl
 from flipsketch.sampler.schedule import renoise, split_prediction
 
 

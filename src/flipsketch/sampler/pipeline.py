@@ -36,8 +36,14 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet3DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from flipsketch.sampler.alignment import AlignSettings, gradient_align
-from flipsketch.sampler.attention import CompositionSettings, compose_attention
+from flipsketch.plugins import (
+    COMPOSE_MODES,
+    DEFAULT_LAMBDA,
+    AlignSettings,
+    CompositionSettings,
+)
+from flipsketch.sampler.alignment import gradient_align
+from flipsketch.sampler.attention import compose_attention
 from flipsketch.sampler.inversion import ddim_invert
 from flipsketch.sampler.latents import decode_latents, encode_frames
 
@@ -112,7 +118,7 @@ class FlipSketchPipeline(DiffusionPipeline):
         seeds: Sequence[int] = (0,),
         tau1: int | None = None,
         tau2: int | None = None,
-        lambda_: float = 0.5,
+        lambda_: float = DEFAULT_LAMBDA,
         compose: str = "both",
         keep_first_frame: bool = False,
         inverter: Callable | None = ddim_invert,
@@ -135,8 +141,8 @@ class FlipSketchPipeline(DiffusionPipeline):
         steps, frames, batch = num_inference_steps, num_frames, len(seeds)
         tau1 = 2 * steps // 5 if tau1 is None else tau1
         tau2 = 3 * steps // 5 if tau2 is None else tau2
-        if compose not in ("both", "spatial", "temporal", "none"):
-            raise ValueError(f"compose must be both, spatial, temporal or none, not {compose!r}")
+        if compose not in COMPOSE_MODES:
+            raise ValueError(f"compose must be one of {COMPOSE_MODES}, not {compose!r}")
         if sketch is None:  # text only: no reference, so nothing to align or compose with
             inverter = aligner = composer = None
         if compose == "none":
@@ -178,9 +184,7 @@ class FlipSketchPipeline(DiffusionPipeline):
                 ref_until = steps
         composition = None
         if composer is not None:
-            composition = composer(self.unet, CompositionSettings(
-                lambda_=lambda_, spatial=compose in ("both", "spatial"),
-                temporal=compose in ("both", "temporal")))
+            composition = composer(self.unet, CompositionSettings.for_mode(compose, lambda_))
 
         # 4. Denoising loop.
         align_losses: list[list[float]] = []

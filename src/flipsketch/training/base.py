@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,14 +18,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import PartialState
-from rich.progress import Progress
 
-from flipsketch.cli.app import console
 from flipsketch.errors import UsageError
+from flipsketch.files import atomic_path
 from flipsketch.sampler.latents import encode_frames
 from flipsketch.training.data import AnimatorClips
 from flipsketch.training.loop import (
+    Log,
     LoopConfig,
+    Progress,
     checkpoint_weights,
     checkpoints,
     load_weights,
@@ -72,12 +72,14 @@ def vae_loss(vae, x: torch.Tensor, stroke_weight: float, kl_weight: float) -> to
 
 def train_vae(vae, stills: Callable[[int], np.ndarray], run_dir: str | os.PathLike,
               steps: int, batch_size: int, lr: float, crop: int, kl_weight: float,
-              stroke_weight: float, seed: int = 0, log_every: int = 50) -> list[float]:
+              stroke_weight: float, seed: int = 0, log_every: int = 50,
+              progress: Progress | None = None) -> list[float]:
     """A short single-process stage: the VAE on ``stills(i)`` drawings; returns the losses.
 
     Short enough not to need checkpoints: the caller saves the finished VAE and skips this
-    stage on resume.
+    stage on resume. ``progress`` is told of every step, as stage "vae".
     """
+    progress = progress or (lambda stage, done, total, info: None)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -85,26 +87,21 @@ def train_vae(vae, stills: Callable[[int], np.ndarray], run_dir: str | os.PathLi
     losses = []
     log_path = Path(run_dir) / "vae_loss.jsonl"
     started = time.perf_counter()
-    with Progress(console=console) as progress:
-        task = progress.add_task("vae", total=steps)
-        for step in range(1, steps + 1):
-            frames = torch.from_numpy(np.stack([stills((step - 1) * batch_size + i)
-                                                for i in range(batch_size)]))
-            loss = vae_loss(vae, _stroke_crops(frames, crop, generator), stroke_weight,
-                            kl_weight)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            progress.update(task, completed=step, description=f"vae loss {loss.item():.4f}")
-            if step % log_every == 0 or step == steps:
-                entry = {"step": step, "loss": float(np.mean(losses[-log_every:])),
-                         "steps_per_s": round(step / (time.perf_counter() - started), 3)}
-                with log_path.open("a") as fh:
-                    fh.write(json.dumps(entry) + "\n")
-                if not console.is_terminal:
-                    console.print(f"vae step {step}/{steps} loss {entry['loss']:.4f}")
+    for step in range(1, steps + 1):
+        frames = torch.from_numpy(np.stack([stills((step - 1) * batch_size + i)
+                                            for i in range(batch_size)]))
+        loss = vae_loss(vae, _stroke_crops(frames, crop, generator), stroke_weight, kl_weight)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        progress("vae", step, steps, f"loss {loss.item():.4f}")
+        if step % log_every == 0 or step == steps:
+            entry = {"step": step, "loss": float(np.mean(losses[-log_every:])),
+                     "steps_per_s": round(step / (time.perf_counter() - started), 3)}
+            with log_path.open("a") as fh:
+                fh.write(json.dumps(entry) + "\n")
     vae.eval()
     return losses
 
@@ -140,17 +137,16 @@ def export_trained(components: dict, weights: dict[str, torch.Tensor],
 
 
 def _save_vae(vae, folder: Path) -> None:
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    vae.save_pretrained(tmp, safe_serialization=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    """Replace ``run_dir/vae`` whole: its presence tells a resumed run the stage is done."""
+    with atomic_path(folder, force=True) as tmp:
+        vae.save_pretrained(tmp, safe_serialization=True)
 
 
 def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
                from_shipped: bool = False, steps: int | None = None,
                export_dir: str | os.PathLike | None = None,
-               time_limit: float | None = None) -> dict:
+               time_limit: float | None = None, log: Log | None = None,
+               progress: Progress | None = None) -> dict:
     """Train the tiny model from ``config`` (src/flipsketch/models/tiny.yaml) into ``run_dir``.
 
     Stages: the VAE (skipped when ``run_dir/vae`` exists or when the VAE starts from a model
@@ -160,6 +156,7 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
     ``from_shipped`` starts every part from the shipped model (same architecture); the
     config's ``init`` section starts only some parts from a model folder, e.g. a new UNet
     with the shipped VAE and text encoder. ``time_limit`` (seconds) ends the UNet stage early.
+    ``log`` and ``progress`` report to the caller, as in ``loop.train_denoiser``.
     """
     from diffusers import AutoencoderKL
 
@@ -167,6 +164,7 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
     from flipsketch.models.tiny import build_components, load_components
 
     run_dir = Path(run_dir)
+    log = log or (lambda line: None)
     if run_dir.exists() and checkpoints(run_dir) and not resume:
         raise UsageError(f"{run_dir} already holds checkpoints; pass --resume to continue it "
                          "or -o a new folder")
@@ -196,7 +194,7 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(_dump_yaml(config))
         if (vae_dir / "config.json").is_file():
-            console.print(f"using the VAE in {vae_dir}")
+            log(f"using the VAE in {vae_dir}")
         elif "vae" in init_parts or int(stages["vae"]["steps"]) == 0:
             _save_vae(components["vae"], vae_dir)  # the starting VAE, kept with the run
         else:
@@ -206,14 +204,14 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
             train_vae(components["vae"], animator.still, run_dir, steps=int(v["steps"]),
                       batch_size=int(v["batch_size"]), lr=float(v["lr"]), crop=int(v["crop"]),
                       kl_weight=float(v["kl_weight"]), stroke_weight=float(v["stroke_weight"]),
-                      seed=seed)
+                      seed=seed, progress=progress)
             # Statistics on what the UNet will see: whole frames of training clips.
             count = int(v["stats_frames"]) // int(model_cfg["num_frames"]) + 1
             clips = [animator.clip(10**9 + i).frames for i in range(count)]
             measure_latent_stats(components["vae"], torch.from_numpy(np.concatenate(clips)))
             _save_vae(components["vae"], vae_dir)
-            console.print(f"VAE trained; latents mean {components['vae'].config.latents_mean} "
-                          f"std {components['vae'].config.latents_std}")
+            log(f"VAE trained; latents mean {components['vae'].config.latents_mean} "
+                f"std {components['vae'].config.latents_std}")
     state.wait_for_everyone()
     components["vae"] = AutoencoderKL.from_pretrained(vae_dir)
 
@@ -233,11 +231,12 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
 
     def on_export(weights: dict[str, torch.Tensor], step: int) -> None:
         export_trained(components, weights, out)
-        console.print(f"exported step {step} to {out}")
+        log(f"exported step {step} to {out}")
 
     models = {"unet": components["unet"], "text_encoder": components["text_encoder"]}
     return train_denoiser(components, models, dataset, run_dir, loop, resume=resume,
-                          on_export=on_export, time_limit=time_limit)
+                          on_export=on_export, time_limit=time_limit, log=log,
+                          progress=progress)
 
 
 def _check_fits(name: str, loaded: torch.nn.Module, built: torch.nn.Module) -> None:

@@ -6,11 +6,11 @@ dataset whose items are ``dict(frames=(F, H, W) float in [0, 1], caption=str)``.
 and LoRA fine-tuning differ only in which parameters train, which dataset feeds the loop and
 what the caller exports; the loss, the schedule, checkpoints and resume are shared.
 
-The loss is the model's own: noise is added with ``scheduler.add_noise`` at timesteps drawn
-uniformly over the training steps and the target comes from ``schedule.training_target``, so a
-v-prediction model learns velocity and an epsilon model (ModelScope) learns noise. Captions are
-dropped (replaced by "") with probability ``caption_dropout`` so that classifier-free guidance
-has an unconditional model to push against.
+The loss is the model's own (``training.noise``, which evaluation scores with too): noise is
+added with ``scheduler.add_noise`` at timesteps drawn over the training steps and the target
+comes from ``schedule.training_target``, so a v-prediction model learns velocity and an epsilon
+model (ModelScope) learns noise. Captions are dropped (replaced by "") with probability
+``caption_dropout`` so that classifier-free guidance has an unconditional model to push against.
 
 Checkpoints hold only the trainable weights (a LoRA checkpoint of ModelScope stays small), their
 EMA, the optimiser, the LR schedule, every process's RNG state and the step. Data order is a
@@ -31,19 +31,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 
-from flipsketch.cli.app import console
 from flipsketch.errors import UsageError
+from flipsketch.files import replace_atomically
 from flipsketch.sampler.latents import encode_frames
-from flipsketch.sampler.schedule import training_target
+from flipsketch.training.noise import denoising_loss, noised_batch
 
 CHECKPOINT_PREFIX = "checkpoint-"
+
+# Training reports to its caller through these, as the sampler does with its ``Progress``: the
+# CLI draws them with Rich, a program may log or ignore them. Only the main process calls them.
+Log = Callable[[str], None]  # an event worth a line: resumed, exported, time limit reached
+Progress = Callable[[str, int, int, str], None]
+"""``(stage, done, total, info)`` after every optimiser step; ``info`` is e.g. the loss."""
 
 
 @dataclass
@@ -269,6 +273,8 @@ def train_denoiser(
     resume: bool = False,
     on_export: Callable[[dict[str, torch.Tensor], int], None] | None = None,
     time_limit: float | None = None,
+    log: Log | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """Train the ``requires_grad`` parameters of ``models`` (a subset of ``components``, by
     name: ``unet``, ``text_encoder``) to denoise ``dataset``'s clips; returns a summary.
@@ -276,9 +282,12 @@ def train_denoiser(
     ``on_export(weights, step)`` receives the EMA (or current) trainable weights every
     ``export_every`` steps and at the end. Losses go to ``run_dir/loss.jsonl``. With
     ``time_limit`` (seconds) the run ends early, checkpointed and exported as at its last step:
-    a GPU lent for a fixed time is used to the end without losing the work.
+    a GPU lent for a fixed time is used to the end without losing the work. ``log`` and
+    ``progress`` report to the caller (see ``Log`` and ``Progress``).
     """
     run_dir = Path(run_dir)
+    log = log or (lambda line: None)
+    progress = progress or (lambda stage, done, total, info: None)
     # Zero-initialised layers (temporal convs, attention outputs) produce denormal gradients and
     # Adam moments early on; on a CPU each denormal operation costs ~100x, which once slowed
     # steps from 2 s to 15 s. Flushing them to zero changes nothing numerically that matters.
@@ -317,8 +326,10 @@ def train_denoiser(
 
     step = 0
     if resume and checkpoints(run_dir):
-        step = _load_checkpoint(checkpoints(run_dir)[-1], accelerator, models, optimizer,
-                                lr_scheduler, ema)
+        newest = checkpoints(run_dir)[-1]
+        step = _load_checkpoint(newest, accelerator, models, optimizer, lr_scheduler, ema)
+        if accelerator.is_main_process:
+            log(f"resumed from {newest} (step {step})")
         # The checkpoint's schedule carries its own learning rate; a resumed run takes the one
         # of its config, which may have been changed (`--set stages.base.lr=...`).
         inner = lr_scheduler.scheduler  # the LambdaLR inside accelerate's wrapper
@@ -326,7 +337,8 @@ def train_denoiser(
         for group, factor in zip(optimizer.param_groups, inner.lr_lambdas, strict=True):
             group["lr"] = config.lr * factor(inner.last_epoch)
     if step >= config.steps:
-        console.print(f"{run_dir}: already at step {step} of {config.steps}; nothing to do")
+        if accelerator.is_main_process:
+            log(f"{run_dir}: already at step {step} of {config.steps}; nothing to do")
         return {"step": step, "loss": None}
 
     def tokens(captions: list[str]) -> torch.Tensor:
@@ -372,74 +384,65 @@ def train_denoiser(
     for model in wrapped.values():
         model.train()
 
-    progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                        console=console, disable=not accelerator.is_main_process)
-    with progress:
-        task = progress.add_task("train", total=config.steps, completed=step, info="")
-        while step < config.steps:
-            tic = time.perf_counter()
-            indices, batch = next(data)
-            waited += time.perf_counter() - tic
-            with accelerator.accumulate(*wrapped.values()):
-                x0 = latents_of(indices, batch["frames"])  # (b, c, f, h, w)
-                b = x0.shape[0]
-                captions = ["" if random.random() < config.caption_dropout else c
-                            for c in batch["caption"]]
-                noise = torch.randn_like(x0)
-                t = sample_timesteps(b, scheduler.config.num_train_timesteps,
-                                     config.timestep_sampling, device)
-                noisy = scheduler.add_noise(x0, noise, t)
-                target = training_target(scheduler, x0, noise, t)
-                with accelerator.autocast():
-                    text = text_encoder(tokens(captions))[0]  # (b, 77, d)
-                    pred = unet(noisy, t, encoder_hidden_states=text).sample  # (b, c, f, h, w)
-                per_sample = F.mse_loss(pred.float(), target.float(), reduction="none")
-                per_sample = per_sample.mean(dim=(1, 2, 3, 4))  # (b,)
-                loss = (per_sample * loss_weights(scheduler, t, config.snr_gamma)).mean()
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(list(named.values()), config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            losses.append(accelerator.gather(loss.detach()[None]).mean().item())
-            if not accelerator.sync_gradients:
-                continue
+    while step < config.steps:
+        tic = time.perf_counter()
+        indices, batch = next(data)
+        waited += time.perf_counter() - tic
+        with accelerator.accumulate(*wrapped.values()):
+            x0 = latents_of(indices, batch["frames"])  # (b, c, f, h, w)
+            b = x0.shape[0]
+            captions = ["" if random.random() < config.caption_dropout else c
+                        for c in batch["caption"]]
+            noise = torch.randn_like(x0)
+            t = sample_timesteps(b, scheduler.config.num_train_timesteps,
+                                 config.timestep_sampling, device)
+            noisy, target = noised_batch(scheduler, x0, noise, t)
+            with accelerator.autocast():
+                text = text_encoder(tokens(captions))[0]  # (b, 77, d)
+                pred = unet(noisy, t, encoder_hidden_states=text).sample  # (b, c, f, h, w)
+            per_sample = denoising_loss(pred, target)  # (b,)
+            loss = (per_sample * loss_weights(scheduler, t, config.snr_gamma)).mean()
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm:
+                accelerator.clip_grad_norm_(list(named.values()), config.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        losses.append(accelerator.gather(loss.detach()[None]).mean().item())
+        if not accelerator.sync_gradients:
+            continue
 
-            step += 1
-            out_of_time = deadline is not None and time.perf_counter() >= deadline
-            if deadline is not None and accelerator.num_processes > 1:  # stop together
-                flag = torch.tensor([float(out_of_time)], device=device)
-                out_of_time = bool(accelerator.reduce(flag, reduction="sum").item())
-            last = step == config.steps or out_of_time
-            if ema is not None:
-                ema.update(named, step)
-            rate = (step - started_step) / (time.perf_counter() - started)
-            last_loss = float(np.mean(losses))
-            progress.update(task, completed=step,
-                            info=f"loss {last_loss:.4f}  {rate:.2f} steps/s")
-            if step % config.log_every == 0 or last:
-                if accelerator.is_main_process:
-                    entry = {"step": step, "loss": last_loss, "lr": lr_scheduler.get_last_lr()[0],
-                             "steps_per_s": round(rate, 4), "time": round(time.time(), 1),
-                             "data_wait": round(waited / (time.perf_counter() - started), 3)}
-                    with log_path.open("a") as fh:
-                        fh.write(json.dumps(entry) + "\n")
-                    if not console.is_terminal:  # a log file gets plain lines instead of a bar
-                        console.print(f"step {step}/{config.steps} loss {last_loss:.4f} "
-                                      f"{rate:.3f} steps/s", highlight=False)
-                losses = []
-            if step % config.checkpoint_every == 0 or last:
-                _save_checkpoint(run_dir, step, accelerator, named, optimizer, lr_scheduler,
-                                 ema, config.keep_checkpoints)
-            export_now = config.export_every and step % config.export_every == 0
-            if on_export and accelerator.is_main_process and (export_now or last):
-                on_export(_export_weights(named, ema), step)
-            accelerator.wait_for_everyone()
-            if out_of_time:
-                console.print(f"time limit reached at step {step}", highlight=False)
-                break
+        step += 1
+        out_of_time = deadline is not None and time.perf_counter() >= deadline
+        if deadline is not None and accelerator.num_processes > 1:  # stop together
+            flag = torch.tensor([float(out_of_time)], device=device)
+            out_of_time = bool(accelerator.reduce(flag, reduction="sum").item())
+        last = step == config.steps or out_of_time
+        if ema is not None:
+            ema.update(named, step)
+        rate = (step - started_step) / (time.perf_counter() - started)
+        last_loss = float(np.mean(losses))
+        if accelerator.is_main_process:
+            progress("train", step, config.steps, f"loss {last_loss:.4f}  {rate:.2f} steps/s")
+        if step % config.log_every == 0 or last:
+            if accelerator.is_main_process:
+                entry = {"step": step, "loss": last_loss, "lr": lr_scheduler.get_last_lr()[0],
+                         "steps_per_s": round(rate, 4), "time": round(time.time(), 1),
+                         "data_wait": round(waited / (time.perf_counter() - started), 3)}
+                with log_path.open("a") as fh:
+                    fh.write(json.dumps(entry) + "\n")
+            losses = []
+        if step % config.checkpoint_every == 0 or last:
+            _save_checkpoint(run_dir, step, accelerator, named, optimizer, lr_scheduler,
+                             ema, config.keep_checkpoints)
+        export_now = config.export_every and step % config.export_every == 0
+        if on_export and accelerator.is_main_process and (export_now or last):
+            on_export(_export_weights(named, ema), step)
+        accelerator.wait_for_everyone()
+        if out_of_time:
+            if accelerator.is_main_process:
+                log(f"time limit reached at step {step}")
+            break
     accelerator.end_training()
     return {"step": step, "loss": last_loss}
 
@@ -453,7 +456,11 @@ def _export_weights(named: dict[str, torch.Tensor], ema: _EMA | None) -> dict[st
 def _save_checkpoint(run_dir: Path, step: int, accelerator: Accelerator,
                      named: dict[str, torch.Tensor], optimizer, lr_scheduler,
                      ema: _EMA | None, keep: int) -> Path:
-    """Write ``checkpoint-<step>`` via a temp folder, so a crash never leaves half of one."""
+    """Write ``checkpoint-<step>`` via a temp folder, so a crash never leaves half of one.
+
+    The temp folder's name is fixed, not random as ``files.atomic_path``'s, because every
+    process writes its RNG state into it; a crash leaves it for the next run to delete.
+    """
     final = run_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
     tmp = run_dir / f".{final.name}.tmp"
     if accelerator.is_main_process:
@@ -471,8 +478,7 @@ def _save_checkpoint(run_dir: Path, step: int, accelerator: Accelerator,
         (tmp / "state.json").write_text(json.dumps({"step": step}) + "\n")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        replace_atomically(tmp, final)  # a checkpoint of this step, if any, goes only now
         for old in checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -491,6 +497,4 @@ def _load_checkpoint(path: Path, accelerator: Accelerator, models: dict[str, tor
     rng = path / f"rng_{accelerator.process_index}.pt"
     if rng.is_file():  # absent when resuming on more processes than saved: fresh per-rank seed
         _set_rng_state(torch.load(rng, weights_only=False))
-    step = json.loads((path / "state.json").read_text())["step"]
-    console.print(f"resumed from {path} (step {step})")
-    return step
+    return json.loads((path / "state.json").read_text())["step"]

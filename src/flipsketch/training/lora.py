@@ -21,15 +21,20 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from flipsketch.api import DEFAULT_MODEL
-from flipsketch.errors import UsageError
+from flipsketch.errors import SettingsError, UsageError
+from flipsketch.files import (
+    check_writable_folder,
+    remove,
+    replace_atomically,
+    staging_folder,
+)
 from flipsketch.models.lora import (
     ADAPTER_CONFIG,
     ADAPTER_NAME,
@@ -37,6 +42,9 @@ from flipsketch.models.lora import (
     inject_lora,
     save_lora,
 )
+
+if TYPE_CHECKING:  # the loop imports accelerate and diffusers: loaded when training starts
+    from flipsketch.training.loop import Log, Progress
 
 CARD = "README.md"
 RUN_DIR = "checkpoints"
@@ -64,24 +72,24 @@ class LoraSettings:
     caption_dropout: float = 0.1
 
     def validate(self) -> None:
-        """Raise a one-line ``UsageError`` for the first value that cannot work."""
+        """Raise a ``SettingsError`` naming the field of the first value that cannot work
+        (the CLI words it with its flag, e.g. ``batch_size`` as --batch)."""
         checks = [
-            (self.rank >= 1, "--rank must be at least 1"),
-            (self.steps >= 1, "--steps must be at least 1"),
-            (self.lr > 0, "--lr must be positive"),
-            (self.batch_size >= 1, "--batch must be at least 1"),
-            (self.grad_accum >= 1, "--grad-accum must be at least 1"),
-            (self.num_frames >= 1, "--frames must be at least 1"),
-            (self.size is None or self.size >= 8, "--size must be at least 8 pixels"),
-            (self.save_every >= 1, "--save-every must be at least 1"),
-            (0 <= self.caption_dropout <= 1, "--caption-dropout must be between 0 and 1"),
-            (self.mixed_precision in MIXED_PRECISION,
-             f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, "
-             f"not '{self.mixed_precision}'"),
+            ("rank", self.rank >= 1, "must be at least 1"),
+            ("steps", self.steps >= 1, "must be at least 1"),
+            ("lr", self.lr > 0, "must be positive"),
+            ("batch_size", self.batch_size >= 1, "must be at least 1"),
+            ("grad_accum", self.grad_accum >= 1, "must be at least 1"),
+            ("num_frames", self.num_frames >= 1, "must be at least 1"),
+            ("size", self.size is None or self.size >= 8, "must be at least 8 pixels"),
+            ("save_every", self.save_every >= 1, "must be at least 1"),
+            ("caption_dropout", 0 <= self.caption_dropout <= 1, "must be between 0 and 1"),
+            ("mixed_precision", self.mixed_precision in MIXED_PRECISION,
+             f"must be one of {', '.join(MIXED_PRECISION)}, not '{self.mixed_precision}'"),
         ]
-        for ok, message in checks:
+        for name, ok, problem in checks:
             if not ok:
-                raise UsageError(message)
+                raise SettingsError(name, problem)
 
 
 def _base_name(model: str) -> str:
@@ -97,11 +105,8 @@ def _check_out_dir(out_dir: Path, resume: bool, force: bool) -> None:
     if resume and force:
         raise UsageError("pass either --resume (continue the run) or --force (start over), "
                          "not both")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{out_dir} is a file; pass a folder to -o")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (resume or force):
-        raise UsageError(f"{out_dir} is not empty; pass --resume to continue its run, --force "
-                         "to start over, or -o another folder")
+    check_writable_folder(out_dir, resume or force, what="-o folder",
+                          force_fix="--resume to continue its run, --force to start over")
 
 
 def _check_same_run(saved_file: Path, settings: LoraSettings) -> None:
@@ -119,9 +124,8 @@ def _check_same_run(saved_file: Path, settings: LoraSettings) -> None:
 
 def _start_over(out_dir: Path) -> None:
     """--force: remove an earlier run's outputs (only ours; other files in the folder stay)."""
-    shutil.rmtree(out_dir / RUN_DIR, ignore_errors=True)
-    for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG, CARD):
-        (out_dir / name).unlink(missing_ok=True)
+    for name in (RUN_DIR, ADAPTER_WEIGHTS, ADAPTER_CONFIG, CARD):
+        remove(out_dir / name)
 
 
 def _card(settings: LoraSettings, data: Path, clips: int, step: int, loss: float | None) -> str:
@@ -159,30 +163,28 @@ def _last_logged_loss(run_dir: Path) -> float | None:
 def _export(unet: torch.nn.Module, out_dir: Path, base: str, card: str) -> None:
     """Write the adapter and its card next to each other, each file replaced atomically, so a
     crash or Ctrl-C never leaves a half-written adapter where ``--lora`` would load it."""
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
-    try:
+    with staging_folder(out_dir) as staging:
         save_lora(unet, staging, ADAPTER_NAME, base_model=base)
         (staging / CARD).write_text(card)
         for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG, CARD):
-            os.replace(staging / name, out_dir / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            replace_atomically(staging / name, out_dir / name)
 
 
 def train_lora(data: str | os.PathLike, out_dir: str | os.PathLike,
                settings: LoraSettings | None = None, resume: bool = False,
-               force: bool = False) -> dict:
+               force: bool = False, log: Log | None = None,
+               progress: Progress | None = None) -> dict:
     """Train a LoRA on the clips in ``data`` and write it to ``out_dir``; returns a summary
     (``step``, ``loss``, ``clips``, ``adapter``).
 
     Every process of an ``accelerate launch`` runs this whole function; only the main one
     writes. Nothing is written before the data, the model and the settings have been checked.
+    ``log`` and ``progress`` report to the caller, as in ``loop.train_denoiser``.
     """
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
     from flipsketch.api import load_pipeline
-    from flipsketch.cli.app import console
     from flipsketch.training.data import ClipFolder
     from flipsketch.training.loop import LoopConfig, train_denoiser
 
@@ -222,8 +224,9 @@ def train_lora(data: str | os.PathLike, out_dir: str | os.PathLike,
             _start_over(out_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / SETTINGS).write_text(json.dumps(asdict(settings), indent=2) + "\n")
-        console.print(f"training a rank-{settings.rank} LoRA of {settings.model} on "
-                      f"{len(dataset)} clips from {data}", highlight=False)
+        if log is not None:
+            log(f"training a rank-{settings.rank} LoRA of {settings.model} on "
+                f"{len(dataset)} clips from {data}")
 
     def on_export(weights: dict[str, torch.Tensor], step: int) -> None:
         # No EMA is kept, so ``weights`` are the live adapter's, which save_lora reads.
@@ -240,5 +243,5 @@ def train_lora(data: str | os.PathLike, out_dir: str | os.PathLike,
     components = {name: getattr(pipe, name)
                   for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
     summary = train_denoiser(components, {"unet": pipe.unet}, dataset, run_dir, loop,
-                             resume=resume, on_export=on_export)
+                             resume=resume, on_export=on_export, log=log, progress=progress)
     return {**summary, "clips": len(dataset), "rank": settings.rank, "adapter": str(out_dir)}

@@ -34,10 +34,7 @@ and compositions of several such parts, captioned with a generic noun (NOUN := o
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +43,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from flipsketch.errors import UsageError
+from flipsketch.files import check_writable_folder, remove, replace_atomically, staging_folder
 from flipsketch.frames.images import array_to_images
 from flipsketch.frames.writers import write_gif, write_mp4, write_png_frames, write_webp
 
@@ -659,7 +657,7 @@ def _track(motion: str | None, t: np.ndarray, size: int, rng: np.random.Generato
 
 
 @dataclass
-class Clip:
+class SyntheticClip:
     """One synthetic animation and the truth about it (evaluation compares against these)."""
 
     frames: np.ndarray  # (F, H, W) float32 in [0, 1], 1 = white
@@ -706,7 +704,7 @@ class SketchAnimator:
             self.motion_probabilities = _pair_probabilities(
                 [(None, m) for m in MOTIONS], motion_weights)
 
-    def clip(self, index: int) -> Clip:
+    def clip(self, index: int) -> SyntheticClip:
         rng = np.random.default_rng([self.seed, index])
         if self.doodle_share and rng.random() < self.doodle_share:
             kind = list(DOODLES)[rng.integers(len(DOODLES))]
@@ -718,7 +716,7 @@ class SketchAnimator:
             subject, motion = self.pairs[rng.choice(len(self.pairs), p=self.probabilities)]
         return self.render(subject, motion, rng)
 
-    def render(self, subject: str, motion: str, rng: np.random.Generator) -> Clip:
+    def render(self, subject: str, motion: str, rng: np.random.Generator) -> SyntheticClip:
         """A clip of one given pair (evaluation asks for specific ones, held out or not);
         ``subject`` may also be a doodle kind."""
         if subject not in DRAWERS and subject not in DOODLE_DRAWERS:
@@ -730,7 +728,7 @@ class SketchAnimator:
             noun = DOODLES[subject][rng.integers(len(DOODLES[subject]))]
         elif self.generic_share and rng.random() < self.generic_share:
             noun = GENERIC_NOUNS[rng.integers(len(GENERIC_NOUNS))]
-        return Clip(frames, make_caption(subject, motion, rng, noun), subject, motion)
+        return SyntheticClip(frames, make_caption(subject, motion, rng, noun), subject, motion)
 
     def still(self, index: int) -> np.ndarray:
         """One random drawing, (H, W), for training the VAE. Its own random stream, so still(i)
@@ -742,7 +740,7 @@ class SketchAnimator:
             subject = list(SUBJECTS)[rng.integers(len(SUBJECTS))]
         return self._draw(subject, None, rng, 1)[0]
 
-    def __iter__(self) -> Iterator[Clip]:
+    def __iter__(self) -> Iterator[SyntheticClip]:
         index = 0
         while True:
             yield self.clip(index)
@@ -873,42 +871,32 @@ def write_dataset(
         raise UsageError(f"number of clips must be at least 1, got {num_clips}; pass --clips N")
     if num_frames < 2:
         raise UsageError(f"clips need at least 2 frames, got {num_frames}; pass --frames 2 or more")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{out_dir} is a file, not a folder; pass a folder to write clips into")
-    existing = []
-    if out_dir.exists():
-        existing = [p for p in out_dir.iterdir() if not p.name.startswith(".")]
-    if existing and not force:
-        raise UsageError(
-            f"{out_dir} is not empty; pass --force to replace its clips, or pick a new folder"
-        )
+    check_writable_folder(out_dir, force, what="output folder",
+                          force_fix="--force to replace its clips")
     animator = SketchAnimator(size=size, num_frames=num_frames, seed=seed)
 
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".synth-", dir=out_dir))
     try:
-        lines = []
-        for index in range(num_clips):
-            clip = animator.clip(index)
-            name = f"clip_{index:05d}" + ("" if fmt == "png" else f".{fmt}")
-            ENCODERS[fmt](array_to_images(clip.frames), staging / name, FPS)
-            lines.append(json.dumps({"file": name, "caption": clip.caption}))
-            if progress is not None:
-                progress(index + 1)
-        (staging / "captions.jsonl").write_text("\n".join(lines) + "\n")
-        new = [p.name for p in staging.iterdir()]
-        # Earlier clips go, also those this run does not replace (a larger earlier dataset's
-        # clip_00042.gif must not linger uncaptioned); the user's other files stay.
-        for old in existing:
-            if old.is_dir() and _OURS.fullmatch(old.name):
-                shutil.rmtree(old)
-            elif _OURS.fullmatch(old.name) or old.name == "captions.jsonl":
-                old.unlink()
-        for name in sorted(new):
-            os.replace(staging / name, out_dir / name)
+        with staging_folder(out_dir) as staging:
+            lines = []
+            for index in range(num_clips):
+                clip = animator.clip(index)
+                name = f"clip_{index:05d}" + ("" if fmt == "png" else f".{fmt}")
+                ENCODERS[fmt](array_to_images(clip.frames), staging / name, FPS)
+                lines.append(json.dumps({"file": name, "caption": clip.caption}))
+                if progress is not None:
+                    progress(index + 1)
+            (staging / "captions.jsonl").write_text("\n".join(lines) + "\n")
+            # Earlier clips go, also those this run does not replace (a larger earlier
+            # dataset's clip_00042.gif must not linger uncaptioned); the user's other files
+            # stay.
+            for old in out_dir.iterdir():
+                if _OURS.fullmatch(old.name) or old.name == "captions.jsonl":
+                    remove(old)
+            for new in sorted(staging.iterdir()):
+                replace_atomically(new, out_dir / new.name)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()
     return out_dir

@@ -13,9 +13,7 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from flipsketch import hookimpl
-from flipsketch.frames.writers import Writer
-from flipsketch.plugins.hookspecs import Register
+from flipsketch.plugins import Register, Writer, hookimpl
 
 LAYOUT_KEY = "flipsketch:spritesheet"
 SPACING = 2  # pixels between tiles, so that filtering at a tile's edge cannot bleed over
