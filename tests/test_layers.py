@@ -59,3 +59,93 @@ print(json.dumps(sorted(m for m in ("torch", "diffusers", "transformers", "accel
                         if m in sys.modules)))
 """)
     assert loaded == []
+
+
+# The map in docs/DEVELOPING.md, lowest layer first: a module imports only from its own layer
+# or the layers below it, lazily or not, and packages of one layer never import each other in
+# a circle.
+LAYERS = [
+    {"errors", "files", "overrides", "__version__"},
+    {"plugins", "__init__"},  # the package root re-exports hookimpl from plugins
+    {"sampler", "models", "frames"},
+    {"api"},
+    {"recipes", "training", "evaluation"},
+    {"cli", "__main__"},
+]
+
+
+def _unit(module: str) -> str:
+    """'flipsketch.sampler.pipeline' -> 'sampler'; 'flipsketch' -> '__init__'."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _layer(unit: str) -> int:
+    return next(i for i, units in enumerate(LAYERS) if unit in units)
+
+
+# What ``from flipsketch import NAME`` reaches for a name that is not a unit.
+ROOT_NAMES = {"hookimpl": "plugins", "__version__": "__version__"}
+
+
+def _runtime_nodes(tree):
+    """Every node except those under ``if TYPE_CHECKING:`` (annotations, never imported)."""
+    import ast
+
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            stack.extend(node.orelse)
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def imports_by_unit() -> dict[str, set[str]]:
+    """Which units each unit imports at run time (also inside functions)."""
+    import ast
+
+    edges: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        importer = _unit(".".join(p for p in parts if p != "__init__"))
+        for node in _runtime_nodes(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module]
+                if node.module == "flipsketch":  # from flipsketch import X
+                    targets = [f"flipsketch.{ROOT_NAMES.get(a.name, a.name)}"
+                               for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.split(".")[0] == "flipsketch":
+                    edges.setdefault(importer, set()).add(_unit(target))
+    return edges
+
+
+def test_every_unit_sits_in_one_layer_of_the_map():
+    units = {_unit(name) for name in library_modules()} | {"cli", "__main__"}
+    placed = {u for units_ in LAYERS for u in units_}
+    assert units <= placed, f"add {sorted(units - placed)} to LAYERS and docs/DEVELOPING.md"
+
+
+def test_imports_go_down_the_layers_only():
+    upward = sorted(
+        f"{importer} imports {imported}"
+        for importer, imported_units in imports_by_unit().items()
+        for imported in imported_units
+        if _layer(imported) > _layer(importer)
+    )
+    assert upward == []
+
+
+def test_packages_of_one_layer_import_each_other_in_one_direction():
+    edges = imports_by_unit()
+    both_ways = sorted(
+        f"{a} <-> {b}" for a in edges for b in edges[a]
+        if a < b and a in edges.get(b, set()) and _layer(a) == _layer(b)
+    )
+    assert both_ways == []
