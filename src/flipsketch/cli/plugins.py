@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flipsketch.cli.app import app, stdout
@@ -23,12 +24,16 @@ def plugins_command(
         return
     loaded = Table("plugin", "module", "distribution", "version", title="Plugins")
     for plugin in description["plugins"]:
-        name = plugin["name"] + ("" if plugin["builtin"] else " [cyan](third-party)[/]")
-        loaded.add_row(name, plugin["module"], plugin["distribution"], plugin["version"])
+        # Names come from installed packages: escaped, so a "[" in one prints as written.
+        name = escape(plugin["name"]) + ("" if plugin["builtin"] else " [cyan](third-party)[/]")
+        loaded.add_row(name, *(escape(str(plugin[key]))
+                               for key in ("module", "distribution", "version")))
     stages = Table("stage", "implementations", "default", title="Stages")
     for stage, info in description["stages"].items():
-        names = [f"{name} [dim]({owner})[/]" for name, owner in info["implementations"].items()]
-        default = (info["default"] or "") + (" [dim](or none)[/]" if info["can_be_off"] else "")
+        names = [f"{escape(name)} [dim]({escape(owner)})[/]"
+                 for name, owner in info["implementations"].items()]
+        default = escape(info["default"] or "") + (" [dim](or none)[/]" if info["can_be_off"]
+                                                   else "")
         stages.add_row(stage, ", ".join(names) or "[dim](none)[/]", default)
     stdout.print(loaded)
     stdout.print(stages)
@@ -41,7 +46,7 @@ def plugins_command(
                               "writer; the others are reached only by name, from Python "
                               "(save_frames(..., writer=NAME))")
         for clash in clashes:
-            claimed = [f"{w} [dim]({o})[/]" for w, o in zip(clash["writers"], clash["owners"],
-                                                            strict=True)]
-            table.add_row(clash["suffix"], ", ".join(claimed), clash["wins"])
+            claimed = [f"{escape(w)} [dim]({escape(o)})[/]"
+                       for w, o in zip(clash["writers"], clash["owners"], strict=True)]
+            table.add_row(escape(clash["suffix"]), ", ".join(claimed), escape(clash["wins"]))
         stdout.print(table)

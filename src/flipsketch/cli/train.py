@@ -74,7 +74,9 @@ def _reporting() -> Iterator[tuple[Callable[[str], None], Callable[[str, int, in
 
 @train_app.command("base")
 def base(
-    config: Annotated[Path, typer.Argument(help="Training config, e.g. configs/tiny.yaml.")],
+    config: Annotated[Path | None, typer.Argument(
+        help="Training config (architecture, data, stages). Default: the shipped model's own, "
+             "flipsketch/models/tiny.yaml.")] = None,
     out: Annotated[Path, typer.Option("-o", "--output",
                                       help="Run folder: checkpoints, logs, model/.")]
     = Path("runs/tiny"),
@@ -101,10 +103,10 @@ def base(
     = False,
 ) -> None:
     """Train the tiny model's VAE, UNet and text encoder on synthetic sketch animations."""
-    from flipsketch.models.tiny import load_config, override_config
+    from flipsketch.models.tiny import CONFIG_PATH, load_config, override_config
     from flipsketch.training.base import train_base
 
-    settings = load_config(config)
+    settings = load_config(config if config is not None else CONFIG_PATH)
     for override in overrides or []:
         override_config(settings, override)
     # --export replaces a model folder as training goes; anything else of the user's stays.
