@@ -15,7 +15,7 @@ python - "$out/heldout-sketches" <<'PY'
 import sys
 import numpy as np
 from PIL import Image
-from flipsketch.synth import HELD_OUT_PAIRS, SketchAnimator
+from flipsketch.training.synth import HELD_OUT_PAIRS, SketchAnimator
 animator = SketchAnimator(size=128, seed=7, held_out=True)  # drawings never trained on
 for subject, motion in HELD_OUT_PAIRS[:4]:  # fish, cat, cloud, bird
     clip = animator.render(subject, motion, np.random.default_rng(7))

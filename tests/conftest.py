@@ -3,17 +3,30 @@
 ``tiny_components`` is ModelScope-shaped (3-channel VAE scaled by ``scaling_factor``,
 epsilon prediction); ``tiny_model_dir`` is the same saved as a diffusers folder, so tests go
 through the real loading code. Nothing is downloaded.
+
+``cli`` runs ``flipsketch ARGS`` in the test's own process through ``flipsketch.cli.main``, the
+console entry point itself, so a command's exit code, stdout and stderr are the user's without
+a new interpreter (and its imports) per call; tests start a real process only where one
+matters (signals, the installed script, ``accelerate launch``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The suite runs on 2 cores shared with other work (a training run, say). OpenMP's default
+# waiting policy spins: a thread waiting for a descheduled sibling burns its core, and on a
+# busy machine a torch op then takes up to ~75x longer (3 steps of the tiny model: 127 s
+# instead of 1.8 s). Set before torch loads its OpenMP runtime; subprocesses inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402  (after OMP_WAIT_POLICY)
 
 # Real drawings by people outside the project, in the shared folder beside the repository.
 SKETCHES = Path(__file__).resolve().parents[2] / "shared" / "sketches"
@@ -37,6 +50,39 @@ def read_animation(path: Path):
         return iio.imread(path, index=None)
     with Image.open(path) as image:
         return np.stack([np.asarray(f.convert("L")) for f in ImageSequence.Iterator(image)])
+
+
+@dataclass
+class CliResult:
+    """What a user sees of one command: the same fields as ``subprocess.CompletedProcess``."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch) -> Callable[..., CliResult]:
+    """``cli(*args, cwd=None)`` runs ``flipsketch ARGS`` in this process through
+    ``flipsketch.cli.main``: its error handling, exit codes and both output streams included."""
+    from flipsketch.cli import main
+
+    def run(*args: str | os.PathLike, cwd: Path | None = None) -> CliResult:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()  # what the test printed before is not the command's
+        try:
+            main([os.fspath(arg) for arg in args])
+        except SystemExit as exc:
+            code, message = exc.code, ""
+            if not isinstance(code, int):  # sys.exit(None) is 0; sys.exit("why") prints, is 1
+                code, message = (0, "") if code is None else (1, f"{code}\n")
+        else:
+            pytest.fail("flipsketch.cli.main returned instead of exiting")
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err + message)
+
+    return run
 
 
 def byte_level_vocab() -> dict[str, int]:

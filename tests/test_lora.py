@@ -30,11 +30,6 @@ from conftest import build_tiny_components, shared_sketch
 FRAMES = 4
 
 
-def flipsketch(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flipsketch", *args], capture_output=True,
-                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **env})
-
-
 def settings(model_dir: Path, **overrides) -> LoraSettings:
     values = dict(model=str(model_dir), num_frames=FRAMES, batch_size=2, lr=1e-2,
                   caption_dropout=0.0, save_every=2)
@@ -53,16 +48,16 @@ def clips(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model_dir, clips) -> Path:
-    """One 40-step run, shared by the tests that only read its results."""
+    """One 20-step run, shared by the tests that only read its results."""
     out = tmp_path_factory.mktemp("lora") / "adapter"
-    train_lora(clips, out, settings(tiny_model_dir, steps=40, save_every=40))
+    train_lora(clips, out, settings(tiny_model_dir, steps=20, lr=2e-2, save_every=20))
     return out
 
 
 def test_training_lowers_the_loss(trained):
     curve = losses(trained)  # one entry per 10 steps: the mean loss of that window
-    assert len(curve) == 4
-    assert np.mean(curve[-1]) < 0.9 * np.mean(curve[0]), curve
+    assert len(curve) == 2
+    assert curve[-1] < 0.9 * curve[0], curve
 
 
 def test_adapter_is_rank_sized_and_described(trained, tiny_model_dir, clips):
@@ -85,7 +80,7 @@ def test_adapter_is_rank_sized_and_described(trained, tiny_model_dir, clips):
     assert config["base_model_name_or_path"] == str(tiny_model_dir.resolve())
     card = (trained / "README.md").read_text()
     assert str(tiny_model_dir.resolve()) in card and str(clips.resolve()) in card
-    assert "4 clips" in card and "| rank | 4 |" in card and "| steps | 40 of 40 |" in card
+    assert "4 clips" in card and "| rank | 4 |" in card and "| steps | 20 of 20 |" in card
     assert f"{losses(trained)[-1]:.4f}" in card
 
 
@@ -133,7 +128,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # three real processes: the launcher and two workers, each importing torch
 def test_two_processes_on_cpu_through_accelerate_launch(tmp_path, tiny_model_dir, clips):
     # `accelerate launch --cpu` starts a single process unless MPI is set up; the torchrun
     # launcher (--multi_gpu) with ACCELERATE_USE_CPU gives two gloo processes on any machine.
@@ -176,11 +171,11 @@ def bad_data(root: Path, case: str) -> Path:
 @pytest.mark.parametrize("case", ["empty folder", "unreadable clip", "too few frames",
                                   "missing caption"])
 def test_bad_data_is_one_line_naming_the_file_and_writes_nothing(tmp_path, tiny_model_dir,
-                                                                case):
+                                                                case, cli):
     named = bad_data(tmp_path / "data", case)
     out = tmp_path / "adapter"
-    done = flipsketch("train", "lora", str(tmp_path / "data"), "-o", str(out), "--model",
-                      str(tiny_model_dir), "--steps", "2", "--frames", str(FRAMES))
+    done = cli("train", "lora", tmp_path / "data", "-o", out, "--model", tiny_model_dir,
+               "--steps", "2", "--frames", str(FRAMES))
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert str(named) in done.stderr
@@ -204,7 +199,7 @@ def test_a_used_folder_needs_force_or_resume_and_force_starts_over(tmp_path, tin
     assert len(losses(out)) == 1 and "| steps | 2 of 2 |" in (out / "README.md").read_text()
 
 
-def test_a_lora_for_another_base_is_a_clear_error_in_animate(tmp_path, trained):
+def test_a_lora_for_another_base_is_a_clear_error_in_animate(tmp_path, trained, cli):
     from diffusers import UNet3DConditionModel
 
     from flipsketch.sampler.pipeline import FlipSketchPipeline
@@ -215,9 +210,8 @@ def test_a_lora_for_another_base_is_a_clear_error_in_animate(tmp_path, trained):
     wide = tmp_path / "wide-model"
     FlipSketchPipeline(**components).save_pretrained(wide)
     out = tmp_path / "fish.gif"
-    done = flipsketch("animate", str(shared_sketch("fish.png")), "a fish swimming", "--model",
-                      str(wide), "--lora", str(trained), "-o", str(out), "--frames", "3",
-                      "--steps", "2")
+    done = cli("animate", shared_sketch("fish.png"), "a fish swimming", "--model", wide,
+               "--lora", trained, "-o", out, "--frames", "3", "--steps", "2")
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     config = json.loads((trained / "adapter_config.json").read_text())

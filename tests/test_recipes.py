@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +21,6 @@ from test_video import save_tiny_video_models
 
 from flipsketch import hookimpl
 from flipsketch.api import animate, load_pipeline, postprocess
-from flipsketch.cli import main
 from flipsketch.errors import FlipSketchError, UsageError
 from flipsketch.frames.images import render_text
 from flipsketch.frames.writers import check_output_path, save_frames
@@ -47,13 +43,6 @@ def write(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
 
 def statuses(reports) -> dict[str, str]:
     return {r.name: r.status for r in reports}
-
-
-def flipsketch(*args: str, cwd: Path):
-    return subprocess.run(
-        [sys.executable, "-m", "flipsketch", *args], capture_output=True, text=True, cwd=cwd,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}, timeout=600,
-    )
 
 
 # -- a third-party step type, registered through the real hook ---------------------------------
@@ -112,10 +101,8 @@ def tiny_video_dir(tmp_path_factory):
     return save_tiny_video_models(tmp_path_factory.mktemp("recipe-video-models"))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLED)
-def test_bundled_recipe_runs_end_to_end(name, tiny_model_dir, tiny_video_dir, tmp_path,
-                                        monkeypatch, capsys):
+def test_bundled_recipe_runs_end_to_end(name, tiny_model_dir, tiny_video_dir, tmp_path, cli):
     data = yaml.safe_load(bundled_recipes()[name].read_text(encoding="utf-8"))
     steps = {s["name"]: s for s in data["steps"]}
     args = ["recipe", "run", name, "-o", "out", "--json", "--set", f"model={tiny_model_dir}"]
@@ -125,17 +112,9 @@ def test_bundled_recipe_runs_end_to_end(name, tiny_model_dir, tiny_video_dir, tm
         for key, value in dataclasses.asdict(tiny_video_dir).items():
             args += ["--set", f"steps.real.{key}={value}"]
         args += ["--set", "steps.real.size=32", "--set", "steps.real.num_inference_steps=2"]
-        # The longest recipe runs as a user runs it: in its own process.
-        result = flipsketch(*args, cwd=tmp_path)
-        assert result.returncode == 0, result.stderr
-        stdout = result.stdout
-    else:  # the same entry point in this process, which saves a second of imports per run
-        monkeypatch.chdir(tmp_path)
-        with pytest.raises(SystemExit) as exc:
-            main(args)
-        assert exc.value.code == 0
-        stdout = capsys.readouterr().out
-    summary = json.loads(stdout)
+    result = cli(*args, cwd=tmp_path)  # "out" is relative to where the command runs
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
     assert [s["status"] for s in summary["steps"]] == ["ran"] * len(data["steps"])
 
     # Frames each output must hold, from the recipe's own structure (4 frames per clip).
@@ -473,9 +452,9 @@ def bad_recipes(tmp_path) -> dict[str, tuple[Path, int, list[str]]]:
             for name, (text, line, words) in BAD_RECIPES.items()}
 
 
-def test_bad_recipes_give_one_line_each_and_exit_2(bad_recipes, tmp_path):
-    files = [str(path) for path, _, _ in bad_recipes.values()]
-    result = flipsketch("recipe", "validate", *files, cwd=tmp_path)
+def test_bad_recipes_give_one_line_each_and_exit_2(bad_recipes, tmp_path, cli):
+    files = [path for path, _, _ in bad_recipes.values()]
+    result = cli("recipe", "validate", *files, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == len(bad_recipes), result.stderr
@@ -487,32 +466,28 @@ def test_bad_recipes_give_one_line_each_and_exit_2(bad_recipes, tmp_path):
     assert not (tmp_path / "os-system-ran").exists()
 
 
-def test_bad_recipes_run_nothing_and_write_nothing(bad_recipes, tmp_path, capsys):
+def test_bad_recipes_run_nothing_and_write_nothing(bad_recipes, tmp_path, cli):
     for name, (path, number, _) in bad_recipes.items():
         out = tmp_path / "out"
-        with pytest.raises(SystemExit) as exc:
-            main(["recipe", "run", str(path), "-o", str(out)])
-        err = capsys.readouterr().err
-        assert exc.value.code == 2, (name, err)
+        result = cli("recipe", "run", path, "-o", out)
+        assert result.returncode == 2, (name, result.stderr)
+        err = result.stderr
         assert err.count("\n") == 1 and err.startswith(f"error: {path}:{number}: "), err
         assert not out.exists(), name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]  # the python tag never ran
 
 
-def test_validate_and_list_commands(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["recipe", "validate", "word-morph.yaml", "extrapolate"])
-    assert exc.value.code == 0
-    err = capsys.readouterr().err
-    assert "ok word-morph.yaml: 3 steps" in err and "ok extrapolate.yaml" in err
-    with pytest.raises(SystemExit) as exc:
-        main(["recipe", "list"])
-    out = capsys.readouterr().out
-    assert all(name in out for name in [*BUNDLED, "extrapolate", "interpolate", "video"])
-    with pytest.raises(SystemExit) as exc:
-        main(["recipe", "run", "no-such-recipe"])
-    assert exc.value.code == 2
-    assert "not found: no such file and no bundled recipe" in capsys.readouterr().err
+def test_validate_and_list_commands(cli):
+    validated = cli("recipe", "validate", "word-morph.yaml", "extrapolate")
+    assert validated.returncode == 0, validated.stderr
+    assert "ok word-morph.yaml: 3 steps" in validated.stderr
+    assert "ok extrapolate.yaml" in validated.stderr
+    listed = cli("recipe", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert all(name in listed.stdout for name in [*BUNDLED, "extrapolate", "interpolate", "video"])
+    missing = cli("recipe", "run", "no-such-recipe")
+    assert missing.returncode == 2
+    assert "not found: no such file and no bundled recipe" in missing.stderr
 
 
 # -- word rendering ----------------------------------------------------------------------------

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -357,25 +355,17 @@ def test_write_dataset_rejects_bad_settings_before_writing(tmp_path, kwargs, mes
 # -- the command -------------------------------------------------------------------------------
 
 
-def synth_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flipsketch", "synth", *args],
-        capture_output=True, text=True, timeout=120,
-    )
-
-
-@pytest.mark.slow  # each run of the command pays the CLI's start-up (it imports diffusers)
-def test_cli_writes_a_dataset_and_refuses_a_non_empty_folder(tmp_path):
+def test_cli_writes_a_dataset_and_refuses_a_non_empty_folder(tmp_path, cli):
     out = tmp_path / "clips"
-    args = [str(out), "--clips", "3", "--seed", "4", "--size", "32", "--frames", "4"]
-    done = synth_cli(*args)
+    args = ["synth", out, "--clips", "3", "--seed", "4", "--size", "32", "--frames", "4"]
+    done = cli(*args)
     assert done.returncode == 0, done.stderr
     assert "clips/s" in done.stderr and done.stdout == ""
     lines = (out / "captions.jsonl").read_text().splitlines()
     assert [json.loads(line)["file"] for line in lines] == [f"clip_0000{i}.gif" for i in range(3)]
     assert read_clip(out / "clip_00000.gif").shape == (4, 32, 32)
 
-    refused = synth_cli(*args)
+    refused = cli(*args)
     assert refused.returncode == 2
     assert len(refused.stderr.strip().splitlines()) == 1 and "--force" in refused.stderr
     assert (out / "captions.jsonl").read_text().splitlines() == lines
