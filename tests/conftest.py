@@ -85,6 +85,20 @@ def cli(capsys, monkeypatch) -> Callable[..., CliResult]:
     return run
 
 
+@pytest.fixture
+def fresh_plugins(monkeypatch) -> Callable[[], None]:
+    """``fresh_plugins()`` drops the process-wide plugin manager (``get_manager``'s cache), so
+    the next command loads plugins again from the import path and ``FLIPSKETCH_LOAD_PLUGINS``
+    as a new process would; the cached one is put back after the test."""
+    from flipsketch.plugins import manager
+
+    def reset() -> None:
+        monkeypatch.setattr(manager, "_manager", None)
+
+    reset()
+    return reset
+
+
 def byte_level_vocab() -> dict[str, int]:
     """A CLIP-BPE vocabulary of single bytes only: real tokenizer code, tiny files."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),

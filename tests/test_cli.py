@@ -1,5 +1,5 @@
-"""The CLI through a real subprocess (or its entry point ``main`` for the error paths), on the
-real sketches in ../shared/sketches."""
+"""The CLI through its entry point ``main`` in this process (conftest's ``cli``), on the real
+sketches in ../shared/sketches; one test starts the real ``python -m flipsketch``."""
 
 from __future__ import annotations
 
@@ -15,18 +15,12 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from flipsketch.cli import app, main
+from flipsketch.cli import app
+from flipsketch.errors import FlipSketchError
 
 from conftest import read_animation, shared_sketch
 
 FAST = ["--steps", "3", "--frames", "4", "--size", "64"]
-
-
-def flipsketch(*args: str, cwd: Path | None = None, env: dict | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "flipsketch", *args], capture_output=True, text=True,
-        cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=300,
-    )
 
 
 def assert_one_line_error(result, *words: str) -> None:
@@ -46,8 +40,8 @@ def assert_one_line_error(result, *words: str) -> None:
     ("camel.png", "camel.png", "frames"),  # APNG
     ("cloud.png", "cloud-frames", "folder"),
 ])
-def test_animate_writes_every_format(tiny_model_dir, tmp_path, name, output, reader):
-    result = flipsketch("animate", str(shared_sketch(name)), "it moves to the right",
+def test_animate_writes_every_format(cli, tiny_model_dir, tmp_path, name, output, reader):
+    result = cli("animate", str(shared_sketch(name)), "it moves to the right",
                         "--model", str(tiny_model_dir), "-o", str(tmp_path / output),
                         "--json", *FAST)
     assert result.returncode == 0, result.stderr
@@ -66,14 +60,14 @@ def test_animate_writes_every_format(tiny_model_dir, tmp_path, name, output, rea
     assert [p.name for p in tmp_path.iterdir()] == [output]  # no temp files left
 
 
-def test_default_output_is_binary_and_raw_keeps_grey(tiny_model_dir, tmp_path):
-    result = flipsketch("animate", str(shared_sketch("fish.png")), "a fish", "--model",
+def test_default_output_is_binary_and_raw_keeps_grey(cli, tiny_model_dir, tmp_path):
+    result = cli("animate", str(shared_sketch("fish.png")), "a fish", "--model",
                         str(tiny_model_dir), "-o", str(tmp_path / "bw"), *FAST)
     assert result.returncode == 0, result.stderr
     levels = np.unique(np.stack([np.asarray(Image.open(p).convert("L"))
                                  for p in (tmp_path / "bw").glob("*.png")]))
     assert set(levels.tolist()) <= {0, 255}
-    result = flipsketch("animate", str(shared_sketch("fish.png")), "a fish", "--model",
+    result = cli("animate", str(shared_sketch("fish.png")), "a fish", "--model",
                         str(tiny_model_dir), "-o", str(tmp_path / "grey"), "--raw", *FAST)
     assert result.returncode == 0, result.stderr
     levels = np.unique(np.stack([np.asarray(Image.open(p).convert("L"))
@@ -81,8 +75,8 @@ def test_default_output_is_binary_and_raw_keeps_grey(tiny_model_dir, tmp_path):
     assert len(levels) > 2
 
 
-def test_samples_are_numbered_and_generate_needs_no_sketch(tiny_model_dir, tmp_path):
-    result = flipsketch("generate", "a ball bouncing", "--model", str(tiny_model_dir),
+def test_samples_are_numbered_and_generate_needs_no_sketch(cli, tiny_model_dir, tmp_path):
+    result = cli("generate", "a ball bouncing", "--model", str(tiny_model_dir),
                         "--samples", "2", "--seed", "7", "-o", str(tmp_path / "ball.gif"),
                         "--json", *FAST)
     assert result.returncode == 0, result.stderr
@@ -91,14 +85,14 @@ def test_samples_are_numbered_and_generate_needs_no_sketch(tiny_model_dir, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ball-1.gif", "ball-2.gif"]
 
 
-def test_refuses_to_overwrite_without_force(tiny_model_dir, tmp_path):
+def test_refuses_to_overwrite_without_force(cli, tiny_model_dir, tmp_path):
     out = tmp_path / "cat.gif"
     out.write_bytes(b"precious")
     args = ["animate", str(shared_sketch("cat.png")), "a cat", "--model", str(tiny_model_dir),
             "-o", str(out), *FAST]
-    assert_one_line_error(flipsketch(*args), "exists", "--force")
+    assert_one_line_error(cli(*args), "exists", "--force")
     assert out.read_bytes() == b"precious"
-    result = flipsketch(*args, "--force")
+    result = cli(*args, "--force")
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:3] == b"GIF"
 
@@ -139,31 +133,55 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
     "unknown stage", "unknown writer", "missing output folder", "lambda and motion",
     "not a number", "unknown model", "fp16 on cpu", "empty prompt",
 ])
-def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, case):
+def test_bad_input_gives_one_line_exit_2_and_writes_nothing(cli, tmp_path, case):
     work = tmp_path / "work"
     work.mkdir()
     args, words = bad_inputs(work)[case]
     before = sorted(p.name for p in work.rglob("*"))
-    assert_one_line_error(flipsketch(*args, cwd=work), *words)
+    assert_one_line_error(cli(*args, cwd=work), *words)
     assert sorted(p.name for p in work.rglob("*")) == before
 
 
-def test_missing_model_folder_parts_give_one_line(tmp_path):
+def test_missing_model_folder_parts_give_one_line(cli, tmp_path):
     broken = tmp_path / "model"
     (broken / "unet").mkdir(parents=True)
-    result = flipsketch("animate", str(shared_sketch("cat.png")), "a cat", "--model", str(broken),
+    result = cli("animate", str(shared_sketch("cat.png")), "a cat", "--model", str(broken),
                         "-o", str(tmp_path / "o.gif"), *FAST)
     assert_one_line_error(result, "model")
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    result = flipsketch("--debug", "animate", str(tmp_path / "nope.png"), "a cat")
+@pytest.mark.slow  # three interpreter start-ups
+def test_console_entry_point_exits_2_with_one_line(tmp_path):
+    """The real ``python -m flipsketch`` and the installed ``flipsketch`` script: a new
+    interpreter's exit code and stderr, nothing written; ``--debug`` lets the traceback out."""
+    script = Path(sys.executable).with_name("flipsketch")
+    commands = [[sys.executable, "-m", "flipsketch"]]
+    if script.exists():
+        commands.append([str(script)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for command in commands:
+        result = subprocess.run([*command, "animate", "nope.png", "a cat", "-o", "out.gif"],
+                                capture_output=True, text=True, cwd=tmp_path, env=env,
+                                timeout=300)
+        assert_one_line_error(result, "nope.png")
+        assert list(tmp_path.iterdir()) == []
+    result = subprocess.run([sys.executable, "-m", "flipsketch", "--debug", "animate",
+                             "nope.png", "a cat"], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, timeout=300)
     assert result.returncode != 0
     assert "Traceback" in result.stderr
 
 
-def test_plugins_lists_stages_with_defaults():
-    result = flipsketch("plugins", "--json")
+def test_debug_lets_the_exception_out(cli, tmp_path, capsys):
+    # Re-raised instead of turned into one line: the interpreter then prints the traceback
+    # (the real process above checks that).
+    with pytest.raises(FlipSketchError):
+        cli("--debug", "animate", str(tmp_path / "nope.png"), "a cat")
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_plugins_lists_stages_with_defaults(cli):
+    result = cli("plugins", "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     stages = info["stages"]
@@ -178,32 +196,20 @@ def test_plugins_lists_stages_with_defaults():
     assert all(p["version"] for p in builtins)
 
 
-
-def in_process(capsys, *args: str) -> tuple[int, str]:
-    """The CLI's entry point in this interpreter: (exit code, stderr). For the error paths,
-    which must fail before any model loads."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    return exit_info.value.code, capsys.readouterr().err
+def one_line_error(result) -> str:
+    assert_one_line_error(result)
+    return result.stderr.strip()
 
 
-def one_line_error(code: int, stderr: str) -> str:
-    assert code == 2, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), stderr
-    return lines[0]
-
-
-def test_markup_in_user_text_is_printed_as_written(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    line = one_line_error(*in_process(capsys, "animate", "a[/]b.png", "x"))
+def test_markup_in_user_text_is_printed_as_written(cli, tmp_path):
+    line = one_line_error(cli("animate", "a[/]b.png", "x", cwd=tmp_path))
     assert "a[/]b.png" in line
-    line = one_line_error(*in_process(capsys, "animate", str(shared_sketch("cat.png")), "x",
-                                      "--composer", "[bold]nope[/]"))
+    line = one_line_error(cli("animate", str(shared_sketch("cat.png")), "x",
+                              "--composer", "[bold]nope[/]"))
     assert "[bold]nope[/]" in line
 
 
-def test_settings_errors_name_the_flag_of_the_field(tmp_path, capsys):
+def test_settings_errors_name_the_flag_of_the_field(cli, tmp_path):
     cat = str(shared_sketch("cat.png"))
     out = ("-o", str(tmp_path / "out.gif"))
     for args, expected in [
@@ -218,23 +224,23 @@ def test_settings_errors_name_the_flag_of_the_field(tmp_path, capsys):
         (("train", "lora", str(tmp_path), "-o", str(tmp_path / "adapter"), "--batch", "0"),
          "--batch must be at least 1"),
     ]:
-        assert expected in one_line_error(*in_process(capsys, *args))
+        assert expected in one_line_error(cli(*args))
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("switch_off", [
     ["--no-compose"], ["--compose", "none"], ["--composer", "none"],
 ])
-def test_a_stage_switched_off_is_not_looked_up(tmp_path, capsys, switch_off):
+def test_a_stage_switched_off_is_not_looked_up(cli, tmp_path, switch_off):
     # Every way to switch composition off is the one rule of api.sampler_stages: the composer
     # named "nope" is then never looked up, and the checks go on to the model.
-    line = one_line_error(*in_process(
-        capsys, "animate", str(shared_sketch("cat.png")), "a cat", "--composer", "nope",
+    line = one_line_error(cli(
+        "animate", str(shared_sketch("cat.png")), "a cat", "--composer", "nope",
         *switch_off, "--model", "no_such_model", "-o", str(tmp_path / "out.gif")))
     assert "no_such_model" in line and "composer" not in line
     if switch_off != ["--composer", "none"]:
-        line = one_line_error(*in_process(
-            capsys, "animate", str(shared_sketch("cat.png")), "a cat", "--aligner", "nope",
+        line = one_line_error(cli(
+            "animate", str(shared_sketch("cat.png")), "a cat", "--aligner", "nope",
             "--model", "no_such_model", "-o", str(tmp_path / "out.gif")))
         assert "unknown aligner 'nope'" in line
 

@@ -5,10 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +12,8 @@ from PIL import Image, ImageDraw
 
 from flipsketch.evaluation import metrics as ev
 from flipsketch.evaluation import runs
+
+from conftest import shared_sketch
 
 SIZE = 128
 
@@ -100,7 +98,7 @@ def test_fscore_tolerates_wobble_within_tolerance_only():
 def test_fidelity_of_a_real_sketch_against_itself_and_moved():
     from flipsketch.frames.images import images_to_array, load_sketch, to_grey_square
 
-    grey = images_to_array([to_grey_square(load_sketch(sketch_path("horse.png")), SIZE)])[0]
+    grey = images_to_array([to_grey_square(load_sketch(shared_sketch("horse.png")), SIZE)])[0]
     moved = np.roll(grey, 10, axis=1)
     scores = ev.fidelity(grey, np.stack([grey, moved]))
     assert scores["first"] == 1.0
@@ -111,7 +109,7 @@ def test_fidelity_of_a_real_sketch_against_itself_and_moved():
 def _real_sketch(name: str = "fish.png") -> np.ndarray:
     from flipsketch.frames.images import images_to_array, load_sketch, to_grey_square
 
-    return images_to_array([to_grey_square(load_sketch(sketch_path(name)), SIZE)])[0]
+    return images_to_array([to_grey_square(load_sketch(shared_sketch(name)), SIZE)])[0]
 
 
 @pytest.mark.parametrize("shift", [(0, 5), (-17, 3), (30, -36)])
@@ -333,14 +331,14 @@ def test_caption_sensitivity_is_zero_exactly_when_the_caption_cannot_matter(tiny
     assert all(gap == 0 for gap in row["gap_by_motion"].values())
 
 
-def test_eval_captions_checks_its_options(tmp_path, capsys):
+def test_eval_captions_checks_its_options(cli, tmp_path):
     no_model = ("--model", str(tmp_path / "no-model"))
     for args, words in [
         (("--motions", "bounce"), ["--motions", "bounce"]),
         (("--timesteps", "high"), ["--timesteps", "high"]),
         (("--timesteps", "950,-1"), ["--timesteps", "0 or more"]),
     ]:
-        line = one_line_error(*in_process(capsys, "eval", "captions", *args, *no_model))
+        line = one_line_error(cli("eval", "captions", *args, *no_model))
         assert all(word in line for word in words), line
 
 
@@ -348,7 +346,7 @@ def test_ablation_returns_every_configuration(tiny_pipe_loaded):
     from flipsketch.api import SamplerSettings
     from flipsketch.frames.images import images_to_array, load_sketch, to_grey_square
 
-    cat = images_to_array([to_grey_square(load_sketch(sketch_path("cat.png")), 200)])[0]
+    cat = images_to_array([to_grey_square(load_sketch(shared_sketch("cat.png")), 200)])[0]
     settings = SamplerSettings(num_frames=4, num_inference_steps=3)
     rows = runs.run_ablation(tiny_pipe_loaded, [("cat", cat)], ["a {subject} moving to the left"],
                            seeds=(0,), settings=settings)
@@ -366,42 +364,16 @@ def test_ablation_returns_every_configuration(tiny_pipe_loaded):
     assert all(score != scores[0] for score in scores[1:])
 
 
-# -- the CLI ---------------------------------------------------------------------------------
+# -- the CLI (conftest's ``cli``: the entry point in this process) ---------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def sketch_path(name: str) -> Path:
-    path = ROOT.parent / "shared" / "sketches" / name
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared sketches sit beside the repository)")
-    return path
-
-
-def flipsketch(*args: str, cwd: Path | None = None):
-    return subprocess.run([sys.executable, "-m", "flipsketch", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def one_line_error(returncode: int, stderr: str) -> str:
-    assert returncode == 2, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), stderr
+def one_line_error(result) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     return lines[0]
 
 
-def in_process(capsys, *args: str) -> tuple[int, str]:
-    """The CLI's own entry point without a new interpreter: (exit code, stderr). Used for the
-    error paths, which must fail before any model loads."""
-    from flipsketch.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    return exit_info.value.code, capsys.readouterr().err
-
-
-def test_eval_fidelity_scores_a_gif(tmp_path, capsys):
+def test_eval_fidelity_scores_a_gif(cli, tmp_path):
     # Frame 1 is the sketch itself, then the drawing slides 6 px right per frame (30 px).
     frames = [_draw(shift=(6 * k - 15, 0)) for k in range(6)]
     sketch = tmp_path / "drawing.png"
@@ -410,8 +382,7 @@ def test_eval_fidelity_scores_a_gif(tmp_path, capsys):
     images = [Image.fromarray(np.uint8(f * 255)) for f in frames]
     images[0].save(gif, save_all=True, append_images=images[1:], duration=100, loop=0)
 
-    result = flipsketch("eval", "fidelity", str(sketch), str(gif), "--size", str(SIZE),
-                        "--json")
+    result = cli("eval", "fidelity", str(sketch), str(gif), "--size", str(SIZE), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["frames"] == 6
@@ -421,16 +392,14 @@ def test_eval_fidelity_scores_a_gif(tmp_path, capsys):
     assert report["direction"] == "right"
     assert "right" in result.stderr
 
-    missing = one_line_error(*in_process(capsys, "eval", "fidelity", str(sketch),
-                                         str(tmp_path / "x.gif")))
+    missing = one_line_error(cli("eval", "fidelity", str(sketch), str(tmp_path / "x.gif")))
     assert "x.gif" in missing and "does not exist" in missing
     broken = tmp_path / "broken.gif"
     broken.write_bytes(b"GIF89a not really")
-    assert "broken.gif" in one_line_error(*in_process(capsys, "eval", "fidelity", str(sketch),
-                                                      str(broken)))
+    assert "broken.gif" in one_line_error(cli("eval", "fidelity", str(sketch), str(broken)))
 
 
-def test_eval_ablate_checks_inputs_before_loading_the_model(tmp_path, capsys):
+def test_eval_ablate_checks_inputs_before_loading_the_model(cli, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a {subject} moving to the left\n")
     table = tmp_path / "table.csv"
@@ -440,8 +409,8 @@ def test_eval_ablate_checks_inputs_before_loading_the_model(tmp_path, capsys):
     sketches = str(tmp_path / "drawings")
     # The model does not exist, so reaching the loader would fail differently.
     no_model = ("--model", str(tmp_path / "no-model"))
-    result = flipsketch("eval", "ablate", sketches, str(prompts), *no_model, "--csv", str(table))
-    exists = one_line_error(result.returncode, result.stderr)
+    exists = one_line_error(cli("eval", "ablate", sketches, str(prompts), *no_model,
+                                "--csv", str(table)))
     assert "table.csv" in exists and "--force" in exists
     assert table.read_text() == "mine\n"
 
@@ -454,7 +423,7 @@ def test_eval_ablate_checks_inputs_before_loading_the_model(tmp_path, capsys):
         ((str(tmp_path), str(prompts)), ["holds no images"]),  # .txt and .csv only
         ((sketches, str(prompts), "--steps", "0"), ["--steps"]),
     ]:
-        line = one_line_error(*in_process(capsys, "eval", "ablate", *args, *no_model))
+        line = one_line_error(cli("eval", "ablate", *args, *no_model))
         assert all(word in line for word in words), line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.txt", "drawings",
                                                           "prompts.txt", "table.csv"]
@@ -473,17 +442,16 @@ def test_csv_is_written_whole_or_not_at_all(tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_ablate_writes_the_table(tiny_model_dir, tmp_path):
+def test_eval_ablate_writes_the_table(cli, tiny_model_dir, tmp_path):
     sketches = tmp_path / "sketches"
     sketches.mkdir()
-    (sketches / "cat.png").write_bytes(sketch_path("cat.png").read_bytes())
+    (sketches / "cat.png").write_bytes(shared_sketch("cat.png").read_bytes())
     (sketches / "notes.txt").write_text("not a drawing, skipped")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a {subject} moving to the left\n\nthe {subject} spinning clockwise\n")
     table = tmp_path / "table.csv"
-    result = flipsketch("eval", "ablate", str(sketches), str(prompts), "--model",
-                        str(tiny_model_dir), "--seeds", "0", "--steps", "2", "--frames", "3",
-                        "--csv", str(table), "--json")
+    result = cli("eval", "ablate", str(sketches), str(prompts), "--model", str(tiny_model_dir),
+                 "--seeds", "0", "--steps", "2", "--frames", "3", "--csv", str(table), "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["rows"]
     assert len(rows) == 5

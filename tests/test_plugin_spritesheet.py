@@ -7,9 +7,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -30,11 +27,9 @@ def plugin_version() -> str:
                     f"'pip install -e plugins/flipsketch-spritesheet --no-deps'")
 
 
-@pytest.mark.slow  # a CLI start-up imports torch and diffusers
-def test_listed_by_the_cli_with_its_version(plugin_version):
-    env = {k: v for k, v in os.environ.items() if k != "FLIPSKETCH_LOAD_PLUGINS"}
-    result = subprocess.run([sys.executable, "-m", "flipsketch", "plugins", "--json"],
-                            capture_output=True, text=True, env=env, timeout=120)
+def test_listed_by_the_cli_with_its_version(cli, fresh_plugins, monkeypatch, plugin_version):
+    monkeypatch.delenv("FLIPSKETCH_LOAD_PLUGINS", raising=False)
+    result = cli("plugins", "--json")  # with plugins loaded afresh, from this environment
     assert result.returncode == 0, result.stderr
     listed = json.loads(result.stdout)
     ours = [p for p in listed["plugins"] if p["distribution"] == DISTRIBUTION]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,35 +106,41 @@ def make_distribution(site: Path, name: str, module_source: str) -> None:
     (site / f"{name}_plugin.py").write_text(module_source)
 
 
-def run_plugins_command(site: Path, **env: str):
-    return subprocess.run(
-        [sys.executable, "-m", "flipsketch", "plugins", "--json"], capture_output=True,
-        text=True, env={**os.environ, "PYTHONPATH": str(site), **env}, timeout=300,
-    )
-
-
-def test_broken_and_filtered_third_party_plugins(tmp_path):
+def test_broken_and_filtered_third_party_plugins(cli, fresh_plugins, tmp_path, monkeypatch,
+                                                  request):
     make_distribution(tmp_path, "broken", "raise ImportError('needs libfoo')\n")
     make_distribution(tmp_path, "sepia", (
         "from flipsketch import hookimpl\n"
         "@hookimpl\n"
         "def register_postprocessors(register):\n"
         "    register('sepia', lambda frames, settings: frames)\n"))
+    # Installed on the import path of this process, for this test only; each command then
+    # loads the plugins afresh, as a new process would.
+    monkeypatch.syspath_prepend(str(tmp_path))
+    request.addfinalizer(lambda: sys.modules.pop("sepia_plugin", None))
 
-    result = run_plugins_command(tmp_path)
+    def run_plugins_command(**env: str):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        if not env:
+            monkeypatch.delenv("FLIPSKETCH_LOAD_PLUGINS", raising=False)
+        fresh_plugins()
+        return cli("plugins", "--json")
+
+    result = run_plugins_command()
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "plugin 'broken'" in lines[0] and "needs libfoo" in lines[0]
     assert "Traceback" not in result.stderr
 
-    result = run_plugins_command(tmp_path, FLIPSKETCH_LOAD_PLUGINS="sepia")
+    result = run_plugins_command(FLIPSKETCH_LOAD_PLUGINS="sepia")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["stages"]["postprocessor"]["implementations"]["sepia"] == "sepia"
     sepia = [p for p in info["plugins"] if p["name"] == "sepia"][0]
     assert sepia["version"] == "0.3" and not sepia["builtin"]
 
-    result = run_plugins_command(tmp_path, FLIPSKETCH_LOAD_PLUGINS="")
+    result = run_plugins_command(FLIPSKETCH_LOAD_PLUGINS="")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert all(p["builtin"] for p in info["plugins"])
