@@ -351,7 +351,8 @@ def test_ablation_returns_every_configuration(tiny_pipe_loaded):
     rows = runs.run_ablation(tiny_pipe_loaded, [("cat", cat)], ["a {subject} moving to the left"],
                            seeds=(0,), settings=settings)
     assert [row["config"] for row in rows] == [
-        "full (lambda 0.5)", "lambda 0", "lambda 1", "w/o frame alignment", "w/o C^T & C^S"]
+        "full (lambda 0.5)", "lambda 0", "lambda 1", "w/o frame alignment", "w/o C^T & C^S",
+        "naive baseline"]
     for row in rows:
         assert set(row) == {"config", "fidelity_first", "fidelity_later", "fidelity_compensated",
                             "recall_first", "motion_px", "direction_accuracy", "seconds"}
@@ -454,7 +455,7 @@ def test_eval_ablate_writes_the_table(cli, tiny_model_dir, tmp_path):
                  "--seeds", "0", "--steps", "2", "--frames", "3", "--csv", str(table), "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["rows"]
-    assert len(rows) == 5
+    assert len(rows) == 6
     assert all(row["config"] in result.stderr for row in rows)  # the Rich table
     with open(table, newline="") as file:
         written = list(csv.DictReader(file))

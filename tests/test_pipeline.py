@@ -199,3 +199,56 @@ def test_gradient_checkpointing_changes_memory_not_results(tiny_pipe):
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
     # The UNet's blocks are back to their own forward afterwards.
     assert all("forward" not in vars(block) for block in pipe.unet.down_blocks)
+
+
+def test_a_sketch_seeds_frame_one_even_with_every_stage_off(tiny_pipe):
+    """The paper's naive baseline [x_T^r, f_T]: no alignment, no composition, frame 1 pinned
+    at the start only. It costs plain sampling plus the inversion, and the sketch shows."""
+    calls = record_unet_calls(tiny_pipe)
+    naive = dict(num_frames=4, num_inference_steps=5, seeds=[3], tau1=0, tau2=-1,
+                 aligner=None, composer=None, keep_first_frame=False)
+    line = tiny_pipe("a fish", a_sketch(), **naive)
+    assert calls == [(1, 1)] * 5 + [(2, 4)] * 5  # inversion, then the plain joint passes
+    dot = torch.ones(64, 64)
+    dot[28:36, 28:36] = 0
+    other = tiny_pipe("a fish", dot, **naive)
+    text_only = tiny_pipe("a fish", None, num_frames=4, num_inference_steps=5, seeds=[3])
+    assert (line.frames - text_only.frames).abs().max() > 1e-3
+    assert (line.frames - other.frames).abs().max() > 1e-3
+
+
+def test_ablation_rows_pin_frame_one_for_the_same_steps(tiny_pipe):
+    """Switching a stage off changes only that stage: frame 1 starts from x_T^r and follows
+    the reference trajectory for the same steps (i <= tau2 = 3 here) with or without
+    alignment, then moves freely."""
+    settings = dict(num_frames=4, num_inference_steps=6, seeds=[0], tau1=2, tau2=3,
+                    keep_first_frame=False, guidance_scale=1.0, composer=None,
+                    align_settings=AlignSettings(iterations=1))
+
+    def frame_one_per_step(**stages) -> list[torch.Tensor]:
+        """Frame 1 as each joint pass (1 sample, 4 frames, outside alignment) sees it."""
+        seen = []
+
+        def hook(module, args):
+            x = args[0]  # (b, c, f, h, w)
+            if x.shape[2] == 4 and not torch.is_grad_enabled():
+                seen.append(x[0, :, 0].clone())  # (c, h, w)
+
+        handle = tiny_pipe.unet.register_forward_pre_hook(hook)
+        try:
+            tiny_pipe("a fish", a_sketch(), **settings, **stages)
+        finally:
+            handle.remove()
+        return seen
+
+    aligned = frame_one_per_step()
+    no_stages = frame_one_per_step(aligner=None)
+    assert len(aligned) == len(no_stages) == 6
+    null = tiny_pipe.encode_prompt([""])
+    tiny_pipe.scheduler.set_timesteps(6)
+    x_T = ddim_invert(tiny_pipe, tiny_pipe.encode_sketch(a_sketch()), null,
+                      tiny_pipe.scheduler.timesteps)  # (1, c, 1, h, w)
+    torch.testing.assert_close(no_stages[0], x_T[0, :, 0])  # a sketch always seeds frame 1
+    for step in range(4):  # the same 1-frame null-prompt trajectory in both rows
+        torch.testing.assert_close(aligned[step], no_stages[step])
+    assert not torch.allclose(aligned[5], no_stages[5])  # free once the windows close

@@ -237,6 +237,9 @@ def ablation_configs(settings: SamplerSettings) -> list[tuple[str, SamplerSettin
         ("lambda 1", replace(settings, lambda_=1.0)),
         ("w/o frame alignment", replace(settings, align=False)),
         ("w/o C^T & C^S", replace(settings, compose="none")),
+        # Sec. 4.1 / Fig. 8: the inverted sketch noise for frame 1 and nothing else.
+        ("naive baseline", replace(settings, align=False, compose="none", tau1=0,
+                                       tau2=-1, keep_first_frame=False)),
     ]
 
 

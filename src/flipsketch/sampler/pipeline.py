@@ -50,6 +50,16 @@ from flipsketch.sampler.latents import decode_latents, encode_frames
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
+def frame_one_pinned_steps(steps: int, tau1: int, tau2: int, keep_first_frame: bool) -> int:
+    """For how many steps frame 1 is set to the sketch's reference trajectory.
+
+    Every step with ``keep_first_frame`` (frame 1 is the user's drawing); otherwise the
+    method's windows, alignment (i < tau1) and composition (i <= tau2), and at least step 0,
+    where frame 1 receives x_T^r: a sketch always seeds frame 1.
+    """
+    return steps if keep_first_frame else min(steps, max(1, tau1, tau2 + 1))
+
+
 @dataclass
 class FlipSketchOutput:
     frames: torch.Tensor  # (K, M, H, W) float in [0, 1], 1 = paper white
@@ -132,8 +142,16 @@ class FlipSketchPipeline(DiffusionPipeline):
         ``seeds`` gives one sample per seed, sampled together; a sample depends only on its
         own seed. ``tau1``/``tau2`` default to 2T/5 and 3T/5: alignment runs for steps
         i < tau1, composition for i <= tau2. ``compose`` is "both", "spatial", "temporal" or
-        "none"; ``aligner``/``composer`` None switch their stage off. ``keep_first_frame``
-        keeps frame 1 on the sketch's reference trajectory for every step.
+        "none"; ``aligner``/``composer`` None switch their stage off.
+
+        Frame 1, with a sketch: it starts from the sketch's inverted noise x_T^r, always, and
+        is set to the reference trajectory (x_T^r denoised with the null prompt) at the start
+        of every step i < ``frame_one_pinned_steps(...)``: all steps with
+        ``keep_first_frame``; otherwise (the paper) while the method's windows are open,
+        i < max(1, tau1, tau2 + 1), whether or not alignment and composition run in them, so
+        an ablation row differs from the full run only in the stage it switches off. With
+        every stage off, ``tau1=0, tau2=-1`` and ``keep_first_frame=False`` this is the
+        paper's naive baseline [x_T^r, f_T] (Sec. 4.1): frame 1 pinned at the start only.
         """
         report = progress or (lambda stage, done, total: None)
         timings: dict[str, float] = {}
@@ -176,12 +194,10 @@ class FlipSketchPipeline(DiffusionPipeline):
             for s in seeds
         ]).to(device)  # (b, c, M, h, w)
 
-        # The reference trajectory lives while a stage needs it.
-        ref_until = 0
-        if ref_latent is not None:
-            ref_until = max(tau1 if aligner else 0, tau2 + 1 if composer else 0)
-            if keep_first_frame:
-                ref_until = steps
+        # Frame 1 follows the reference trajectory (x_T^r denoised with the null prompt) for
+        # steps i < pin_until: the one rule, the same whichever stages run (see the docstring).
+        pin_until = frame_one_pinned_steps(steps, tau1, tau2, keep_first_frame) \
+            if ref_latent is not None else 0
         composition = None
         if composer is not None:
             composition = composer(self.unet, CompositionSettings.for_mode(compose, lambda_))
@@ -191,10 +207,10 @@ class FlipSketchPipeline(DiffusionPipeline):
         started = time.perf_counter()
         try:
             for i, t in enumerate(timesteps):
-                reference_live = i < ref_until
+                reference_live = i < pin_until
                 composing = composition is not None and i <= tau2
                 aligning = aligner is not None and reference_live and i < tau1
-                advancing = i + 1 < ref_until  # the reference latent is needed next step
+                advancing = i + 1 < pin_until  # the reference latent is needed next step
                 if reference_live:
                     latents[:, :, :1] = ref_latent
 
