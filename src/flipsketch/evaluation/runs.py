@@ -238,8 +238,8 @@ def ablation_configs(settings: SamplerSettings) -> list[tuple[str, SamplerSettin
         ("w/o frame alignment", replace(settings, align=False)),
         ("w/o C^T & C^S", replace(settings, compose="none")),
         # Sec. 4.1 / Fig. 8: the inverted sketch noise for frame 1 and nothing else.
-        ("naive baseline", replace(settings, align=False, compose="none", tau1=0,
-                                       tau2=-1, keep_first_frame=False)),
+        ("naive baseline", replace(settings, align=False, compose="none", tau1=0, tau2=-1,
+                                   keep_first_frame=False)),
     ]
 
 
