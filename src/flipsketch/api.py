@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 
 from flipsketch.errors import SettingsError, UsageError
 from flipsketch.plugins import (
+    ALIGN_OPTIMIZERS,
     COMPOSE_MODES,
     DEFAULT_LAMBDA,
+    OFF,
     STAGES,
     AlignSettings,
     PluginManager,
@@ -36,10 +38,8 @@ if TYPE_CHECKING:
     from flipsketch.sampler.pipeline import FlipSketchPipeline, Progress
 
 DEFAULT_MODEL = "tiny"
-ALIGN_OPTIMIZERS = ("adam", "sgd")
 # The stages the sampler looks up by name: inverter, aligner, composer.
 SAMPLER_STAGES = tuple(name for name, stage in STAGES.items() if stage.sampler)
-OFF = "none"  # the aligner or composer named "none" is switched off
 
 
 @dataclass

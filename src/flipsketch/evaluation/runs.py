@@ -32,9 +32,6 @@ if TYPE_CHECKING:
     from flipsketch.api import SamplerSettings
     from flipsketch.sampler.pipeline import FlipSketchPipeline
 
-# Each run samples with the Python API, seeded, and returns plain dicts (what the model card
-# and ``flipsketch eval`` report). ``progress(done, total)`` is called after every sample.
-
 Progress = Callable[[int, int], None]
 
 # The motions the text-only bar asks for by default: each has an unambiguous measurement.

@@ -16,6 +16,7 @@ from flipsketch.plugins.hookspecs import Register, hookimpl, hookspec
 from flipsketch.plugins.manager import (
     BUILTIN_PLUGINS,
     ENTRY_POINT_GROUP,
+    OFF,
     STAGES,
     LoadedPlugin,
     PluginManager,
@@ -25,6 +26,7 @@ from flipsketch.plugins.manager import (
     writer_suffix_clashes,
 )
 from flipsketch.plugins.types import (
+    ALIGN_OPTIMIZERS,
     COMPOSE_MODES,
     DEFAULT_FPS,
     DEFAULT_LAMBDA,
@@ -46,9 +48,10 @@ from flipsketch.plugins.types import (
 )
 
 __all__ = [
-    "BUILTIN_PLUGINS", "COMPOSE_MODES", "DEFAULT_FPS", "DEFAULT_LAMBDA", "ENTRY_POINT_GROUP",
-    "STAGES", "AlignSettings", "Aligner", "Backbone", "Clip", "Composer", "Composition",
-    "CompositionSettings", "Field", "Interpolator", "Inverter", "LoadedPlugin", "PluginManager",
-    "PostProcessor", "PostprocessSettings", "Register", "Registry", "Stage", "StepError",
-    "StepType", "Writer", "get_manager", "hookimpl", "hookspec", "writer_suffix_clashes",
+    "ALIGN_OPTIMIZERS", "BUILTIN_PLUGINS", "COMPOSE_MODES", "DEFAULT_FPS", "DEFAULT_LAMBDA",
+    "ENTRY_POINT_GROUP", "OFF", "STAGES", "AlignSettings", "Aligner", "Backbone", "Clip",
+    "Composer", "Composition", "CompositionSettings", "Field", "Interpolator", "Inverter",
+    "LoadedPlugin", "PluginManager", "PostProcessor", "PostprocessSettings", "Register",
+    "Registry", "Stage", "StepError", "StepType", "Writer", "get_manager", "hookimpl", "hookspec",
+    "writer_suffix_clashes",
 ]

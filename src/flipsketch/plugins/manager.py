@@ -39,6 +39,7 @@ from flipsketch.plugins.types import (
 )
 
 ENTRY_POINT_GROUP = "flipsketch"
+OFF = "none"  # the name that switches a stage that can be off, off
 OWN_DISTRIBUTION = "flipsketch"
 
 
@@ -187,7 +188,7 @@ class PluginManager:
 
         Returns None for ``none`` on stages that can be switched off.
         """
-        if name == "none" and STAGES[stage].can_be_off:
+        if name == OFF and STAGES[stage].can_be_off:
             return None
         return self.registry(stage).get(name)
 

@@ -80,6 +80,8 @@ class Inverter(Protocol):
 
 
 # -- aligner -----------------------------------------------------------------------------------
+# The optimisers the built-in aligner can take frames 2..M with (``--align-optimizer``).
+ALIGN_OPTIMIZERS = ("adam", "sgd")
 # The paper's balance of fidelity (1: keep the drawing) and motion (0: move freely).
 DEFAULT_LAMBDA = 0.5
 # Which attention composition runs: C^S and C^T, one of them, or none (composer switched off).
@@ -96,7 +98,7 @@ class AlignSettings:
     # reports how much of L_align each removes.
     iterations: int = 1
     lr: float = 1e-2
-    optimizer: str = "adam"  # "adam" | "sgd"
+    optimizer: str = "adam"  # one of ALIGN_OPTIMIZERS
     # Recompute activations in the backward pass instead of storing them. None = when the
     # UNet is large (over sampler.alignment.CHECKPOINT_ABOVE parameters): ModelScope's 1.4 B
     # UNet needs it to stay near plain sampling's peak memory, while the embedded 11 M one
