@@ -324,6 +324,20 @@ steps:
         load_recipe(path, ["seed"])
 
 
+def test_exponent_numbers_are_numbers_in_the_file_and_in_set(tmp_path):
+    # YAML 1.1 (PyYAML's default) reads 5e-1 as the text "5e-1"; users write numbers that way.
+    path = write(tmp_path, """
+version: 1
+defaults: {lambda: 5e-1}
+steps:
+  - {name: text, type: generate, prompt: a dog}
+""")
+    assert load_recipe(path).steps[0].settings.lambda_ == 0.5
+    assert load_recipe(path, ["lambda=2.5E-1"]).steps[0].settings.lambda_ == 0.25
+    with pytest.raises(RecipeError, match=r"steps\[0\].prompt: expected a string, got 100000.0"):
+        load_recipe(path, ["steps.text.prompt=1e5"])  # a number, as prompt=12 would be
+
+
 def test_paths_are_relative_to_the_recipe_or_to_where_set_was_typed(tmp_path, monkeypatch):
     shutil.copy(shared_sketch("cat.png"), tmp_path / "drawing.png")
     path = write(tmp_path, """

@@ -1,4 +1,4 @@
-"""``KEY=VALUE`` edits of nested YAML data: ``--set`` for recipes and training configs."""
+"""YAML data as flipsketch reads it, and ``KEY=VALUE`` edits of it (``--set``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,29 @@ import yaml
 from flipsketch.errors import UsageError
 
 
+class YamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``3e-5`` and ``1E6`` as numbers.
+
+    PyYAML follows YAML 1.1, where a float needs a dot, so ``lr: 3e-5`` arrived as the text
+    ``"3e-5"`` and failed far from the file; YAML 1.2 (and every other tool) reads a number.
+    """
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """Plain YAML data (no Python tags, no code), numbers read as YAML 1.2 reads them."""
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - YamlLoader is a SafeLoader
+
+
 def parse_override(override: str, example: str) -> tuple[str, list[str | int], Any]:
     """``"a.b[0].c=VALUE"`` -> ``("a.b[0].c", ["a", "b", 0, "c"], value)``.
 
-    The value is read as a YAML scalar or list (safe_load), so numbers and booleans keep their
+    The value is read as a YAML scalar or list (``load_yaml``), so numbers and booleans keep their
     type; text that YAML would turn into a mapping or null stays text.
     """
     key, sep, raw = override.partition("=")
@@ -22,7 +41,7 @@ def parse_override(override: str, example: str) -> tuple[str, list[str | int], A
     if not sep or not parts:
         raise UsageError(f"--set '{override}' is not key=value; write e.g. --set {example}")
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw)
     except yaml.YAMLError:
         value = raw
     if isinstance(value, dict) or (value is None and raw.strip() not in ("null", "~")):

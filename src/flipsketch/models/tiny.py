@@ -30,6 +30,7 @@ from flipsketch.errors import UsageError
 from flipsketch.files import atomic_path
 from flipsketch.models.frame_positions import add_frame_positions, load_unet
 from flipsketch.models.presets import TINY_DIR
+from flipsketch.overrides import load_yaml
 
 CONFIG_PATH = Path(__file__).with_name("tiny.yaml")  # architecture and training recipe
 
@@ -47,7 +48,7 @@ def load_config(path: str | os.PathLike) -> dict:
     """A training/architecture YAML as a dict; a missing or malformed file is a usage error."""
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text())
+        config = load_yaml(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"config {path} not found; pass a YAML file such as "
                          f"flipsketch/models/tiny.yaml") from None

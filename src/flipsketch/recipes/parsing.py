@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from flipsketch.errors import UsageError
-from flipsketch.overrides import parse_override
+from flipsketch.overrides import YamlLoader, load_yaml, parse_override
 from flipsketch.plugins import get_manager
 from flipsketch.recipes.schema import TOP_LEVEL_KEYS, Recipe, RecipeError, dotted
 from flipsketch.recipes.validation import Validator
@@ -43,7 +43,7 @@ def describe_bundled() -> dict[str, str]:
     """Bundled recipe names with the first line of their descriptions."""
     result = {}
     for name, path in bundled_recipes().items():
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
         result[name] = (str(data.get("description") or "").strip().splitlines() or [""])[0]
     return result
 
@@ -75,7 +75,7 @@ def _parse(text: str, display: str) -> tuple[Any, dict[tuple, int | None]]:
     This is the safe loader: tags outside plain YAML (``!!python/...``) have no constructor
     there, so they fail here with their line instead of running anything.
     """
-    loader = yaml.SafeLoader(text)
+    loader = YamlLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
