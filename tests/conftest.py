@@ -52,6 +52,17 @@ def read_animation(path: Path):
         return np.stack([np.asarray(f.convert("L")) for f in ImageSequence.Iterator(image)])
 
 
+@pytest.fixture(autouse=True)
+def private_user_dirs(tmp_path_factory, monkeypatch):
+    """Every test gets its own settings and cache folders and no FLIPSKETCH_MODEL: the suite
+    never reads or writes the user's own, and no test sees another's cache."""
+    base = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("FLIPSKETCH_CONFIG_DIR", str(base / "config"))
+    monkeypatch.setenv("FLIPSKETCH_CACHE", str(base / "cache"))
+    monkeypatch.delenv("FLIPSKETCH_MODEL", raising=False)
+    return base
+
+
 @dataclass
 class CliResult:
     """What a user sees of one command: the same fields as ``subprocess.CompletedProcess``."""

@@ -170,3 +170,32 @@ def remove(path: Path) -> None:
             path.unlink(missing_ok=True)
         except OSError:
             pass
+
+
+# -- where flipsketch keeps its own files --------------------------------------------------------
+def user_config_dir() -> Path:
+    """The folder of the user's settings (``flipsketch models default``): ``FLIPSKETCH_CONFIG_DIR``
+    when set, else the platform's config folder (click's rule: ``~/.config/flipsketch``,
+    ``~/Library/Application Support/flipsketch``, ``%APPDATA%\\flipsketch``)."""
+    override = os.environ.get("FLIPSKETCH_CONFIG_DIR")
+    if override:
+        return Path(override).expanduser()
+    import click  # typer's own dependency; it knows each platform's convention
+
+    return Path(click.get_app_dir("flipsketch"))
+
+
+def user_cache_dir() -> Path:
+    """The folder of results that can be recomputed (inverted drawings): ``FLIPSKETCH_CACHE``
+    when set, else ``$XDG_CACHE_HOME/flipsketch`` (``~/.cache``), ``~/Library/Caches/flipsketch``
+    on macOS, ``%LOCALAPPDATA%\\flipsketch\\Cache`` on Windows. Deleting it loses nothing."""
+    override = os.environ.get("FLIPSKETCH_CACHE")
+    if override:
+        return Path(override).expanduser()
+    import sys
+
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "flipsketch" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "flipsketch"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flipsketch"
