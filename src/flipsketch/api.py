@@ -106,6 +106,7 @@ class Animation:
     prompt: str
     timings: dict[str, float] = field(default_factory=dict)
     align_losses: list[list[float]] = field(default_factory=list)
+    inversion_cached: bool | None = None  # the drawing's inversion came from the cache
 
 
 def check_prompt(prompt: str) -> None:
@@ -177,12 +178,14 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
             sketch: Image.Image | str | Path | None = None,
             settings: SamplerSettings | None = None, *, inverter: str | None = None,
             aligner: str | None = None, composer: str | None = None,
-            progress: Progress | None = None,
+            progress: Progress | None = None, cache: bool | Path = True,
             manager: PluginManager | None = None) -> list[Animation]:
     """Sample ``settings.samples`` animations; ``sketch`` None is text-only generation.
 
     ``inverter``, ``aligner`` and ``composer`` name plugin stages (None: the default);
-    "none" switches the aligner or the composer off (``sampler_stages``).
+    "none" switches the aligner or the composer off (``sampler_stages``). ``cache``: reuse
+    the drawing's inversion from earlier runs (``sampler.inversion_cache``; a folder: keep
+    it there instead of the user cache folder); False neither reads nor writes it.
     """
     settings, names = sampler_stages(settings or SamplerSettings(), inverter, aligner, composer)
     settings.validate()
@@ -193,6 +196,13 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
     align_settings = AlignSettings(settings.align_iterations, settings.align_lr,
                                    settings.align_optimizer, settings.align_checkpointing)
     image = None if sketch is None else prepare_sketch(sketch, pipe.model_resolution)
+    cached = None
+    if cache is not False and image is not None:
+        from flipsketch.sampler.inversion_cache import CachedInverter
+
+        cached = stages["inverter"] = CachedInverter(
+            stages["inverter"], names["inverter"] or STAGES["inverter"].default,
+            None if cache is True else Path(cache))
     output = pipe(
         prompt, image, num_frames=settings.num_frames,
         num_inference_steps=settings.num_inference_steps,
@@ -203,7 +213,8 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
         progress=progress, **stages,
     )
     return [Animation(frames=output.frames[k].numpy(), seed=seed, prompt=prompt,
-                      timings=output.timings, align_losses=output.align_losses)
+                      timings=output.timings, align_losses=output.align_losses,
+                      inversion_cached=cached.hit if cached is not None else None)
             for k, seed in enumerate(output.seeds)]
 
 

@@ -88,6 +88,9 @@ Seed = Annotated[int, Opt("--seed")]
 Samples = Annotated[int, Opt(
     "--samples", help="K samples with seeds seed..seed+K-1, sampled together; outputs "
                       "numbered.")]
+NoCache = Annotated[bool, Opt(
+    "--no-cache", help="Invert the drawing afresh instead of reusing an earlier run's "
+                       "inversion (kept in the user cache folder).")]
 # -- stages, by plugin name
 Backbone = Annotated[str | None, Opt("--backbone")]
 Inverter = Annotated[str | None, Opt("--inverter")]
@@ -136,6 +139,7 @@ def animate_command(
     align_checkpointing: AlignCheckpointing = DEFAULTS.align_checkpointing,
     seed: Seed = DEFAULTS.seed,
     samples: Samples = DEFAULTS.samples,
+    no_cache: NoCache = False,
     backbone: Backbone = None,
     inverter: Inverter = None,
     aligner: Aligner = None,
@@ -180,6 +184,7 @@ def generate_command(
     align_checkpointing: AlignCheckpointing = DEFAULTS.align_checkpointing,
     seed: Seed = DEFAULTS.seed,
     samples: Samples = DEFAULTS.samples,
+    no_cache: NoCache = False,
     backbone: Backbone = None,
     inverter: Inverter = None,
     aligner: Aligner = None,
@@ -202,7 +207,8 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str,
          lambda_: float | None, motion: float | None, tau1: int | None, tau2: int | None,
          compose: str, no_compose: bool, no_align: bool, keep_first_frame: bool,
          align_iterations: int, align_lr: float, align_optimizer: str,
-         align_checkpointing: bool | None, seed: int, samples: int, backbone: str | None,
+         align_checkpointing: bool | None, seed: int, samples: int, no_cache: bool,
+         backbone: str | None,
          inverter: str | None, aligner: str | None, composer: str | None,
          postprocessor: str | None, raw: bool, size: int, transparent: bool, fps: float,
          force: bool, json_output: bool) -> None:
@@ -266,7 +272,7 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str,
             bar.update(tasks[stage], completed=done)
 
         animations = animate(pipe, prompt, image, settings, **stages, progress=progress,
-                             manager=manager)
+                             cache=not no_cache, manager=manager)
 
     # 3. Post-process and write, one file per sample.
     written = []
@@ -285,6 +291,7 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str,
             "frames": frames,
             "size": size,
             "timings": {**animations[0].timings, "total_s": elapsed},
+            "inversion_cached": animations[0].inversion_cached,
         }))
     paths = escape(", ".join(str(p) for p in written))
     console.print(f"[green]wrote[/] {paths} ({frames} frames, {size} px) in {elapsed:.1f} s",
