@@ -1,7 +1,10 @@
 """End to end ``flipsketch animate`` on the default model: start, load, 25 steps, 10 frames, write.
 
-Runs the real command in fresh processes (``--repeats`` times) and prints one JSON object with
-the median and every wall time. The bar for the embedded model is 20 s on 2 CPU cores.
+Each repeat runs the real command twice in fresh processes, side by side: a first run on an
+empty cache folder (the drawing is inverted), then a re-run of the same drawing with another
+prompt and seed (its inversion comes from the cache). Prints one JSON object with the medians,
+every wall time and the re-run / first-run ratio. The bar for the embedded model is 20 s on 2
+CPU cores.
 
     python benchmarks/bench_animate.py [--model tiny] [--repeats 3]
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -20,23 +24,41 @@ from pathlib import Path
 SKETCH = Path(__file__).resolve().parents[2] / "shared" / "sketches" / "fish.png"
 
 
+def animate(model: str, prompt: str, seed: int, output: Path, cache: Path) -> tuple[float, dict]:
+    """Wall seconds of one ``flipsketch animate`` process and its ``--json`` summary."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "flipsketch", "animate", str(SKETCH), prompt,
+                           "--model", model, "--seed", str(seed), "-o", str(output), "--json"],
+                          check=True, capture_output=True, text=True,
+                          env={**os.environ, "FLIPSKETCH_CACHE": str(cache)})
+    return time.perf_counter() - started, json.loads(done.stdout)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    seconds = []
+    first, rerun = [], []
     with tempfile.TemporaryDirectory() as folder:
         for index in range(args.repeats):
-            output = Path(folder) / f"fish-{index}.gif"
-            started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "flipsketch", "animate", str(SKETCH),
-                            "a fish swimming to the right", "--model", args.model,
-                            "-o", str(output)], check=True, capture_output=True)
-            seconds.append(time.perf_counter() - started)
-            print(f"run {index + 1}: {seconds[-1]:.2f} s", flush=True)
-    print(json.dumps({"model": args.model, "median_s": round(statistics.median(seconds), 2),
-                      "runs_s": [round(s, 2) for s in seconds]}))
+            cache = Path(folder) / f"cache-{index}"  # empty: the first run inverts
+            seconds, summary = animate(args.model, "a fish swimming to the right", 0,
+                                       Path(folder) / f"first-{index}.gif", cache)
+            assert summary["inversion_cached"] is False
+            first.append(seconds)
+            seconds, summary = animate(args.model, "a fish swimming to the left", 1,
+                                       Path(folder) / f"rerun-{index}.gif", cache)
+            assert summary["inversion_cached"] is True
+            rerun.append(seconds)
+            print(f"repeat {index + 1}: first run {first[-1]:.2f} s, re-run {rerun[-1]:.2f} s",
+                  flush=True)
+    median_first, median_rerun = statistics.median(first), statistics.median(rerun)
+    print(json.dumps({"model": args.model, "median_s": round(median_first, 2),
+                      "rerun_median_s": round(median_rerun, 2),
+                      "rerun_ratio": round(median_rerun / median_first, 3),
+                      "runs_s": [round(s, 2) for s in first],
+                      "reruns_s": [round(s, 2) for s in rerun]}))
 
 
 if __name__ == "__main__":
