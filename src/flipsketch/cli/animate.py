@@ -88,6 +88,13 @@ Seed = Annotated[int, Opt("--seed")]
 Samples = Annotated[int, Opt(
     "--samples", help="K samples with seeds seed..seed+K-1, sampled together; outputs "
                       "numbered.")]
+Keep = Annotated[int | None, Opt(
+    "--keep", help="Write only the J samples that keep the drawing best, best first "
+                   "(<name>-1 is the best); every score is in --json. Needs a drawing.")]
+RankModel = Annotated[str | None, Opt(
+    "--rank-model", metavar="CLIP_ID_OR_PATH",
+    help="Rank --keep by CLIP sketch-to-video consistency with this CLIP model instead of "
+         "the motion-compensated stroke F-score.")]
 NoCache = Annotated[bool, Opt(
     "--no-cache", help="Invert the drawing afresh instead of reusing an earlier run's "
                        "inversion (kept in the user cache folder).")]
@@ -139,6 +146,8 @@ def animate_command(
     align_checkpointing: AlignCheckpointing = DEFAULTS.align_checkpointing,
     seed: Seed = DEFAULTS.seed,
     samples: Samples = DEFAULTS.samples,
+    keep: Keep = None,
+    rank_model: RankModel = None,
     no_cache: NoCache = False,
     backbone: Backbone = None,
     inverter: Inverter = None,
@@ -198,7 +207,7 @@ def generate_command(
     json_output: JsonOutput = False,
 ) -> None:
     """Generate a sketch animation from text alone (no drawing)."""
-    _run(sketch=None, **locals())
+    _run(sketch=None, keep=None, rank_model=None, **locals())  # nothing to rank against
 
 
 def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str,
@@ -207,7 +216,8 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str,
          lambda_: float | None, motion: float | None, tau1: int | None, tau2: int | None,
          compose: str, no_compose: bool, no_align: bool, keep_first_frame: bool,
          align_iterations: int, align_lr: float, align_optimizer: str,
-         align_checkpointing: bool | None, seed: int, samples: int, no_cache: bool,
+         align_checkpointing: bool | None, seed: int, samples: int, keep: int | None,
+         rank_model: str | None, no_cache: bool,
          backbone: str | None,
          inverter: str | None, aligner: str | None, composer: str | None,
          postprocessor: str | None, raw: bool, size: int, transparent: bool, fps: float,
@@ -229,6 +239,12 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str,
         raise UsageError("--raw is the 'raw' post-processor; drop --raw or --postprocessor")
     if fps <= 0:
         raise UsageError("--fps must be positive")
+    if keep is not None and not 1 <= keep <= samples:
+        raise UsageError(f"--keep must be between 1 and --samples ({samples}); sample more "
+                         f"with --samples K to keep {keep}")
+    if rank_model is not None and keep is None:
+        raise UsageError("--rank-model ranks the samples that --keep chooses from; add "
+                         "--keep J (and --samples K)")
     settings = SamplerSettings(
         num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
         negative_prompt=negative_prompt,
@@ -251,11 +267,19 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str,
     image = load_sketch(sketch) if sketch is not None else None
     if output is None:
         output = Path(f"{sketch.stem if sketch is not None else 'animation'}.gif")
-    outputs = numbered_paths(output, samples, manager)
+    outputs = numbered_paths(output, samples if keep is None else keep, manager)
     for path in outputs:
         check_output_path(path, force=force, manager=manager)
 
-    # 2. Load the model and sample, with progress.
+    # 2. Load the models and sample, with progress.
+    scorer = None
+    if rank_model is not None:
+        from flipsketch.evaluation.clip_scores import load_clip_consistency
+        from flipsketch.evaluation.ranking import clip_scorer
+
+        with console.status(f"loading rank model '{escape(rank_model)}'"):
+            scorer = clip_scorer(load_clip_consistency(rank_model, device=device,
+                                                       allow_pickle=allow_pickle))
     with console.status(f"loading model '{escape(model)}'"):
         pipe = load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
                              loras=lora or (), unet=unet, backbone=backbone, manager=manager)
@@ -274,7 +298,16 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str,
         animations = animate(pipe, prompt, image, settings, **stages, progress=progress,
                              cache=not no_cache, manager=manager)
 
-    # 3. Post-process and write, one file per sample.
+    # 3. Best-of-K: order the samples by sketch fidelity and keep the J best, whatever
+    #    their scores (never none); every score is reported.
+    ranked = None
+    if keep is not None:
+        from flipsketch.evaluation.ranking import fidelity_scores, rank
+
+        ranked = rank(image, animations, scorer or fidelity_scores)
+        animations = [r.animation for r in ranked[:keep]]
+
+    # 4. Post-process and write, one file per kept sample.
     written = []
     for animation, path in zip(animations, outputs, strict=True):
         images = postprocess(animation.frames, postprocessor, size=size, sketch=image,
@@ -292,7 +325,18 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str,
             "size": size,
             "timings": {**animations[0].timings, "total_s": elapsed},
             "inversion_cached": animations[0].inversion_cached,
+            "ranking": None if ranked is None else {
+                "by": f"clip:{rank_model}" if rank_model else "fidelity_compensated",
+                "samples": [{"seed": r.animation.seed, "score": r.score, "rank": r.rank,
+                             "output": str(written[r.rank - 1]) if r.rank <= keep else None}
+                            for r in ranked]},
         }))
+    if ranked is not None:
+        scores = " ".join(f"{r.score:.3f}" + ("" if r.rank <= keep else " (dropped)")
+                          for r in ranked)
+        console.print(f"kept the best {keep} of {samples} samples by "
+                      f"{'CLIP consistency' if rank_model else 'sketch fidelity'}: {scores}",
+                      markup=False, highlight=False)
     paths = escape(", ".join(str(p) for p in written))
     console.print(f"[green]wrote[/] {paths} ({frames} frames, {size} px) in {elapsed:.1f} s",
                   highlight=False)
