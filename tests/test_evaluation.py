@@ -354,8 +354,11 @@ def test_ablation_returns_every_configuration(tiny_pipe_loaded):
         "full (lambda 0.5)", "lambda 0", "lambda 1", "w/o frame alignment", "w/o C^T & C^S",
         "naive baseline"]
     for row in rows:
-        assert set(row) == {"config", "fidelity_first", "fidelity_later", "fidelity_compensated",
+        assert set(row) == {"config", "paper_row", "paper_s2v_consistency",
+                            "paper_t2v_alignment", "s2v_consistency", "t2v_alignment",
+                            "fidelity_first", "fidelity_later", "fidelity_compensated",
                             "recall_first", "motion_px", "direction_accuracy", "seconds"}
+        assert row["s2v_consistency"] is None and row["t2v_alignment"] is None  # no scorers
         assert 0 <= row["fidelity_first"] <= 1 and 0 <= row["fidelity_later"] <= 1
         assert row["fidelity_later"] <= row["fidelity_compensated"] <= 1
         assert row["motion_px"] >= 0 and row["seconds"] > 0

@@ -4,11 +4,14 @@
     flipsketch eval sketch SKETCH_DIR                 the sketch bar: fidelity and motion
     flipsketch eval motion                            the text-only bar: does it move as told
     flipsketch eval captions                          does the model listen to motion words
-    flipsketch eval ablate SKETCH_DIR PROMPTS_FILE    the paper's Table 1, without CLIP
+    flipsketch eval ablate SKETCH_DIR PROMPTS_FILE    the paper's Table 1
 
-Every input is checked before the model loads, and ``--csv`` is written atomically, so bad
-input costs nothing and an interrupted run leaves no half-written file. Tables and progress go
-to stderr; ``--json`` prints the full result (every sample) on stdout.
+``fidelity``, ``sketch`` and ``ablate`` also compute the paper's CLIP scores when given the
+models: ``--clip`` (sketch-to-video consistency) and ``--xclip`` (text-to-video alignment), hub
+ids or local folders (docs/evaluation.md). Every input is checked before the model loads, and
+``--csv`` is written atomically, so bad input costs nothing and an interrupted run leaves no
+half-written file. Tables and progress go to stderr; ``--json`` prints the full result (every
+sample) on stdout.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -34,8 +38,11 @@ from flipsketch.evaluation.inputs import (
     read_prompts,
     read_sketches,
 )
-from flipsketch.evaluation.tables import write_csv
+from flipsketch.evaluation.tables import PAPER_TABLE_1, write_csv
 from flipsketch.files import check_writable
+
+if TYPE_CHECKING:
+    from flipsketch.evaluation.clip_scores import ClipConsistency, XClipAlignment
 
 eval_app = typer.Typer(name="eval", no_args_is_help=True,
                        help="Offline evaluation: stroke fidelity, motion, the ablation table.")
@@ -49,6 +56,16 @@ FramesOpt = Annotated[int, typer.Option(help="Frames M per sample.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the full result on stdout.")]
 SketchDir = Annotated[Path, typer.Argument(
     help="Folder of drawings (any image Pillow opens); each file's name fills {subject}.")]
+ClipOpt = Annotated[str | None, typer.Option(
+    "--clip", metavar="ID_OR_PATH",
+    help="CLIP model for the paper's sketch-to-video consistency, e.g. "
+         "openai/clip-vit-base-patch32. Default: not measured.")]
+XClipOpt = Annotated[str | None, typer.Option(
+    "--xclip", metavar="ID_OR_PATH",
+    help="X-CLIP model for the paper's text-to-video alignment, e.g. "
+         "microsoft/xclip-base-patch32. Default: not measured.")]
+AllowPickleOpt = Annotated[bool, typer.Option(
+    "--allow-pickle", help="Also load pickled weights (runs code from the file).")]
 
 # -- inputs ----------------------------------------------------------------------------------
 
@@ -68,11 +85,11 @@ def parse_names(text: str | None) -> list[str] | None:
 
 # -- running ---------------------------------------------------------------------------------
 
-def load(model: str, device: str | None):
+def load(model: str, device: str | None, allow_pickle: bool = False):
     from flipsketch.api import load_pipeline
 
     with console.status(f"loading model '{escape(model)}'"):
-        return load_pipeline(model, device=device)
+        return load_pipeline(model, device=device, allow_pickle=allow_pickle)
 
 
 @contextmanager
@@ -82,6 +99,30 @@ def progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
                   console=console, transient=not console.is_terminal) as bar:
         task = bar.add_task(what, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def check_scorers(clip: str | None, xclip: str | None) -> None:
+    """Refuse a --clip/--xclip that names no folder and no hub id, before anything loads."""
+    from flipsketch.evaluation.clip_scores import check_source
+
+    for option, name in (("--clip", clip), ("--xclip", xclip)):
+        if name is not None:
+            check_source(name, option)
+
+
+def load_scorers(clip: str | None, xclip: str | None, device: str | None,
+                 allow_pickle: bool) -> tuple[ClipConsistency | None, XClipAlignment | None]:
+    """The paper's scorers that were asked for, each loaded once for the whole run."""
+    from flipsketch.evaluation.clip_scores import load_clip_consistency, load_xclip_alignment
+
+    consistency = alignment = None
+    if clip is not None:
+        with console.status(f"loading CLIP '{escape(clip)}'"):
+            consistency = load_clip_consistency(clip, device, allow_pickle)
+    if xclip is not None:
+        with console.status(f"loading X-CLIP '{escape(xclip)}'"):
+            alignment = load_xclip_alignment(xclip, device, allow_pickle)
+    return consistency, alignment
 
 
 def fmt(value, spec: str = ".3f") -> str:
@@ -102,14 +143,24 @@ def fidelity_command(
     size: Annotated[int, typer.Option(
         help="Pixels both are compared at; the 2 px tolerance and the motion are in these "
              "pixels, so compare scores at one size only.")] = 256,
+    prompt: Annotated[str | None, typer.Option(
+        help="What the animation should show; needed by --xclip.")] = None,
+    clip: ClipOpt = None,
+    xclip: XClipOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+    device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Score an existing animation against its sketch: stroke F-score and ink motion."""
+    """Score an existing animation against its sketch: stroke F-score and ink motion, and
+    with --clip/--xclip the paper's sketch-to-video consistency and text-to-video alignment."""
     from flipsketch.frames.images import images_to_array, load_sketch, to_grey_square
     from flipsketch.training.data import read_frames
 
     if size < 8:
         raise UsageError("--size must be at least 8 pixels")
+    if xclip is not None and not (prompt and prompt.strip()):
+        raise UsageError("--xclip scores the animation against a text; pass --prompt TEXT")
+    check_scorers(clip, xclip)
     drawing = load_sketch(sketch)
     if not animation.exists():
         raise UsageError(f"animation '{animation}' does not exist; check the path")
@@ -125,8 +176,11 @@ def fidelity_command(
     frames = images_to_array([to_grey_square(image, size) for image in images])  # (F, H, W)
     scores = metrics.fidelity(reference, frames)
     dx, dy = metrics.translation(frames)
+    consistency, alignment = load_scorers(clip, xclip, device, allow_pickle)
     result = {
-        "sketch": str(sketch), "animation": str(animation), "size": size,
+        "sketch": str(sketch), "animation": str(animation), "size": size, "prompt": prompt,
+        "s2v_consistency": consistency.score(reference, frames) if consistency else None,
+        "t2v_alignment": alignment.score(prompt, frames) if alignment else None,
         "frames": len(frames), "fidelity_first": scores["first"],
         "fidelity_later": scores["later_mean"],
         "fidelity_compensated": scores["later_compensated"],
@@ -141,6 +195,10 @@ def fidelity_command(
                   f"{fmt(result['fidelity_compensated'])}); ink moved ({dx:+.1f}, {dy:+.1f}) px "
                   f"at {size} px -> {result['direction'] or 'no clear direction'}",
                   highlight=False, soft_wrap=True)
+    if consistency or alignment:
+        console.print(f"paper's scores: sketch-to-video consistency "
+                      f"{fmt(result['s2v_consistency'])} (CLIP), text-to-video alignment "
+                      f"{fmt(result['t2v_alignment'])} (X-CLIP)", highlight=False, soft_wrap=True)
 
 
 @eval_app.command("sketch")
@@ -153,6 +211,9 @@ def sketch_command(
     seeds: SeedsOpt = "0,1",
     steps: StepsOpt = 25,
     frames: FramesOpt = 10,
+    clip: ClipOpt = None,
+    xclip: XClipOpt = None,
+    allow_pickle: AllowPickleOpt = False,
     device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
@@ -161,14 +222,18 @@ def sketch_command(
     prompt_list = read_prompts(prompts) if prompts is not None else list(DEFAULT_PROMPTS)
     settings = eval_settings(steps, frames)
     drawings = read_sketches(sketch_dir)
-    pipe = load(model, device)
+    check_scorers(clip, xclip)
+    consistency, alignment = load_scorers(clip, xclip, device, allow_pickle)
+    pipe = load(model, device, allow_pickle)
     sketches = as_arrays(drawings, pipe.model_resolution)
     with progress_bar("sampling") as progress:
         result = runs.evaluate_sketch(pipe, sketches, prompt_list, seed_list, settings,
-                                            progress=progress)
+                                      progress=progress, consistency=consistency,
+                                      alignment=alignment)
     if json_output:
         emit_json(result)
-    table = Table(title=escape(f"sketch bar ({model}, {steps} steps, seeds {seeds})"))
+    title = f"({model}, {steps} steps, seeds {seeds})"
+    table = Table(title=escape(f"sketch bar {title}"))
     for column in ("sketch", "prompt", "seed", "fidelity 1st", "recall 1st (1 px)",
                    "fidelity later", "compensated", "motion px", "direction"):
         table.add_column(column)
@@ -185,6 +250,8 @@ def sketch_command(
                   fmt(result["direction_accuracy"], ".0%"),
                   style="bold")
     console.print(table)
+    if consistency is not None or alignment is not None:
+        console.print(paper_scores_table(result, f"the paper's scores {title}"))
 
 
 @eval_app.command("motion")
@@ -286,36 +353,89 @@ def ablate_command(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --csv file.")
     ] = False,
+    clip: ClipOpt = None,
+    xclip: XClipOpt = None,
+    allow_pickle: AllowPickleOpt = False,
     device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """The paper's Table 1 ablation, scored offline (stroke fidelity and motion, not CLIP)."""
+    """The paper's Table 1 ablation: CLIP scores with --clip/--xclip, the paper's numbers
+    beside them, and the offline stroke-fidelity and motion scores."""
     seed_list = parse_ints(seeds)
     prompt_list = read_prompts(prompts_file)
     settings = eval_settings(steps, frames)
     drawings = read_sketches(sketch_dir)
+    check_scorers(clip, xclip)
     if csv_path is not None:
         check_writable(csv_path, force, what="--csv path")
-    pipe = load(model, device)
+    consistency, alignment = load_scorers(clip, xclip, device, allow_pickle)
+    pipe = load(model, device, allow_pickle)
     sketches = as_arrays(drawings, pipe.model_resolution)
     with progress_bar("sampling") as progress:
         rows = runs.run_ablation(pipe, sketches, prompt_list, seed_list, settings,
-                                       progress=progress)
+                                 progress=progress, consistency=consistency,
+                                 alignment=alignment)
     if csv_path is not None:
         write_csv(rows, csv_path)
     if json_output:
-        emit_json({"model": model, "steps": steps, "seeds": seed_list, "rows": rows})
-    table = Table(title=escape(f"ablation ({model}, {steps} steps, {len(sketches)} sketches "
-                               f"x {len(prompt_list)} prompts x {len(seed_list)} seeds)"))
-    for column in ("method", "fidelity 1st", "fidelity later (S2V)", "compensated",
-                   "motion px", "direction acc. (T2V)", "seconds"):
+        emit_json({"model": model, "steps": steps, "seeds": seed_list, "clip": clip,
+                   "xclip": xclip, "rows": rows,
+                   "paper_table_1": {name: asdict(s) for name, s in PAPER_TABLE_1.items()}})
+    console.print(table_1(rows, f"ablation ({model}, {steps} steps, {len(sketches)} sketches "
+                                f"x {len(prompt_list)} prompts x {len(seed_list)} seeds)"))
+    if consistency is None or alignment is None:
+        console.print("S2V and T2V are measured with --clip and --xclip (docs/evaluation.md)",
+                      highlight=False)
+    console.print(offline_table(rows))
+    if csv_path is not None:
+        console.print(f"[green]wrote[/] {escape(str(csv_path))}", highlight=False)
+
+
+
+def paper_scores_table(result: dict, title: str) -> Table:
+    """Each clip's CLIP scores (a table of their own: the sketch bar is wide already)."""
+    table = Table(title=escape(title))
+    for column in ("sketch", "prompt", "seed", "S2V consistency", "T2V alignment"):
+        table.add_column(column, justify="right" if " " in column else "left")
+    for case in result["cases"]:
+        table.add_row(escape(case["sketch"]), escape(case["prompt"]), str(case["seed"]),
+                      fmt(case["s2v_consistency"]), fmt(case["t2v_alignment"]))
+    table.add_row("mean", "", "", fmt(result["s2v_consistency"]), fmt(result["t2v_alignment"]),
+                  style="bold")
+    return table
+
+
+def table_1(rows: list[dict], title: str) -> Table:
+    """The paper's Table 1 layout: a row per method, each CLIP score beside the paper's
+    number; the paper's other methods close the table for comparison."""
+    table = Table(title=escape(title),
+                  caption="paper: FlipSketch Table 1 (ModelScope T2V + sketch LoRA); "
+                          "- where not measured or not reported")
+    for column in ("method", "S2V consistency", "paper", "T2V alignment", "paper"):
+        table.add_column(column, justify="left" if column == "method" else "right",
+                         no_wrap=True)
+    for row in rows:
+        table.add_row(row["config"], fmt(row["s2v_consistency"]),
+                      fmt(row["paper_s2v_consistency"]), fmt(row["t2v_alignment"]),
+                      fmt(row["paper_t2v_alignment"]))
+    table.add_section()
+    reproduced = {row["paper_row"] for row in rows}
+    for name, scores in PAPER_TABLE_1.items():
+        if name not in reproduced:
+            table.add_row(f"{name} (paper)", "-", fmt(scores.s2v_consistency), "-",
+                          fmt(scores.t2v_alignment), style="dim")
+    return table
+
+
+def offline_table(rows: list[dict]) -> Table:
+    """The same rows scored on the ink: stroke fidelity, motion, direction, sampling time."""
+    table = Table(title="offline scores (stroke fidelity and motion)")
+    for column in ("method", "fidelity 1st", "fidelity later", "compensated", "motion px",
+                   "direction acc.", "seconds"):
         table.add_column(column, justify="left" if column == "method" else "right",
                          no_wrap=column == "method")
     for row in rows:
         table.add_row(row["config"], fmt(row["fidelity_first"]), fmt(row["fidelity_later"]),
                       fmt(row["fidelity_compensated"]), fmt(row["motion_px"], ".1f"),
-                      fmt(row["direction_accuracy"], ".0%"),
-                      fmt(row["seconds"], ".1f"))
-    console.print(table)
-    if csv_path is not None:
-        console.print(f"[green]wrote[/] {escape(str(csv_path))}", highlight=False)
+                      fmt(row["direction_accuracy"], ".0%"), fmt(row["seconds"], ".1f"))
+    return table

@@ -48,12 +48,17 @@ def fidelity_scores(sketch: Image.Image, animations: Sequence[Animation]) -> lis
 
 
 def clip_scorer(consistency) -> Scorer:
-    """A ``Scorer`` from a loaded CLIP consistency model (``evaluation.clip_scores``)."""
-    from flipsketch.frames.images import array_to_images
+    """A ``Scorer`` from a loaded CLIP consistency model (``evaluation.clip_scores``).
+
+    The drawing is framed as the sampler saw it (padded square, model resolution), because
+    CLIP's processor centre-crops: a wide drawing would otherwise lose its ends.
+    """
 
     def score(sketch: Image.Image, animations: Sequence[Animation]) -> list[float]:
-        return list(consistency.score_many(
-            sketch, [array_to_images(a.frames) for a in animations]))
+        if not animations:
+            return []
+        reference = prepare_sketch(sketch, animations[0].frames.shape[-1]).numpy()
+        return list(consistency.score_many(reference, [a.frames for a in animations]))
 
     return score
 

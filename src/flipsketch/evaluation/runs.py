@@ -2,8 +2,9 @@
 
 Each run returns plain dicts (what the model card and ``flipsketch eval`` report):
 the text-only motion bar, caption sensitivity (does the denoiser hear motion words), the
-sketch bar (fidelity and motion from a drawing) and the paper's ablation table without CLIP.
-``progress(done, total)`` is called after every sample.
+sketch bar (fidelity and motion from a drawing) and the paper's ablation table. The sketch runs
+also take the paper's CLIP scorers (``clip_scores``), loaded once by the caller; without them
+those two scores are None. ``progress(done, total)`` is called after every sample.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -27,9 +28,11 @@ from flipsketch.evaluation.metrics import (
     stroke_recall,
     translation,
 )
+from flipsketch.evaluation.tables import paper_columns
 
 if TYPE_CHECKING:
     from flipsketch.api import SamplerSettings
+    from flipsketch.evaluation.clip_scores import ClipConsistency, XClipAlignment
     from flipsketch.sampler.pipeline import FlipSketchPipeline
 
 Progress = Callable[[int, int], None]
@@ -175,14 +178,19 @@ def _gap(losses: dict, name: str, rows: slice = slice(None)) -> float:
 def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.ndarray]],
                     prompts: Sequence[str], seeds: Sequence[int] = (0,),
                     settings: SamplerSettings | None = None,
-                    progress: Progress | None = None) -> dict:
+                    progress: Progress | None = None,
+                    consistency: ClipConsistency | None = None,
+                    alignment: XClipAlignment | None = None) -> dict:
     """Animate every sketch (name, (H, W) grey) with every prompt and seed; score each clip.
 
     Per clip: fidelity of frame 1 and of the later frames to the sketch, how far the ink
     travels (px at the model's resolution) and, for prompts that name a translation in the
-    caption grammar (``motion_of``), whether it went that way. ``{subject}`` in a prompt is
-    replaced by the sketch's name, so one prompt list serves a folder of different drawings.
-    The summary averages over clips; ``seconds`` is the sampling time alone.
+    caption grammar (``motion_of``), whether it went that way. With the scorers, also the
+    paper's sketch-to-video consistency (against the sketch as the sampler saw it: square,
+    grey, at the model's resolution) and text-to-video alignment (against the prompt with
+    its subject filled in). ``{subject}`` in a prompt is replaced by the sketch's name, so one
+    prompt list serves a folder of different drawings. The summary averages over clips;
+    ``seconds`` is the sampling time alone, without scoring.
     """
     from flipsketch.api import SamplerSettings, animate, prepare_sketch
     from flipsketch.frames.images import array_to_images
@@ -204,6 +212,10 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
                 scores = fidelity(reference, clip.frames)
                 cases.append(dict(
                     sketch=name, prompt=prompt, seed=seed, motion=motion,
+                    s2v_consistency=(consistency.score(reference, clip.frames)
+                                     if consistency is not None else None),
+                    t2v_alignment=(alignment.score(prompt, clip.frames)
+                                   if alignment is not None else None),
                     fidelity_first=scores["first"], fidelity_later=scores["later_mean"],
                     fidelity_compensated=scores["later_compensated"],
                     recall_first=stroke_recall(reference, clip.frames[0]),
@@ -214,7 +226,13 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
                 if progress is not None:
                     progress(len(cases), total)
     judged = [float(c["correct"]) for c in cases if c["correct"] is not None]
+
+    def measured(key: str) -> float | None:
+        return _mean([c[key] for c in cases if c[key] is not None])
+
     return {
+        "s2v_consistency": measured("s2v_consistency"),
+        "t2v_alignment": measured("t2v_alignment"),
         "fidelity_first": _mean([c["fidelity_first"] for c in cases]),
         "fidelity_later": _mean([c["fidelity_later"] for c in cases]),
         "fidelity_compensated": _mean([c["fidelity_compensated"] for c in cases]),
@@ -226,28 +244,43 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
     }
 
 
-def ablation_configs(settings: SamplerSettings) -> list[tuple[str, SamplerSettings]]:
+class AblationConfig(NamedTuple):
+    """One row of the ablation: our name, its sampler settings, and the row of the paper's
+    Table 1 it reproduces (a key of ``tables.PAPER_TABLE_1``; None if the paper has none)."""
+
+    name: str
+    settings: SamplerSettings
+    paper_row: str | None
+
+
+def ablation_configs(settings: SamplerSettings) -> list[AblationConfig]:
     """The rows of the paper's Table 1 ablation, each a variant of ``settings``."""
     return [
-        (f"full (lambda {settings.lambda_:g})", settings),
-        ("lambda 0", replace(settings, lambda_=0.0)),
-        ("lambda 1", replace(settings, lambda_=1.0)),
-        ("w/o frame alignment", replace(settings, align=False)),
-        ("w/o C^T & C^S", replace(settings, compose="none")),
+        AblationConfig(f"full (lambda {settings.lambda_:g})", settings, "Ours"),
+        AblationConfig("lambda 0", replace(settings, lambda_=0.0), "Ours @ lambda = 0"),
+        AblationConfig("lambda 1", replace(settings, lambda_=1.0), "Ours @ lambda = 1"),
+        AblationConfig("w/o frame alignment", replace(settings, align=False),
+                       "Ours w/o frame align"),
+        AblationConfig("w/o C^T & C^S", replace(settings, compose="none"), "Ours w/o C^T & C^S"),
         # Sec. 4.1 / Fig. 8: the inverted sketch noise for frame 1 and nothing else.
-        ("naive baseline", replace(settings, align=False, compose="none", tau1=0, tau2=-1,
-                                   keep_first_frame=False)),
+        AblationConfig("naive baseline",
+                       replace(settings, align=False, compose="none", tau1=0, tau2=-1,
+                               keep_first_frame=False), None),
     ]
 
 
 def run_ablation(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.ndarray]],
                  prompts: Sequence[str], seeds: Sequence[int] = (0,),
                  settings: SamplerSettings | None = None,
-                 progress: Progress | None = None) -> list[dict]:
+                 progress: Progress | None = None,
+                 consistency: ClipConsistency | None = None,
+                 alignment: XClipAlignment | None = None) -> list[dict]:
     """``evaluate_sketch`` once per configuration of ``ablation_configs``: one row each.
 
-    fidelity_later is the analogue of the paper's sketch-to-video consistency, and
-    direction_accuracy of its text-to-video alignment.
+    Each row carries the paper's Table 1 numbers for its configuration
+    (``paper_s2v_consistency``, ``paper_t2v_alignment``) beside the measured ones. Without
+    the CLIP scorers, fidelity_later is the offline analogue of sketch-to-video consistency
+    and direction_accuracy of text-to-video alignment.
     """
     from flipsketch.api import SamplerSettings
 
@@ -255,11 +288,14 @@ def run_ablation(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.ndar
     per_config = len(sketches) * len(prompts) * len(seeds)
 
     rows = []
-    for index, (name, variant) in enumerate(configs):
+    for index, config in enumerate(configs):
         def step(done: int, _total: int, offset: int = index * per_config) -> None:
             if progress is not None:
                 progress(offset + done, per_config * len(configs))
 
-        result = evaluate_sketch(pipe, sketches, prompts, seeds, variant, progress=step)
-        rows.append({"config": name, **{k: v for k, v in result.items() if k != "cases"}})
+        result = evaluate_sketch(pipe, sketches, prompts, seeds, config.settings, progress=step,
+                                 consistency=consistency, alignment=alignment)
+        rows.append({"config": config.name, "paper_row": config.paper_row,
+                     **paper_columns(config.paper_row),
+                     **{k: v for k, v in result.items() if k != "cases"}})
     return rows
