@@ -23,7 +23,7 @@ from flipsketch.files import atomic_path, check_writable
 from flipsketch.plugins import PluginManager, Register, Registry, Writer, get_manager, hookimpl
 
 FOLDER_WRITER = "png-frames"
-_FRAME_NAME = re.compile(r"frame_\d+\.png")
+_FRAME_NAME = re.compile(r"frame_\d+\.(png|svg)")  # frames folders: PNG, or SVG (plugin)
 
 
 # -- built-in encoders -------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def register_writers(register: Register) -> None:
     register("webp", Writer("webp", (".webp",), write_webp))
     register("apng", Writer("apng", (".png", ".apng"), write_apng))
     register("mp4", Writer("mp4", (".mp4",), write_mp4))
-    register(FOLDER_WRITER, Writer(FOLDER_WRITER, (), write_png_frames))
+    register(FOLDER_WRITER, Writer(FOLDER_WRITER, (), write_png_frames, folder=True))
     register("contact-sheet", Writer("contact-sheet", (".contact.png",), write_contact_sheet))
 
 
@@ -160,10 +160,12 @@ def check_output_path(path: str | Path, force: bool = False,
     registry = (manager or get_manager()).registry("writer")
     if writer is not None:
         chosen = registry.get(writer)
-    elif path.is_dir() or not path.suffix:
+    elif not path.suffix:
         chosen = registry.get(FOLDER_WRITER)
     else:
         chosen = _writer_for_suffix(path, registry)
+        if path.is_dir() and not chosen.folder:  # an existing folder: frames go into it
+            chosen = registry.get(FOLDER_WRITER)
 
     check_writable(path, force, what="output path", replaceable=_is_frames_folder)
     return chosen

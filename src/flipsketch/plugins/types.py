@@ -208,7 +208,11 @@ class PostProcessor(Protocol):
 # -- writer ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Writer:
-    """An output format: the suffixes it claims (none = it writes a folder) and its encoder.
+    """An output format: the suffixes it claims and its encoder.
+
+    ``folder``: the output is a folder (PNG frames, which claims no suffix; SVG frames,
+    named ``clip.svgs``), so an existing folder of that name is this writer's earlier output
+    rather than the user's folder to write PNG frames into.
 
     ``write(frames, path, fps)`` writes to exactly ``path``, which does not exist yet and ends
     with one of ``suffixes`` (for folder writers it has no suffix and the writer creates it);
@@ -221,6 +225,7 @@ class Writer:
     name: str
     suffixes: tuple[str, ...]
     write: Callable[[list[Image.Image], Path, float], None]
+    folder: bool = False
 
 
 # -- interpolator ------------------------------------------------------------------------------
