@@ -21,6 +21,7 @@ from flipsketch.errors import PluginError
 from flipsketch.frames.writers import check_output_path
 from flipsketch.plugins import (
     BUILTIN_PLUGINS,
+    COMMANDS_HOOK,
     STAGES,
     Composition,
     PluginManager,
@@ -85,16 +86,47 @@ def test_none_switches_optional_stages_off_but_not_others():
         manager.get("inverter", "none")
 
 
-def test_registering_a_name_twice_names_both_plugins():
+def test_registering_a_name_twice_leaves_the_later_plugin_out_naming_both():
     class Clash:
         @hookimpl
         def register_inverters(self, register) -> None:
+            register("fresh", lambda *a: None)
             register("ddim", lambda *a: None)
 
     manager = PluginManager()
+    builtin = manager.get("inverter", "ddim")
     manager.register(Clash(), name="clash")
-    with pytest.raises(PluginError, match="'clash'.*'inversion'"):
-        manager.get("inverter", "ddim")
+    assert manager.get("inverter", "ddim") is builtin  # contained: the built-in stays
+    [broken] = manager.broken
+    assert broken.name == "clash" and "clash" not in [p.name for p in manager.plugins]
+    assert broken.error == "registers inverter 'ddim', already registered by 'inversion'"
+    # What it registered before failing is gone, and asking for it names the culprit.
+    with pytest.raises(PluginError, match="inverter 'fresh' comes from plugin 'clash', which "
+                                          "failed to load"):
+        manager.get("inverter", "fresh")
+
+
+def test_a_plugin_raising_while_registering_is_left_out_whole():
+    class Half:
+        @hookimpl
+        def register_writers(self, register) -> None:
+            register("half", Writer("half", (".half",), lambda f, p, fps: None))
+
+        @hookimpl
+        def register_postprocessors(self, register) -> None:
+            raise RuntimeError("no\nlicence")
+
+    manager = PluginManager()
+    manager.register(Half(), name="half")
+    with pytest.raises(PluginError) as error:
+        manager.get("postprocessor", "sepia")
+    assert str(error.value) == (
+        "unknown postprocessor 'sepia'; choose one of: binarize, lineart, raw (plugin 'half' "
+        "failed to load and may provide it; see 'flipsketch plugins')")
+    assert "half" not in manager.registry("writer").impls
+    [broken] = manager.describe()["broken"]
+    assert broken["error"] == "raised in register_postprocessors: RuntimeError: no licence"
+    assert broken["message"].startswith("plugin 'half' ((registered in code)) failed to load")
 
 
 def make_distribution(site: Path, name: str, module_source: str) -> None:
@@ -127,11 +159,31 @@ def test_broken_and_filtered_third_party_plugins(cli, fresh_plugins, tmp_path, m
         fresh_plugins()
         return cli("plugins", "--json")
 
+    # The broken plugin is listed, not fatal: this is the command that diagnoses it.
     result = run_plugins_command()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    info = json.loads(result.stdout)
+    [broken] = info["broken"]
+    assert broken["name"] == "broken" and broken["error"] == "ImportError: needs libfoo"
+    assert "sepia" in info["stages"]["postprocessor"]["implementations"]  # the others load
+
+    # Any other command warns in one line and goes on; asking for what may be the broken
+    # plugin's names it.
+    result = cli("plugins", "new", "x", "--kind", "nope")  # "plugins ..." subcommands list
+    assert "warning" not in result.stderr
+    result = cli("animate", "missing.png", "a fish", "--postprocessor", "thick",
+                 cwd=tmp_path)
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "plugin 'broken'" in lines[0] and "needs libfoo" in lines[0]
+    warning, error = result.stderr.strip().splitlines()
+    assert warning == ("warning: plugin 'broken' failed to load (ImportError: needs libfoo); "
+                       "run 'flipsketch plugins' for details")
+    assert "unknown postprocessor 'thick'" in error and "plugin 'broken'" in error, error
     assert "Traceback" not in result.stderr
+
+    result = run_plugins_command()
+    listing = cli("plugins")
+    assert "Broken plugins" in listing.stdout and "needs libfoo" in listing.stdout
 
     result = run_plugins_command(FLIPSKETCH_LOAD_PLUGINS="sepia")
     assert result.returncode == 0, result.stderr
@@ -170,7 +222,7 @@ def test_builtins_load_without_entry_points():
 
 def test_one_stage_per_hook():
     hooks = {name for name in dir(hookspecs) if name.startswith("register_")}
-    assert {stage.hook for stage in STAGES.values()} == hooks
+    assert {stage.hook for stage in STAGES.values()} == hooks - {COMMANDS_HOOK}
     for stage in STAGES.values():  # every hook's documentation names its stage's type
         assert stage.protocol.__name__ in getattr(hookspecs, stage.hook).__doc__
 

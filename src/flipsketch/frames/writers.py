@@ -177,7 +177,8 @@ def _writer_for_suffix(path: Path, registry: Registry) -> Writer:
     if suffix is None:
         known = sorted({s for impl in registry.impls.values() for s in impl.suffixes})
         raise UsageError(f"unknown output type '{path.suffix}' for '{path.name}'; use one of "
-                         f"{', '.join(known)}, or a name without suffix for a folder of frames")
+                         f"{', '.join(known)}, or a name without suffix for a folder of frames"
+                         f"{registry.broken_hint()}")
     return next(impl for impl in registry.impls.values()
                 if suffix.lower() in (s.lower() for s in impl.suffixes))
 

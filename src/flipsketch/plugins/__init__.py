@@ -15,9 +15,11 @@ model, frame or recipe modules when it loads.
 from flipsketch.plugins.hookspecs import Register, hookimpl, hookspec
 from flipsketch.plugins.manager import (
     BUILTIN_PLUGINS,
+    COMMANDS_HOOK,
     ENTRY_POINT_GROUP,
     OFF,
     STAGES,
+    BrokenPlugin,
     LoadedPlugin,
     PluginManager,
     Registry,
@@ -48,10 +50,10 @@ from flipsketch.plugins.types import (
 )
 
 __all__ = [
-    "ALIGN_OPTIMIZERS", "BUILTIN_PLUGINS", "COMPOSE_MODES", "DEFAULT_FPS", "DEFAULT_LAMBDA",
-    "ENTRY_POINT_GROUP", "OFF", "STAGES", "AlignSettings", "Aligner", "Backbone", "Clip",
-    "Composer", "Composition", "CompositionSettings", "Field", "Interpolator", "Inverter",
-    "LoadedPlugin", "PluginManager", "PostProcessor", "PostprocessSettings", "Register",
-    "Registry", "Stage", "StepError", "StepType", "Writer", "get_manager", "hookimpl", "hookspec",
-    "writer_suffix_clashes",
+    "ALIGN_OPTIMIZERS", "BUILTIN_PLUGINS", "COMMANDS_HOOK", "COMPOSE_MODES", "DEFAULT_FPS",
+    "DEFAULT_LAMBDA", "ENTRY_POINT_GROUP", "OFF", "STAGES", "AlignSettings", "Aligner", "Backbone",
+    "BrokenPlugin", "Clip", "Composer", "Composition", "CompositionSettings", "Field",
+    "Interpolator", "Inverter", "LoadedPlugin", "PluginManager", "PostProcessor",
+    "PostprocessSettings", "Register", "Registry", "Stage", "StepError", "StepType", "Writer",
+    "get_manager", "hookimpl", "hookspec", "writer_suffix_clashes",
 ]

@@ -17,14 +17,20 @@ suffix the first registered wins.
 
 What ``impl`` must be, with its exact signature and tensor shapes, is the type each hook names,
 in ``flipsketch.plugins.types`` and importable from ``flipsketch.plugins``.
+
+``register_commands(cli)`` is the one hook that fills no stage: it adds commands to the
+``flipsketch`` command line. docs/plugins.md is the guide, with an example of every hook.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    import typer
 
 hookspec = pluggy.HookspecMarker("flipsketch")
 hookimpl = pluggy.HookimplMarker("flipsketch")
@@ -101,4 +107,19 @@ def register_recipe_steps(register: Register) -> None:
 def register_interpolators(register: Register) -> None:
     """Register frame interpolators used by the recipe ``interpolate`` step: each ``impl`` is
     an ``Interpolator``. Default: ``flow`` (optical flow).
+    """
+
+
+@hookspec
+def register_commands(cli: typer.Typer) -> None:
+    """Add commands to ``flipsketch``: ``@cli.command()`` for a command, ``cli.add_typer(app,
+    name="NAME")`` for a group of them; ``cli`` is a ``typer.Typer`` of the plugin's own whose
+    commands join flipsketch's.
+
+    Called once per run of the command line, before it parses the arguments (so ``flipsketch
+    --help`` lists the commands): keep heavy imports (torch, the API) inside the command
+    functions. A command name already taken, by flipsketch or by another plugin, leaves the
+    plugin out whole with an error naming both, as does a hook that raises; ``flipsketch
+    plugins`` lists it. Report failures the user can fix by raising
+    ``flipsketch.errors.UsageError`` (one line, exit 2).
     """

@@ -8,13 +8,21 @@ The package's own stage modules (``BUILTIN_PLUGINS``) are imported by module nam
 registered first, so a source tree works whether or not its entry points were reinstalled
 after a module moved. Third-party plugins are modules listed under the ``flipsketch`` entry-point
 group (see ``hookspecs``); ``FLIPSKETCH_LOAD_PLUGINS`` (comma-separated entry-point names;
-empty means none) limits which of them load. A plugin that fails to import or raises while
-registering is reported by name as a ``PluginError``.
+empty means none) limits which of them load.
+
+A third-party plugin that fails to import, raises while registering or clashes with a name
+already taken is *contained*: it is left out whole and recorded in ``PluginManager.broken``
+with its one-line error, so that one broken package cannot stop every command (including
+``flipsketch plugins``, the one that diagnoses it). A broken built-in is still a
+``PluginError``: without it flipsketch itself is broken.
+
+The built-ins load lazily, when a registry or the plugin list is first asked for, because
+they import torch: ``flipsketch --help`` loads the third-party plugins (their commands are
+listed there) without waiting for it.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.metadata
 import os
@@ -41,6 +49,9 @@ from flipsketch.plugins.types import (
 ENTRY_POINT_GROUP = "flipsketch"
 OFF = "none"  # the name that switches a stage that can be off, off
 OWN_DISTRIBUTION = "flipsketch"
+# The hook through which plugins add commands: not a stage (it fills no registry), so it has
+# no row in STAGES; the command line calls it (``flipsketch.cli.plugins``).
+COMMANDS_HOOK = "register_commands"
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,31 @@ class LoadedPlugin:
 
 
 @dataclass
+class BrokenPlugin:
+    """A third-party plugin left out because it failed; ``flipsketch plugins`` lists it."""
+
+    name: str
+    distribution: str
+    version: str
+    error: str  # one line: what went wrong, without the plugin's name
+    # (stage, name) pairs it registered before it failed: a run asking for one of them is
+    # told which plugin to fix instead of "unknown".
+    provides: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def message(self) -> str:
+        """The full line: which plugin, what went wrong, and the fix."""
+        return (f"plugin '{self.name}' ({self.distribution}) failed to load: {self.error}; "
+                f"fix or uninstall it, or leave it out with FLIPSKETCH_LOAD_PLUGINS")
+
+    @property
+    def warning(self) -> str:
+        """What a command other than ``flipsketch plugins`` prints, once, before going on."""
+        return (f"plugin '{self.name}' failed to load ({self.error}); run 'flipsketch "
+                f"plugins' for details")
+
+
+@dataclass
 class Registry:
     """Named implementations of one stage, with the plugin that registered each."""
 
@@ -102,59 +138,106 @@ class Registry:
     default: str | None
     impls: dict[str, Any] = field(default_factory=dict)
     owners: dict[str, str] = field(default_factory=dict)
+    # The manager's broken plugins (the same list, so it stays current): an unknown name may
+    # be one of theirs.
+    broken: list[BrokenPlugin] = field(default_factory=list)
 
     def get(self, name: str | None) -> Any:
         name = name or self.default
         if name is None:
-            raise PluginError(f"no {self.stage} named; pass one of: {', '.join(self.impls)}")
+            raise PluginError(f"no {self.stage} named; pass one of: {', '.join(self.impls)}"
+                              f"{self.broken_hint()}")
         if name not in self.impls:
+            for plugin in self.broken:
+                if (self.stage, name) in plugin.provides:
+                    raise PluginError(
+                        f"{self.stage} '{name}' comes from plugin '{plugin.name}', which failed "
+                        f"to load ({plugin.error}); fix or uninstall it "
+                        f"(see 'flipsketch plugins')")
             known = ", ".join(sorted(self.impls)) or "(none registered)"
             hint = " or 'none'" if STAGES[self.stage].can_be_off else ""
-            raise PluginError(f"unknown {self.stage} '{name}'; choose one of: {known}{hint}")
+            raise PluginError(f"unknown {self.stage} '{name}'; choose one of: {known}{hint}"
+                              f"{self.broken_hint()}")
         return self.impls[name]
+
+    def broken_hint(self) -> str:
+        """Appended to "unknown NAME" errors: a plugin that failed to load may be the cause."""
+        if not self.broken:
+            return ""
+        names = ", ".join(f"'{p.name}'" for p in self.broken)
+        return (f" (plugin {names} failed to load and may provide it; see "
+                f"'flipsketch plugins')")
+
+
+class _PluginFailed(Exception):
+    """Raised inside ``_build_registries`` when a third-party plugin fails; never escapes."""
+
+    def __init__(self, plugin: str, error: str, provides: list[tuple[str, str]]) -> None:
+        super().__init__(error)
+        self.plugin, self.error, self.provides = plugin, error, provides
 
 
 class PluginManager:
     """Loads plugins once and answers "which implementation is called NAME for STAGE"."""
 
     def __init__(self, load_entry_points: bool = True) -> None:
-        """The built-in plugins always load; ``load_entry_points=False`` leaves out every
-        installed third-party plugin (tests use it to see only what the package ships)."""
+        """The built-in plugins always load (when first needed); ``load_entry_points=False``
+        leaves out every installed third-party plugin (tests use it to see only what the
+        package ships)."""
         self.pm = pluggy.PluginManager("flipsketch")
         self.pm.add_hookspecs(hookspecs)
-        self.plugins: list[LoadedPlugin] = []
+        self.broken: list[BrokenPlugin] = []
+        # Command name -> the plugin that added it, filled by the command line.
+        self.commands: dict[str, str] = {}
+        # Called once per plugin found broken (the CLI prints a warning line); None: silent.
+        self.on_broken: Callable[[BrokenPlugin], None] | None = None
+        self._plugins: list[LoadedPlugin] = []
+        self._builtins_loaded = False
         self._registries: dict[str, Registry] | None = None
-        self._load_builtins()
         if load_entry_points:
             self._load_entry_points()
 
+    @property
+    def plugins(self) -> list[LoadedPlugin]:
+        """Every loaded plugin, built-ins first, then in registration order."""
+        self._load_builtins()
+        return sorted(self._plugins, key=lambda p: not p.builtin)
+
     # -- loading -----------------------------------------------------------------------
     def _load_builtins(self) -> None:
+        if self._builtins_loaded:
+            return
+        self._builtins_loaded = True
         from flipsketch import __version__  # here: flipsketch/__init__ imports this package
 
         for name, module_name in BUILTIN_PLUGINS.items():
-            module = _load_plugin(name, OWN_DISTRIBUTION,
-                                  functools.partial(importlib.import_module, module_name),
-                                  fix="reinstall flipsketch with its dependencies")
-            self.register(module, name=name, distribution=OWN_DISTRIBUTION,
-                          version=__version__, builtin=True)
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as exc:  # flipsketch itself is broken: not contained
+                raise PluginError(f"plugin '{name}' ({OWN_DISTRIBUTION}) failed to import: "
+                                  f"{_one_line(exc)}; reinstall flipsketch with its "
+                                  f"dependencies") from exc
+            self._add(module, name, OWN_DISTRIBUTION, __version__, builtin=True)
 
     def _load_entry_points(self) -> None:
         allowed = _allowed_third_party()
-        registered = {p.module for p in self.plugins}
+        own_modules = set(BUILTIN_PLUGINS.values())
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
                          key=lambda e: e.name):
             dist = ep.dist.name if ep.dist else "?"
-            # Our own entries name the built-ins, registered above; an entry left over from
-            # an older install may name a module that has since moved.
-            if dist == OWN_DISTRIBUTION or ep.module in registered:
+            version = ep.dist.version if ep.dist else "?"
+            # Our own entries name the built-ins, registered by import; an entry left over
+            # from an older install may name a module that has since moved.
+            if dist == OWN_DISTRIBUTION or ep.module in own_modules:
                 continue
             if allowed is not None and ep.name not in allowed:
                 continue
-            module = _load_plugin(ep.name, dist, ep.load, fix="fix or uninstall it, or "
-                                  "exclude it with FLIPSKETCH_LOAD_PLUGINS")
-            version = ep.dist.version if ep.dist else "?"
-            self.register(module, name=ep.name, distribution=dist, version=version)
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken package must not stop every command
+                self._mark_broken(BrokenPlugin(ep.name, dist, version, _one_line(exc)))
+                continue
+            self._add(module, ep.name, dist, version)
 
     def register(self, plugin: ModuleType | object, name: str | None = None,
                  distribution: str = "(registered in code)", version: str = "",
@@ -164,23 +247,59 @@ class PluginManager:
         Registering an object that is already registered (a built-in module, say) does
         nothing, so code can make sure of a plugin without asking first.
         """
+        self._load_builtins()
+        self._add(plugin, name, distribution, version, builtin)
+
+    def _add(self, plugin: ModuleType | object, name: str | None, distribution: str,
+             version: str, builtin: bool = False) -> None:
         if self.pm.is_registered(plugin):
             return
         name = name or getattr(plugin, "__name__", type(plugin).__name__)
         self.pm.register(plugin, name=name)
         module = getattr(plugin, "__name__", type(plugin).__module__)
-        self.plugins.append(LoadedPlugin(name, module, distribution, version, builtin))
+        self._plugins.append(LoadedPlugin(name, module, distribution, version, builtin))
         self._registries = None
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)
-        self.plugins = [p for p in self.plugins if p.name != name]
+        self._plugins = [p for p in self._plugins if p.name != name]
         self._registries = None
+
+    def mark_broken(self, name: str, error: str) -> None:
+        """Leave out the loaded third-party plugin ``name`` whole, recording ``error`` (one
+        line); the command line calls it for a plugin whose commands clash or raise."""
+        [plugin] = [p for p in self._plugins if p.name == name]
+        provides = tuple((stage, impl) for stage, registry in (self._registries or {}).items()
+                         for impl, owner in registry.owners.items() if owner == name)
+        self.unregister(name)
+        self._mark_broken(BrokenPlugin(name, plugin.distribution, plugin.version, error,
+                                       provides))
+
+    def _mark_broken(self, broken: BrokenPlugin) -> None:
+        self.broken.append(broken)
+        if self.on_broken is not None:
+            self.on_broken(broken)
+
+    def hook_callers(self, hook: str) -> list[tuple[str, Callable[..., Any]]]:
+        """(plugin name, hook function) of every loaded plugin implementing ``hook``, in
+        registration order: for callers that contain each plugin's failure on their own."""
+        return [(self.pm.get_name(impl.plugin) or "?", impl.function)
+                for impl in getattr(self.pm.hook, hook).get_hookimpls()]
 
     # -- registries --------------------------------------------------------------------
     def registry(self, stage: str) -> Registry:
         if self._registries is None:
-            self._registries = self._build_registries()
+            self._load_builtins()
+            while True:  # each failure leaves one plugin out; build again without it
+                try:
+                    self._registries = self._build_registries()
+                    break
+                except _PluginFailed as failed:
+                    [plugin] = [p for p in self._plugins if p.name == failed.plugin]
+                    self.unregister(failed.plugin)
+                    self._mark_broken(BrokenPlugin(failed.plugin, plugin.distribution,
+                                                   plugin.version, failed.error,
+                                                   tuple(failed.provides)))
         return self._registries[stage]
 
     def get(self, stage: str, name: str | None = None) -> Any:
@@ -193,31 +312,42 @@ class PluginManager:
         return self.registry(stage).get(name)
 
     def _build_registries(self) -> dict[str, Registry]:
-        registries = {}
+        """Call every ``register_*`` hook; raises ``_PluginFailed`` for the first third-party
+        plugin that raises or takes a name already registered (``registry`` leaves it out)."""
+        builtin = {p.name for p in self._plugins if p.builtin}
+        registries: dict[str, Registry] = {}
         for stage in STAGES.values():
-            registry = registries[stage.name] = Registry(stage.name, stage.default)
-            hook = getattr(self.pm.hook, stage.hook)
-            for impl in hook.get_hookimpls():  # in registration order: built-ins first
-                owner = self.pm.get_name(impl.plugin) or "?"
+            registry = registries[stage.name] = Registry(stage.name, stage.default,
+                                                         broken=self.broken)
+            # Built-ins first (they may load after the third-party plugins), then
+            # registration order: of writers claiming one suffix, the first wins.
+            for owner, function in sorted(self.hook_callers(stage.hook),
+                                          key=lambda caller: caller[0] not in builtin):
+                staged: dict[str, Any] = {}
 
                 def register(name: str, value: Any, _owner: str = owner,
-                             _registry: Registry = registry) -> None:
-                    if name in _registry.impls:
-                        raise PluginError(
-                            f"plugin '{_owner}' registers {_registry.stage} '{name}', already "
-                            f"registered by '{_registry.owners[name]}'; uninstall one of them"
-                        )
-                    _registry.impls[name] = value
-                    _registry.owners[name] = _owner
+                             _registry: Registry = registry,
+                             _staged: dict[str, Any] = staged) -> None:
+                    if name in _registry.impls or name in _staged:
+                        first = _registry.owners.get(name, _owner)
+                        raise _Clash(f"registers {_registry.stage} '{name}', already "
+                                     f"registered by '{first}'")
+                    _staged[name] = value
 
                 try:
-                    impl.function(register=register)
-                except PluginError:
-                    raise
+                    function(register=register)
                 except Exception as exc:
-                    raise PluginError(
-                        f"plugin '{owner}' raised in {stage.hook}: {type(exc).__name__}: {exc}"
-                    ) from exc
+                    error = (str(exc) if isinstance(exc, _Clash)
+                             else f"raised in {stage.hook}: {_one_line(exc)}")
+                    if owner in builtin:
+                        raise PluginError(f"plugin '{owner}' {error}; reinstall "
+                                          f"flipsketch") from exc
+                    provides = [(s, n) for s, r in registries.items()
+                                for n, o in r.owners.items() if o == owner]
+                    raise _PluginFailed(owner, error, provides + [
+                        (stage.name, name) for name in staged]) from exc
+                registry.impls.update(staged)
+                registry.owners.update(dict.fromkeys(staged, owner))
         return registries
 
     def describe(self) -> dict[str, Any]:
@@ -234,6 +364,9 @@ class PluginManager:
             }
         return {
             "plugins": [p.__dict__ for p in self.plugins],
+            "broken": [{"name": p.name, "distribution": p.distribution, "version": p.version,
+                        "error": p.error, "message": p.message} for p in self.broken],
+            "commands": dict(sorted(self.commands.items())),
             "stages": stages,
             "writer_suffix_clashes": writer_suffix_clashes(self.registry("writer")),
         }
@@ -257,13 +390,14 @@ def writer_suffix_clashes(registry: Registry) -> list[dict[str, Any]]:
     ]
 
 
-def _load_plugin(name: str, distribution: str, load: Callable[[], Any], fix: str) -> Any:
-    """``load()`` a plugin; an import failure is reported as the plugin's, not as our bug."""
-    try:
-        return load()
-    except Exception as exc:
-        raise PluginError(f"plugin '{name}' ({distribution}) failed to import: "
-                          f"{type(exc).__name__}: {exc}; {fix}") from exc
+class _Clash(Exception):
+    """A plugin registered a name another plugin (or it, earlier) already took."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """``ImportError: needs libfoo``: an exception as one line of a message."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _allowed_third_party() -> set[str] | None:
