@@ -8,6 +8,10 @@ through the real loading code. Nothing is downloaded.
 console entry point itself, so a command's exit code, stdout and stderr are the user's without
 a new interpreter (and its imports) per call; tests start a real process only where one
 matters (signals, the installed script, ``accelerate launch``).
+
+``device`` is where ``tiny_components`` (and so ``tiny_pipe``) live: the CPU, unless
+``FLIPSKETCH_TEST_DEVICE`` names another (``cuda``). The sampler tests (``test_pipeline.py``,
+``test_attention.py``) build every tensor on it, so ``scripts/gpu_check.sh`` runs them on a GPU.
 """
 
 from __future__ import annotations
@@ -27,6 +31,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402  (after OMP_WAIT_POLICY)
+
+# The device of the sampler tests (see the module docstring). On CUDA, TF32 is off: the tests
+# compare against written-out fp32 arithmetic, and TF32 convolutions differ from it by ~1e-3.
+TEST_DEVICE = torch.device(os.environ.get("FLIPSKETCH_TEST_DEVICE") or "cpu")
+if TEST_DEVICE.type == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def pytest_configure(config) -> None:
+    if TEST_DEVICE.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("FLIPSKETCH_TEST_DEVICE=cuda but torch sees no CUDA device")
+
+
+def pytest_report_header(config) -> str:
+    return f"flipsketch test device: {TEST_DEVICE}"
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """Where the sampler tests run: ``FLIPSKETCH_TEST_DEVICE``, the CPU by default."""
+    return TEST_DEVICE
+
 
 # Real drawings by people outside the project, in the shared folder beside the repository.
 SKETCHES = Path(__file__).resolve().parents[2] / "shared" / "sketches"
@@ -125,7 +152,7 @@ def byte_level_vocab() -> dict[str, int]:
 
 
 def build_tiny_components(prediction_type: str = "epsilon", vae_channels: int = 3,
-                          seed: int = 0) -> dict:
+                          seed: int = 0, device: torch.device | str = "cpu") -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -151,13 +178,13 @@ def build_tiny_components(prediction_type: str = "epsilon", vae_channels: int = 
     scheduler = DDIMScheduler(prediction_type=prediction_type, clip_sample=False,
                               beta_schedule="scaled_linear", beta_start=0.00085,
                               beta_end=0.012, set_alpha_to_one=False)
-    return dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                scheduler=scheduler)
+    return dict(vae=vae.to(device), text_encoder=text_encoder.to(device), tokenizer=tokenizer,
+                unet=unet.to(device), scheduler=scheduler)
 
 
 @pytest.fixture
-def tiny_components() -> dict:
-    return build_tiny_components()
+def tiny_components(device) -> dict:
+    return build_tiny_components(device=device)
 
 
 @pytest.fixture
@@ -175,3 +202,42 @@ def tiny_model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models") / "tiny-random"
     FlipSketchPipeline(**build_tiny_components()).save_pretrained(folder)
     return folder
+
+
+def save_authors_checkpoint(repo: Path, *, seed: int = 1, without: tuple[str, ...] = (),
+                            marker: Path) -> Path:
+    """A tiny model in the layout of the authors' ``Hmrishav/t2v_sketch-lora``, saved in
+    ``repo``: ``checkpoint-2500/`` is a whole diffusers pipeline (``model_index.json``,
+    ``unet/``, ``text_encoder/``, ``tokenizer/``, ``vae/``, ``scheduler/``; ``without`` leaves
+    parts out, as a fine-tune that never had them) and ``checkpoint-2500/lora/`` holds their
+    text-encoder LoRA as a pickle. Here
+    unpickling that file creates ``marker``, so a test can tell that nothing read it.
+    ``seed`` makes its weights differ from ``tiny_model_dir``'s (seed 0), the base's stand-in.
+    """
+    import json
+    import pickle
+    import shutil
+
+    from flipsketch.sampler.pipeline import FlipSketchPipeline
+
+    folder = repo / "checkpoint-2500"
+    FlipSketchPipeline(**build_tiny_components(seed=seed)).save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["_class_name"] = "TextToVideoSDPipeline"  # what the authors' training script saved
+    for part in without:
+        shutil.rmtree(folder / part)
+        del index[part]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    (folder / "lora").mkdir()
+    (folder / "lora" / "pytorch_lora_weights.bin").write_bytes(pickle.dumps(_Tripwire(marker)))
+    return folder
+
+
+class _Tripwire:
+    """Pickled as a call of ``Path.touch(marker)``: whatever unpickles it leaves the marker."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = Path(marker)
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)

@@ -49,14 +49,15 @@ def test_layers_are_told_apart_by_their_place_in_the_unet(tiny_components):
 
 
 @torch.no_grad()
-def test_spatial_composition_replaces_the_queries_of_conditional_frames_1_to_n(tiny_components):
+def test_spatial_composition_replaces_the_queries_of_conditional_frames_1_to_n(tiny_components,
+                                                                              device):
     unet = tiny_components["unet"]
     composition = Composition(unet, CompositionSettings(lambda_=0.5))
     name, attn = find_attention(unet, "spatial")
     frames, n, hw, channels = 5, 3, 6, attn.to_q.in_features
     torch.manual_seed(1)
-    reference = torch.randn(n, hw, channels)  # reference pass: batch 1, N frames
-    joint = torch.randn(2 * frames, hw, channels)  # [uncond, cond] x M frames
+    reference = torch.randn(n, hw, channels).to(device)  # reference pass: batch 1, N frames
+    joint = torch.randn(2 * frames, hw, channels).to(device)  # [uncond, cond] x M frames
     with composition.capture():
         attn(reference)
     with composition.compose(step=0, num_frames=frames, cond_rows=slice(1, 2)):
@@ -74,14 +75,15 @@ def test_spatial_composition_replaces_the_queries_of_conditional_frames_1_to_n(t
 
 @pytest.mark.parametrize("lambda_", [0.0, 0.5, 1.0])
 @torch.no_grad()
-def test_temporal_composition_swaps_frame_1_key_and_scales_its_logits(tiny_components, lambda_):
+def test_temporal_composition_swaps_frame_1_key_and_scales_its_logits(tiny_components, lambda_,
+                                                                      device):
     unet = tiny_components["unet"]
     composition = Composition(unet, CompositionSettings(lambda_=lambda_))
     name, attn = find_attention(unet, "temporal")
     frames, pixels, channels = 6, 4, attn.to_q.in_features
     torch.manual_seed(2)
-    reference = torch.randn(pixels, 4, channels)  # reference pass: hw rows, N = 4 frames
-    joint = torch.randn(2 * pixels, frames, channels) * 3  # [uncond, cond] x hw rows
+    reference = torch.randn(pixels, 4, channels).to(device)  # reference pass: hw rows, N = 4
+    joint = torch.randn(2 * pixels, frames, channels).to(device) * 3  # [uncond, cond] x hw
     with composition.capture():
         attn(reference)
     with composition.compose(step=3, num_frames=frames, cond_rows=slice(1, 2)):
@@ -89,7 +91,7 @@ def test_temporal_composition_swaps_frame_1_key_and_scales_its_logits(tiny_compo
 
     q, k, v = attn.to_q(joint), attn.to_k(joint), attn.to_v(joint)
     k[pixels:, 0] = attn.to_k(reference)[:, 0]  # C^T: reference key at frame 1
-    factor = 1 + lambda_ * torch.arange(1, frames + 1, dtype=torch.float32) / 50
+    factor = 1 + lambda_ * torch.arange(1, frames + 1, dtype=torch.float32, device=device) / 50
     expected_cond = direct_attention(attn, q[pixels:], k[pixels:], v[pixels:], factor)
     expected_uncond = direct_attention(attn, q[:pixels], k[:pixels], v[:pixels])
     torch.testing.assert_close(composed[pixels:], expected_cond, rtol=1e-4, atol=1e-5)
@@ -98,7 +100,7 @@ def test_temporal_composition_swaps_frame_1_key_and_scales_its_logits(tiny_compo
 
 
 @torch.no_grad()
-def test_lambda_changes_attention_to_frame_1(tiny_components):
+def test_lambda_changes_attention_to_frame_1(tiny_components, device):
     """Higher lambda pulls more attention mass onto frame 1 when its logits are positive."""
     unet = tiny_components["unet"]
     name, attn = find_attention(unet, "temporal")
@@ -106,8 +108,8 @@ def test_lambda_changes_attention_to_frame_1(tiny_components):
     for lambda_ in (0.0, 5.0):
         composition = Composition(unet, CompositionSettings(lambda_=lambda_))
         torch.manual_seed(3)
-        reference = torch.randn(4, 3, attn.to_q.in_features)
-        joint = torch.randn(4, 5, attn.to_q.in_features)
+        reference = torch.randn(4, 3, attn.to_q.in_features).to(device)
+        joint = torch.randn(4, 5, attn.to_q.in_features).to(device)
         with composition.capture():
             attn(reference)
         with composition.compose(step=0, num_frames=5, cond_rows=slice(0, 1)):
@@ -117,14 +119,14 @@ def test_lambda_changes_attention_to_frame_1(tiny_components):
 
 
 @torch.no_grad()
-def test_composition_acts_on_the_conditional_branch_only_end_to_end(tiny_components):
+def test_composition_acts_on_the_conditional_branch_only_end_to_end(tiny_components, device):
     """A whole UNet call: the unconditional half equals a plain call, the conditional differs."""
     unet = tiny_components["unet"].eval()
     torch.manual_seed(4)
     frames = 4
-    x = torch.randn(1, 4, frames, 8, 8)
-    reference = torch.randn(1, 4, 1, 8, 8)
-    embeds = torch.randn(1, 7, unet.config.cross_attention_dim)
+    x = torch.randn(1, 4, frames, 8, 8).to(device)
+    reference = torch.randn(1, 4, 1, 8, 8).to(device)
+    embeds = torch.randn(1, 7, unet.config.cross_attention_dim).to(device)
     plain = unet(x, 10, encoder_hidden_states=embeds).sample
 
     composition = Composition(unet, CompositionSettings(lambda_=1.0))

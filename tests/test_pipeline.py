@@ -9,7 +9,7 @@ from flipsketch.sampler.alignment import AlignSettings, gradient_align
 from flipsketch.sampler.inversion import ddim_invert
 from flipsketch.sampler.pipeline import FlipSketchPipeline
 
-from conftest import build_tiny_components
+from conftest import TEST_DEVICE, build_tiny_components
 
 
 def a_sketch(size: int = 64) -> torch.Tensor:
@@ -99,13 +99,13 @@ def test_same_seed_same_frames_and_samples_do_not_depend_on_their_batch(tiny_pip
     assert first.min() >= 0 and first.max() <= 1
 
 
-def test_alignment_lowers_the_loss_and_never_moves_frame_1(tiny_pipe):
+def test_alignment_lowers_the_loss_and_never_moves_frame_1(tiny_pipe, device):
     pipe = tiny_pipe
     pipe.scheduler.set_timesteps(10)
     t = pipe.scheduler.timesteps[0]
     torch.manual_seed(0)
-    latents = torch.randn(2, 4, 5, 8, 8)
-    reference = torch.randn(1, 4, 1, 8, 8)
+    latents = torch.randn(2, 4, 5, 8, 8).to(device)
+    reference = torch.randn(1, 4, 1, 8, 8).to(device)
     cond = pipe.encode_prompt(["a fish swimming"]).expand(2, -1, -1)
     null = pipe.encode_prompt([""])
     with torch.no_grad():
@@ -124,7 +124,7 @@ def test_alignment_lowers_the_loss_and_never_moves_frame_1(tiny_pipe):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_inversion_is_the_exact_inverse_of_ddim_for_a_fixed_model_output(prediction_type):
     """With a UNet whose output does not depend on its input, DDIM inversion is exact."""
-    components = build_tiny_components(prediction_type=prediction_type)
+    components = build_tiny_components(prediction_type=prediction_type, device=TEST_DEVICE)
     with torch.no_grad():
         components["unet"].conv_out.weight.zero_()
         components["unet"].conv_out.bias.fill_(0.3)
@@ -135,7 +135,7 @@ def test_inversion_is_the_exact_inverse_of_ddim_for_a_fixed_model_output(predict
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_inverting_then_denoising_reproduces_the_sketch_latent(prediction_type):
     """A smooth (small-output) random UNet: close reconstruction, far better than noise."""
-    components = build_tiny_components(prediction_type=prediction_type)
+    components = build_tiny_components(prediction_type=prediction_type, device=TEST_DEVICE)
     with torch.no_grad():
         components["unet"].conv_out.weight.mul_(0.05)
     pipe = FlipSketchPipeline(**components)
@@ -153,7 +153,7 @@ def denoise_inverted(pipe, sketch, steps: int, start=None) -> float:
     timesteps = pipe.scheduler.timesteps
     x = ddim_invert(pipe, latent, null, timesteps)
     if start is not None:
-        x = start(x.shape, generator=torch.Generator().manual_seed(0))
+        x = start(x.shape, generator=torch.Generator().manual_seed(0)).to(x.device)
     with torch.no_grad():
         for t in timesteps:
             x = pipe.scheduler.step(pipe.predict(x, t, null), t, x).prev_sample
@@ -171,11 +171,11 @@ def test_composition_changes_the_result_and_lambda_matters(tiny_pipe):
 
 def test_spatial_tokens_equal_to_frame_count_do_not_confuse_the_layers():
     """Latent 4x4 = 16 tokens with 16 frames: layers are chosen by place, not by shape."""
-    components = build_tiny_components()
+    components = build_tiny_components(device=TEST_DEVICE)
     from diffusers import UNet3DConditionModel
 
     components["unet"] = UNet3DConditionModel.from_config(
-        {**components["unet"].config, "sample_size": 4})
+        {**components["unet"].config, "sample_size": 4}).to(TEST_DEVICE)
     pipe = FlipSketchPipeline(**components)
     sketch = torch.nn.functional.interpolate(a_sketch()[None, None], size=32)[0, 0]
     out = pipe("a fish", sketch, num_frames=16, num_inference_steps=2, seeds=[0],
@@ -183,12 +183,13 @@ def test_spatial_tokens_equal_to_frame_count_do_not_confuse_the_layers():
     assert out.frames.shape == (1, 16, 32, 32)
 
 
-def test_gradient_checkpointing_changes_memory_not_results(tiny_pipe):
+def test_gradient_checkpointing_changes_memory_not_results(tiny_pipe, device):
     pipe = tiny_pipe
     pipe.scheduler.set_timesteps(10)
     t = pipe.scheduler.timesteps[2]
     torch.manual_seed(1)
-    latents, reference = torch.randn(1, 4, 4, 8, 8), torch.randn(1, 4, 1, 8, 8)
+    latents = torch.randn(1, 4, 4, 8, 8).to(device)
+    reference = torch.randn(1, 4, 1, 8, 8).to(device)
     cond = pipe.encode_prompt(["a fish"])
     with torch.no_grad():
         target = pipe.predict(reference, t, pipe.encode_prompt([""]))

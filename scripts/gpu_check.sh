@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The GPU check: the sampler tests on CUDA, then what the method costs at full size.
+#
+#   scripts/gpu_check.sh [--cpu] [OUTDIR]
+#
+# 1. runs the sampler tests (tests/test_pipeline.py, tests/test_attention.py) with
+#    FLIPSKETCH_TEST_DEVICE=cuda, so every tensor and module of theirs lives on the GPU;
+# 2. runs benchmarks/bench_sampler.py --arch modelscope-full --steps 25 --frames 10 on CUDA:
+#    ModelScope T2V 1.7B's architecture with random weights in bf16 (speed and memory, not
+#    quality), text only vs composition only vs the full method, each in a fresh process;
+# 3. prints the seconds, the time ratios compose/plain and full/plain and the peak CUDA memory
+#    ratio, and writes OUTDIR/gpu_check.log and OUTDIR/bench_sampler.json.
+#
+# OUTDIR: the argument, else $OUT (the device machine's folder that comes back), else
+# runs/gpu-check. Without a CUDA GPU it stops with one line and exit code 1, unless --cpu (or
+# GPU_CHECK_DEVICE=cpu) asks for the CPU smoke test that tests/test_gpu_check.py runs: the same
+# steps on the CPU with the benchmark's tiny random-weight model, 3 steps (one aligned), 4 frames.
+#
+# Needs: a Python whose torch sees the GPU (a CUDA build), and flipsketch's dependencies:
+# diffusers, transformers, accelerate, peft, safetensors, pillow, imageio, pyyaml, typer, rich,
+# pluggy, numpy, opencv-python-headless, plus pytest. flipsketch itself need not be installed:
+# src/ goes on PYTHONPATH. Python is $PYTHON, else `python`, else `python3`, from PATH.
+# Other settings: GPU_CHECK_TESTS (test files or node ids to run instead of the two above),
+# GPU_CHECK_REPEATS (benchmark rounds; default 2 on CUDA, 1 on CPU).
+set -euo pipefail
+
+device="${GPU_CHECK_DEVICE:-cuda}"
+out=""
+for arg in "$@"; do
+    case "$arg" in
+        --cpu) device=cpu ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        -*) echo "gpu_check: unknown option '$arg'; use [--cpu] [OUTDIR]" >&2; exit 2 ;;
+        *) out="$arg" ;;
+    esac
+done
+out="${out:-${OUT:-}}"
+[[ -z "$out" || "$out" == /* ]] || out="$PWD/$out"  # relative to where it was called from
+
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+out="${out:-$root/runs/gpu-check}"
+if [[ -n "${PYTHON:-}" ]]; then
+    python="$PYTHON"
+elif command -v python >/dev/null 2>&1; then
+    python=python
+else
+    python=python3
+fi
+export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+
+fail() {
+    echo "gpu_check: $*" >&2
+    exit 1
+}
+
+# One interpreter start for both questions (exit 3 without torch, 4 without CUDA), which also
+# says what it found; the log starts with those lines once the output folder exists.
+status=0
+found="$("$python" - "$device" <<'EOF'
+import sys
+
+try:
+    import torch
+except ImportError:
+    sys.exit(3)
+if sys.argv[1].startswith("cuda") and not torch.cuda.is_available():
+    sys.exit(4)
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}")
+if torch.cuda.is_available():
+    props = torch.cuda.get_device_properties(0)
+    print(f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB")
+EOF
+)" || status=$?
+case "$status" in
+    0) ;;
+    3) fail "'$python' cannot import torch; set PYTHON to the Python that has PyTorch" ;;
+    127) fail "no Python at '$python'; set PYTHON to the Python that has PyTorch" ;;
+    4) fail "no CUDA GPU visible to torch in '$python'; use --cpu for the CPU smoke test" ;;
+    *) fail "'$python' could not check for torch and CUDA (exit $status)" ;;
+esac
+missing="$("$python" - <<'EOF'
+import importlib.util
+
+names = ["diffusers", "transformers", "accelerate", "peft", "safetensors", "PIL", "imageio",
+         "yaml", "typer", "rich", "pluggy", "numpy", "cv2", "pytest"]
+print(" ".join(name for name in names if importlib.util.find_spec(name) is None))
+EOF
+)"
+[[ -z "$missing" ]] || fail "missing Python packages: $missing (pip install -e '.[dev]')"
+
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+exec > >(tee "$out/gpu_check.log") 2>&1
+
+echo "== gpu_check on $device, results in $out"
+echo "$found"
+
+echo "== sampler tests on $device ($SECONDS s in)"
+read -ra tests <<< "${GPU_CHECK_TESTS:-tests/test_pipeline.py tests/test_attention.py}"
+tests_status=passed
+FLIPSKETCH_TEST_DEVICE="$device" "$python" -m pytest -p no:cacheprovider "${tests[@]}" \
+    || tests_status=FAILED
+
+echo "== benchmark on $device ($SECONDS s in)"
+if [[ "$device" == cuda* ]]; then
+    bench=(--arch modelscope-full --steps 25 --frames 10 --repeats "${GPU_CHECK_REPEATS:-2}")
+else
+    bench=(--arch tiny --steps 3 --frames 4 --repeats "${GPU_CHECK_REPEATS:-1}" --threads 2)
+fi
+"$python" benchmarks/bench_sampler.py "${bench[@]}" --device "$device" --warmup 1 \
+    --no-align-quality --json "$out/bench_sampler.json"
+
+echo "== summary ($SECONDS s in)"
+"$python" - "$out/bench_sampler.json" "$tests_status" <<'EOF'
+import json
+import sys
+
+s = json.load(open(sys.argv[1]))
+print(f"sampler tests on {s['device']}: {sys.argv[2]}")
+print(f"{s['model']} ({s['dtype']}), T = {s['steps']}, M = {s['frames']}: "
+      f"plain {s['plain_s']} s, compose {s['compose_s']} s, full {s['full_s']} s")
+print(f"compose ratio {s['compose_ratio']}, full ratio {s['full_ratio']}; memory ratio "
+      f"compose {s['compose_mem_ratio']}, full {s['full_mem_ratio']} (peaks {s['plain_peak_mib']}"
+      f" / {s['compose_peak_mib']} / {s['full_peak_mib']} MiB, {s['memory']})")
+EOF
+[[ "$tests_status" == passed ]] || fail "sampler tests failed on $device (see $out/gpu_check.log)"
+echo "gpu_check: done"
