@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,15 +17,20 @@ from flipsketch.models.presets import MODELSCOPE_BASE, PRESETS, SKETCH_FINETUNE,
 from flipsketch.plugins import PluginManager, hookimpl
 from flipsketch.sampler.pipeline import FlipSketchPipeline
 
-from conftest import build_tiny_components
+from conftest import build_tiny_components, save_authors_checkpoint
 
 
 def test_presets_name_the_real_models():
+    # The authors' demo loads every part from checkpoint-2500, a whole diffusers pipeline.
     sketch = PRESETS["modelscope-sketch"]
-    assert sketch.source == MODELSCOPE_BASE == "damo-vilab/text-to-video-ms-1.7b"
-    assert (sketch.unet_source, sketch.unet_subfolder) == (SKETCH_FINETUNE, "checkpoint-2500")
+    assert (sketch.source, sketch.subfolder) == (SKETCH_FINETUNE, "checkpoint-2500")
     assert SKETCH_FINETUNE == "Hmrishav/t2v_sketch-lora"
+    assert sketch.fallback == MODELSCOPE_BASE == "damo-vilab/text-to-video-ms-1.7b"
+    assert sketch.unet_source is None
+    assert sketch.hub_ids == [SKETCH_FINETUNE, MODELSCOPE_BASE]
+    assert PRESETS["modelscope"].source == MODELSCOPE_BASE
     assert PRESETS["tiny"].source.endswith("models/weights/tiny")
+    assert PRESETS["tiny"].hub_ids == []
 
 
 def test_resolve_model_accepts_folders_and_hub_ids_and_rejects_the_rest(tmp_path):
@@ -99,6 +106,65 @@ def test_a_fine_tune_unet_replaces_the_base_unet(tiny_model_dir, tmp_path):
         torch.testing.assert_close(mine, theirs)
     base = load_pipeline(str(tiny_model_dir))
     assert not torch.allclose(next(base.unet.parameters()), next(pipe.unet.parameters()))
+
+
+def assert_same_weights(module: torch.nn.Module, expected: torch.nn.Module) -> None:
+    for mine, theirs in zip(module.parameters(), expected.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs)
+
+
+@pytest.fixture
+def sketch_preset_on_disk(monkeypatch, tmp_path, tiny_model_dir):
+    """``modelscope-sketch`` as it is, but with both repositories as local folders: the
+    authors' layout (seed 1) at ``repo`` and ``tiny_model_dir`` (seed 0) as the base."""
+
+    def preset(**layout) -> tuple:
+        repo, marker = tmp_path / "t2v_sketch-lora", tmp_path / "lora-was-unpickled"
+        save_authors_checkpoint(repo, marker=marker, **layout)
+        monkeypatch.setitem(PRESETS, "modelscope-sketch", replace(
+            PRESETS["modelscope-sketch"], source=str(repo), fallback=str(tiny_model_dir)))
+        return repo, marker
+
+    return preset
+
+
+def test_the_sketch_preset_is_the_authors_whole_fine_tune(sketch_preset_on_disk):
+    # Every part from checkpoint-2500, the text encoder too (a LoRA was trained into it);
+    # the pickled lora/ folder beside them is never read.
+    _, marker = sketch_preset_on_disk()
+    pipe = load_pipeline("modelscope-sketch", device="cpu")
+    finetune = build_tiny_components(seed=1)
+    for part in ("unet", "text_encoder", "vae"):
+        assert_same_weights(getattr(pipe, part), finetune[part])
+    assert not marker.exists()
+
+
+def test_a_part_the_fine_tune_lacks_comes_from_its_base(sketch_preset_on_disk):
+    _, marker = sketch_preset_on_disk(without=("text_encoder",))
+    pipe = load_pipeline("modelscope-sketch", device="cpu")
+    assert_same_weights(pipe.text_encoder, build_tiny_components(seed=0)["text_encoder"])
+    assert_same_weights(pipe.unet, build_tiny_components(seed=1)["unet"])
+    assert not marker.exists()
+
+
+def test_a_part_the_fine_tune_lists_but_lacks_is_not_taken_from_the_base(
+        sketch_preset_on_disk):
+    # model_index.json names text_encoder, so its folder is missing (an interrupted copy or
+    # download), not absent by design: the base's text encoder would silently mix two models.
+    repo, _ = sketch_preset_on_disk()
+    shutil.rmtree(repo / "checkpoint-2500" / "text_encoder")
+    with pytest.raises(ModelLoadError, match="incomplete") as error:
+        load_pipeline("modelscope-sketch", device="cpu")
+    assert "text_encoder/" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unet_override_still_replaces_only_the_unet(sketch_preset_on_disk, tmp_path):
+    sketch_preset_on_disk()
+    other = FlipSketchPipeline(**build_tiny_components(seed=2))
+    other.save_pretrained(tmp_path / "other" / "ckpt")
+    pipe = load_pipeline("modelscope-sketch", unet=f"{tmp_path / 'other'}:ckpt")
+    assert_same_weights(pipe.unet, other.unet)
+    assert_same_weights(pipe.text_encoder, build_tiny_components(seed=1)["text_encoder"])
 
 
 def test_pickled_weights_need_allow_pickle(tmp_path):

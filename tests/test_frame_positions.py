@@ -92,7 +92,7 @@ def test_tiny_config_round_trips_with_its_frame_positions(tmp_path):
     (weights,) = (out / "unet").glob("*.safetensors")
     assert not [k for k in load_file(weights) if "pos_embed" in k]
 
-    loaded = load_unet(out, subfolder="unet", torch_dtype=torch.float32).eval()
+    loaded = load_unet(out, subfolder="unet", dtype=torch.float32).eval()
     assert len([b for b in temporal_blocks(loaded) if b.pos_embed is not None]) == n_blocks
     video = torch.randn(1, 4, 10, 16, 16)
     text = torch.randn(1, 77, unet.config.cross_attention_dim)

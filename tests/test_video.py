@@ -173,7 +173,7 @@ def test_missing_weights_give_one_line(tmp_path, tiny_video_models):
                          "nobody/no-such-controlnet")
     with pytest.raises(ModelLoadError) as exc:
         load_video_pipeline(models, device="cpu")
-    assert "huggingface-cli download nobody/no-such-controlnet" in one_line(exc)
+    assert "hf download nobody/no-such-controlnet" in one_line(exc)
 
 
 def test_pickled_weights_are_refused(tmp_path, tiny_video_models):

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
     from flipsketch.sampler.pipeline import FlipSketchPipeline, Progress
 
+# The model when nothing names one; `load_pipeline` without a model follows
+# `flipsketch.models.presets.default_model()`: FLIPSKETCH_MODEL, then the user's default.
 DEFAULT_MODEL = "tiny"
 # The stages the sampler looks up by name: inverter, aligner, composer.
 SAMPLER_STAGES = tuple(name for name, stage in STAGES.items() if stage.sampler)
@@ -144,7 +146,7 @@ def sampler_stages(settings: SamplerSettings, inverter: str | None = None,
     return settings, names
 
 
-def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None,
+def load_pipeline(model: str | None = None, device: str | None = None,
                   dtype: str | None = None, allow_pickle: bool = False,
                   loras: list[str] | tuple[str, ...] = (), unet: str | None = None,
                   backbone: str | None = None,
@@ -152,9 +154,15 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None,
     """Load ``model`` with the named backbone, then apply the LoRAs.
 
     The backbone is chosen first and given ``model`` as is: the default ``modelscope`` reads
-    presets, folders and hub ids, another backbone may accept names of its own.
+    presets, folders and hub ids, another backbone may accept names of its own. Without
+    ``model``, the default model (``FLIPSKETCH_MODEL``, else ``flipsketch models default``,
+    else ``tiny``).
     """
     from flipsketch.models.lora import apply_loras, parse_lora
+    from flipsketch.models.presets import default_model
+
+    if model is None:
+        model = default_model()
 
     manager = manager or get_manager()
     loader = manager.get("backbone", backbone)

@@ -20,7 +20,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from flipsketch.api import (
     COMPOSE_MODES,
     DEFAULT_LAMBDA,
-    DEFAULT_MODEL,
     OFF,
     SamplerSettings,
     check_prompt,
@@ -41,8 +40,9 @@ Output = Annotated[Path | None, Opt(
     "--output", "-o", help="File (.gif .mp4 .webp .png) or folder for PNG frames. "
                            "Default: <sketch name>.gif, animation.gif without a sketch.")]
 # -- model
-Model = Annotated[str, Opt(
-    "--model", help="Preset (tiny, modelscope-sketch, modelscope), local folder or hub id.")]
+Model = Annotated[str | None, Opt(
+    "--model", help="Preset (tiny, modelscope-sketch, modelscope), local folder or hub id. "
+                    "Default: $FLIPSKETCH_MODEL, else 'flipsketch models default', else tiny.")]
 Unet = Annotated[str | None, Opt(
     "--unet", metavar="PATH_OR_ID[:SUBFOLDER]", help="Fine-tune whose unet/ replaces the model's.")]
 Lora = Annotated[list[str] | None, Opt(
@@ -122,7 +122,7 @@ def animate_command(
     sketch: Sketch,
     prompt: Prompt,
     output: Output = None,
-    model: Model = DEFAULT_MODEL,
+    model: Model = None,
     unet: Unet = None,
     lora: Lora = None,
     allow_pickle: AllowPickle = False,
@@ -169,7 +169,7 @@ def animate_command(
 def generate_command(
     prompt: Prompt,
     output: Output = None,
-    model: Model = DEFAULT_MODEL,
+    model: Model = None,
     unet: Unet = None,
     lora: Lora = None,
     allow_pickle: AllowPickle = False,
@@ -210,7 +210,7 @@ def generate_command(
     _run(sketch=None, keep=None, rank_model=None, **locals())  # nothing to rank against
 
 
-def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str,
+def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | None,
          unet: str | None, lora: list[str] | None, allow_pickle: bool, device: str | None,
          dtype: str | None, frames: int, steps: int, guidance: float, negative_prompt: str,
          lambda_: float | None, motion: float | None, tau1: int | None, tau2: int | None,
@@ -227,10 +227,12 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str,
     from flipsketch.api import animate, load_pipeline, postprocess, save
     from flipsketch.frames.images import load_sketch
     from flipsketch.frames.writers import check_output_path, numbered_paths
+    from flipsketch.models.presets import default_model
     from flipsketch.plugins import get_manager
 
     started = time.perf_counter()
     manager = get_manager()
+    model = model or default_model()  # --model, else FLIPSKETCH_MODEL, the user's, tiny
 
     # 1. Check everything that can be checked before the model loads.
     if lambda_ is not None and motion is not None:

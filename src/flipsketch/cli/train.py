@@ -24,7 +24,6 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from flipsketch.api import DEFAULT_MODEL
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import UsageError
 from flipsketch.files import check_writable_folder
@@ -152,9 +151,10 @@ def lora(
              "captions.jsonl or a .txt beside each clip.")],
     out: Annotated[Path, typer.Option("-o", "--output",
                                       help="Adapter folder to write (checkpoints inside).")],
-    model: Annotated[str, typer.Option(
-        help="Base model: preset (tiny, modelscope-sketch, modelscope), folder or hub id.")]
-    = DEFAULT_MODEL,
+    model: Annotated[str | None, typer.Option(
+        help="Base model: preset (tiny, modelscope-sketch, modelscope), folder or hub id. "
+             "Default: $FLIPSKETCH_MODEL, else 'flipsketch models default', else tiny.")]
+    = None,
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 4,
     steps: Annotated[int, typer.Option(help="Total optimiser steps.")] = 2500,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
@@ -182,8 +182,10 @@ def lora(
     """
     from accelerate import PartialState
 
+    from flipsketch.models.presets import default_model
     from flipsketch.training.lora import LoraSettings, train_lora
 
+    model = model or default_model()
     settings = LoraSettings(model=model, rank=rank, steps=steps, lr=lr, batch_size=batch,
                             grad_accum=grad_accum, num_frames=frames, size=size, seed=seed,
                             mixed_precision=mixed_precision, save_every=save_every,

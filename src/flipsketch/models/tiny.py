@@ -156,8 +156,8 @@ def load_components(folder: str | os.PathLike) -> dict:
         raise UsageError(f"{folder} is not a model folder (no model_index.json); "
                          "export one with 'flipsketch train export'")
     return dict(
-        vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32),
-        unet=load_unet(folder, subfolder="unet", torch_dtype=torch.float32),
+        vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", dtype=torch.float32),
+        unet=load_unet(folder, subfolder="unet", dtype=torch.float32),
         text_encoder=CLIPTextModel.from_pretrained(folder, subfolder="text_encoder",
                                                    dtype=torch.float32),
         tokenizer=CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),

@@ -9,6 +9,7 @@ model ids are configurable; each is a hub id or a local diffusers folder.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +58,11 @@ def load_video_pipeline(models: VideoModels = VideoModels(), device: str | None 
     torch_dtype = resolve_dtype(dtype, target)
 
     adapter = _load("motion adapter", models.motion_adapter, MotionAdapter.from_pretrained,
-                    torch_dtype=torch_dtype)
+                    dtype=torch_dtype)
     controlnet = _load("ControlNet", models.controlnet, ControlNetModel.from_pretrained,
-                       torch_dtype=torch_dtype)
+                       dtype=torch_dtype)
     pipe = _load("video base model", models.base, AnimateDiffControlNetPipeline.from_pretrained,
-                 motion_adapter=adapter, controlnet=controlnet, torch_dtype=torch_dtype)
+                 motion_adapter=adapter, controlnet=controlnet, dtype=torch_dtype)
     pipe.scheduler = DDIMScheduler.from_config(
         pipe.scheduler.config, beta_schedule="linear", clip_sample=False,
         timestep_spacing="linspace", steps_offset=1,
@@ -78,13 +79,18 @@ def _load(what: str, model_id: str, loader: Callable, **kwargs):
     ValueError, with messages of many lines; the user needs the id and the way out.
     """
     try:
-        return loader(model_id, use_safetensors=True, **kwargs)
+        with warnings.catch_warnings():
+            # diffusers 0.42 itself passes huggingface_hub's retired `local_dir_use_symlinks`
+            # when it reads a hub id's config; nothing the user (or this call) can change.
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks",
+                                    category=UserWarning)
+            return loader(model_id, use_safetensors=True, **kwargs)
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         if Path(model_id).is_dir():
             fix = "it must be a diffusers folder with config files and safetensors weights"
         else:
-            fix = (f"run `huggingface-cli download {model_id}` on a connected machine, or "
+            fix = (f"run `hf download {model_id}` on a connected machine, or "
                    f"point the recipe at a local diffusers folder")
         raise ModelLoadError(f"cannot load the {what} '{model_id}' ({reason}); {fix}") from exc
 

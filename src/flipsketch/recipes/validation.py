@@ -10,11 +10,11 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from flipsketch.api import DEFAULT_MODEL, SamplerSettings, sampler_stages
+from flipsketch.api import SamplerSettings, sampler_stages
 from flipsketch.errors import FlipSketchError, SettingsError, UsageError
 from flipsketch.frames.writers import claimed_suffix, numbered_paths
 from flipsketch.models.backbone import resolve_device, resolve_dtype
-from flipsketch.models.presets import resolve_model
+from flipsketch.models.presets import default_model, resolve_model
 from flipsketch.recipes.schema import (
     CACHE_DIR,
     RECIPE_VERSION,
@@ -64,7 +64,7 @@ class Validator:
             if data.get(key) is not None:
                 self.typed((key,), data[key], str)
         self.machine(data)
-        model = self.model(("model",), data.get("model") or DEFAULT_MODEL)
+        model = self.model(("model",), data.get("model") or default_model())
 
         defaults = data.get("defaults") or {}
         if not isinstance(defaults, dict):
@@ -95,7 +95,7 @@ class Validator:
                 self.fail(path + (key,), f"unknown key; {hint}")
 
     def typed(self, path: tuple, value: Any, expected: Any) -> Any:
-        problem = _type_problem(value, expected)
+        problem = type_problem(value, expected)
         if problem:
             self.fail(path, problem)
         return float(value) if expected is float else value
@@ -113,7 +113,7 @@ class Validator:
     def machine(self, data: dict) -> None:
         """The sketch model, device and dtype are known now: check them before any step."""
         for key, check in (("model", lambda: resolve_model(self.model(("model",), data.get(
-                                "model") or DEFAULT_MODEL))),
+                                "model") or default_model()))),
                            ("device", lambda: resolve_device(data.get("device"))),
                            ("dtype", lambda: resolve_dtype(data.get("dtype"),
                                                            resolve_device(data.get("device"))))):
@@ -227,33 +227,47 @@ class Validator:
 
     def output_path(self, path: tuple, value: str) -> str:
         """A relative POSIX path that stays inside OUTDIR and that some writer can write."""
-        if PurePosixPath(value).is_absolute() or PureWindowsPath(value).anchor:
-            self.fail(path, f"'{value}' is an absolute path; outputs stay inside OUTDIR, so "
-                            f"give a relative path such as out.gif")
-        parts = [p for p in PurePosixPath(value.replace("\\", "/")).parts if p != "."]
-        if ".." in parts:
-            self.fail(path, f"'{value}' leaves OUTDIR through '..'; give a path inside it")
-        if not parts:
-            self.fail(path, "empty output path; name a file such as out.gif")
-        if parts[0] == CACHE_DIR:
-            self.fail(path, f"'{value}' is inside the cache folder {CACHE_DIR}/; pick another "
-                            f"path")
-        if claimed_suffix(parts[-1], self.manager.registry("writer")) is None:
-            known = sorted({s for w in self.manager.registry("writer").impls.values()
-                            for s in w.suffixes})
-            self.fail(path, f"no writer for '{parts[-1]}'; end the name with one of "
-                            f"{', '.join(known)}, or no suffix for a folder of PNG frames")
-        return "/".join(parts)
+        try:
+            return relative_output(value, self.manager)
+        except ValueError as exc:
+            self.fail(path, str(exc))
 
 
-def _type_problem(value: Any, expected: Any) -> str | None:
+def relative_output(value: str, manager) -> str:
+    """``value`` as a relative POSIX path inside OUTDIR that some writer can write; raises
+    ``ValueError`` with the problem and the fix otherwise.
+
+    The one rule for output names given in a file (recipes, ``flipsketch batch`` manifests):
+    no absolute paths, no way out through '..', nothing inside flipsketch's own folder
+    ``CACHE_DIR``.
+    """
+    if PurePosixPath(value).is_absolute() or PureWindowsPath(value).anchor:
+        raise ValueError(f"'{value}' is an absolute path; outputs stay inside OUTDIR, so "
+                         f"give a relative path such as out.gif")
+    parts = [p for p in PurePosixPath(value.replace("\\", "/")).parts if p != "."]
+    if ".." in parts:
+        raise ValueError(f"'{value}' leaves OUTDIR through '..'; give a path inside it")
+    if not parts:
+        raise ValueError("empty output path; name a file such as out.gif")
+    if parts[0] == CACHE_DIR:
+        raise ValueError(f"'{value}' is inside the cache folder {CACHE_DIR}/; pick another "
+                         f"path")
+    if claimed_suffix(parts[-1], manager.registry("writer")) is None:
+        known = sorted({s for w in manager.registry("writer").impls.values()
+                        for s in w.suffixes})
+        raise ValueError(f"no writer for '{parts[-1]}'; end the name with one of "
+                         f"{', '.join(known)}, or no suffix for a folder of PNG frames")
+    return "/".join(parts)
+
+
+def type_problem(value: Any, expected: Any) -> str | None:
     """Why ``value`` does not fit the field type ``expected``, or None if it does."""
     origin = typing.get_origin(expected)
     if origin in (typing.Union, types.UnionType):
         members = [m for m in typing.get_args(expected) if m is not type(None)]
         if value is None and len(members) < len(typing.get_args(expected)):
             return None
-        problems = [_type_problem(value, m) for m in members]
+        problems = [type_problem(value, m) for m in members]
         return None if None in problems else problems[0]
     if origin is typing.Literal:
         choices = typing.get_args(expected)
@@ -263,7 +277,7 @@ def _type_problem(value: Any, expected: Any) -> str | None:
         (item,) = typing.get_args(expected)
         if not isinstance(value, list) or not value:
             return f"expected a non-empty list of {_type_name(item)} values, got {_show(value)}"
-        problems = [p for p in (_type_problem(v, item) for v in value) if p]
+        problems = [p for p in (type_problem(v, item) for v in value) if p]
         return f"every item must be {_type_name(item)}: {problems[0]}" if problems else None
     ok = {
         str: isinstance(value, str),

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from flipsketch.api import DEFAULT_MODEL
 from flipsketch.errors import SettingsError, UsageError
 from flipsketch.files import (
     check_writable_folder,
@@ -42,6 +41,7 @@ from flipsketch.models.lora import (
     inject_lora,
     save_lora,
 )
+from flipsketch.models.presets import default_model
 
 if TYPE_CHECKING:  # the loop imports accelerate and diffusers: loaded when training starts
     from flipsketch.training.loop import Log, Progress
@@ -58,7 +58,7 @@ RESUMABLE_CHANGES = {"steps", "save_every", "mixed_precision"}
 class LoraSettings:
     """Everything a run is started with, defaulting to the paper's recipe."""
 
-    model: str = DEFAULT_MODEL
+    model: str | None = None  # None: the default model (presets.default_model)
     rank: int = 4
     steps: int = 2500
     lr: float = 1e-4
@@ -190,7 +190,7 @@ def train_lora(data: str | os.PathLike, out_dir: str | os.PathLike,
 
     settings = replace(settings or LoraSettings())  # the caller's copy stays as it was
     settings.validate()
-    settings.model = _base_name(settings.model)
+    settings.model = _base_name(settings.model or default_model())
     data, out_dir = Path(data), Path(out_dir)
     _check_out_dir(out_dir, resume, force)
     # Joins the other processes under `accelerate launch`. `--cpu` reaches us only through the
