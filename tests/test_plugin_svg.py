@@ -270,3 +270,18 @@ def test_frame_svg_traces_one_frame(plugin_version):
     frame = Image.new("L", (10, 10), 255)
     frame.paste(0, (2, 2, 8, 8))
     assert bbox(render(frame_svg(frame)) >= 0.5).tolist() == [2, 2, 7, 7]
+
+
+def test_svg_flag_writes_a_folder_of_svg_frames(cli, tiny_model_dir, tmp_path):
+    sketch = shared_sketch("cat.png")
+    args = ["animate", str(sketch), "a cat", "--model", str(tiny_model_dir), "--steps", "2",
+            "--frames", "3", "--size", "64", "--svg"]
+    result = cli(*args, "-o", str(tmp_path / "frames"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [
+        "frame_000.svg", "frame_001.svg", "frame_002.svg"]
+    for path in (tmp_path / "frames").iterdir():
+        assert ET.parse(path).getroot().tag == f"{SVG}svg"
+    refused = cli(*args, "-o", str(tmp_path / "clip.gif"))
+    assert refused.returncode == 2 and "--svg writes a folder" in refused.stderr
+    assert not (tmp_path / "clip.gif").exists()

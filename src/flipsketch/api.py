@@ -243,8 +243,8 @@ def postprocess(frames: np.ndarray, name: str | None = None, size: int = 512,
 
 
 def save(images: list[Image.Image], path: str | Path, fps: float = 10, force: bool = False,
-         manager: PluginManager | None = None) -> Path:
-    """Write ``images`` atomically; the path's suffix picks the writer."""
+         writer: str | None = None, manager: PluginManager | None = None) -> Path:
+    """Write ``images`` atomically; the path's suffix picks the writer unless one is named."""
     from flipsketch.frames.writers import save_frames
 
-    return save_frames(images, path, fps=fps, force=force, manager=manager)
+    return save_frames(images, path, fps=fps, force=force, writer=writer, manager=manager)

@@ -113,6 +113,9 @@ Raw = Annotated[bool, Opt(
 Size = Annotated[int, Opt("--size", help="Output pixels (square).")]
 Transparent = Annotated[bool, Opt("--transparent", help="Strokes on a transparent background.")]
 Fps = Annotated[float, Opt("--fps")]
+Svg = Annotated[bool, Opt(
+    "--svg", help="With a folder output (-o frames/), one SVG per frame instead of PNG "
+                  "(the flipsketch-svg plugin; -o clip.svg is an animated SVG).")]
 Force = Annotated[bool, Opt("--force", help="Overwrite outputs.")]
 JsonOutput = Annotated[bool, Opt("--json", help="Print a machine-readable summary on stdout.")]
 
@@ -158,6 +161,7 @@ def animate_command(
     size: Size = 512,
     transparent: Transparent = False,
     fps: Fps = 10.0,
+    svg: Svg = False,
     force: Force = False,
     json_output: JsonOutput = False,
 ) -> None:
@@ -203,6 +207,7 @@ def generate_command(
     size: Size = 512,
     transparent: Transparent = False,
     fps: Fps = 10.0,
+    svg: Svg = False,
     force: Force = False,
     json_output: JsonOutput = False,
 ) -> None:
@@ -221,7 +226,7 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
          backbone: str | None,
          inverter: str | None, aligner: str | None, composer: str | None,
          postprocessor: str | None, raw: bool, size: int, transparent: bool, fps: float,
-         force: bool, json_output: bool) -> None:
+         svg: bool, force: bool, json_output: bool) -> None:
     """``animate`` with ``sketch``, ``generate`` with None: check, sample, write."""
     # Imported here so that other commands and --help start without loading torch.
     from flipsketch.api import animate, load_pipeline, postprocess, save
@@ -268,10 +273,17 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
         manager.get(stage, name)
     image = load_sketch(sketch) if sketch is not None else None
     if output is None:
-        output = Path(f"{sketch.stem if sketch is not None else 'animation'}.gif")
+        stem = sketch.stem if sketch is not None else "animation"
+        output = Path(stem if svg else f"{stem}.gif")
+    writer = None
+    if svg:
+        if output.suffix:
+            raise UsageError(f"--svg writes a folder of SVG frames, and '{output.name}' names "
+                             f"a file; drop its suffix (-o {output.stem}) or drop --svg")
+        writer = "svg-frames"
     outputs = numbered_paths(output, samples if keep is None else keep, manager)
     for path in outputs:
-        check_output_path(path, force=force, manager=manager)
+        check_output_path(path, force=force, manager=manager, writer=writer)
 
     # 2. Load the models and sample, with progress.
     scorer = None
@@ -314,7 +326,8 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     for animation, path in zip(animations, outputs, strict=True):
         images = postprocess(animation.frames, postprocessor, size=size, sketch=image,
                              transparent=transparent, manager=manager)
-        written.append(save(images, path, fps=fps, force=force, manager=manager))
+        written.append(save(images, path, fps=fps, force=force, writer=writer,
+                            manager=manager))
     elapsed = time.perf_counter() - started
     if json_output:
         stdout.print_json(json.dumps({
