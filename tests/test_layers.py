@@ -69,7 +69,7 @@ LAYERS = [
     {"plugins", "__init__"},  # the package root re-exports hookimpl from plugins
     {"sampler", "models", "frames"},
     {"api"},
-    {"recipes", "training", "evaluation"},
+    {"recipes", "training", "evaluation", "batch"},
     {"cli", "__main__"},
 ]
 

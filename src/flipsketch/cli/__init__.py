@@ -13,12 +13,16 @@ import typer
 from rich.markup import escape
 from typer.exceptions import TyperException
 
-from flipsketch.cli.app import app, console, state
+# ``flipsketch.cli.app`` is the Typer app (tests invoke it); ``main`` runs it with the
+# commands plugins add.
+from flipsketch.cli.app import app, console, state  # noqa: F401
 from flipsketch.errors import FlipSketchError, SettingsError
 
 # Importing the command modules attaches their commands to ``app``.
 from flipsketch.cli import animate as _animate  # noqa: E402,F401  isort: skip
+from flipsketch.cli import batch as _batch  # noqa: E402,F401  isort: skip
 from flipsketch.cli import eval as _eval  # noqa: E402,F401  isort: skip
+from flipsketch.cli import models as _models  # noqa: E402,F401  isort: skip
 from flipsketch.cli import plugins as _plugins  # noqa: E402,F401  isort: skip
 from flipsketch.cli import recipe as _recipe  # noqa: E402,F401  isort: skip
 from flipsketch.cli import synth as _synth  # noqa: E402,F401  isort: skip
@@ -49,13 +53,30 @@ def _error(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def _with_plugin_commands(args: list[str]):
+    """The app with the commands plugins add; each broken plugin is one warning line, except
+    for ``flipsketch plugins``, which lists them. Loads third-party plugins, not torch."""
+    from flipsketch.cli.plugins import command_line, warn
+    from flipsketch.plugins import get_manager
+
+    manager = get_manager()
+    manager.on_broken = None
+    group = command_line(manager)
+    if next((arg for arg in args if not arg.startswith("-")), None) != "plugins":
+        for plugin in manager.broken:  # those found so far: import errors, commands
+            warn(plugin)
+        manager.on_broken = warn  # and those found later, when registries are built
+    return group
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     state.debug = "--debug" in args
     try:
-        # Outside standalone mode Typer returns the exit code of an Exit, and turns Ctrl-C
+        command = _with_plugin_commands(args)
+        # Outside standalone mode click returns the exit code of an Exit, and turns Ctrl-C
         # into Exit(130).
-        code = app(args=args, prog_name="flipsketch", standalone_mode=False)
+        code = command(args=args, prog_name="flipsketch", standalone_mode=False)
     except FlipSketchError as exc:
         if state.debug:
             raise
