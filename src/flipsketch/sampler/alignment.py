@@ -31,8 +31,13 @@ OPTIMIZERS = dict(zip(ALIGN_OPTIMIZERS, (torch.optim.Adam, torch.optim.SGD), str
 
 @contextmanager
 def gradient_checkpointing(unet) -> Iterator[None]:
-    """Recompute each UNet block's activations in the backward pass instead of storing them."""
-    blocks = [unet.transformer_in, *unet.down_blocks, unet.mid_block, *unet.up_blocks]
+    """Recompute each UNet block's activations in the backward pass instead of storing them.
+
+    ``transformer_in`` is ModelScope's (UNet3D) and absent from other video UNets, such as
+    AnimateDiff's ``UNetMotionModel``; a block a UNet lacks is skipped.
+    """
+    blocks = [block for block in (getattr(unet, "transformer_in", None), *unet.down_blocks,
+                                  unet.mid_block, *unet.up_blocks) if block is not None]
     for block in blocks:
         block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
     try:

@@ -32,13 +32,19 @@ import torch.nn.functional as F
 from flipsketch.plugins import CompositionSettings, hookimpl
 
 SPATIAL_SELF_ATTENTION = re.compile(r"(^|\.)attentions\.\d+\.transformer_blocks\.\d+\.attn1$")
+# Temporal transformers: ``transformer_in`` and ``temp_attentions`` of UNet3DConditionModel
+# (ModelScope), ``motion_modules`` of UNetMotionModel (AnimateDiff). Both lay their tokens out
+# alike, (batch*h*w, frames, channels), and both have a second temporal self-attention (attn2,
+# ``double_self_attention``); the method steers the first, attn1, as for spatial blocks.
 TEMPORAL_SELF_ATTENTION = re.compile(
-    r"(^transformer_in|(^|\.)temp_attentions\.\d+)\.transformer_blocks\.\d+\.attn1$"
+    r"(^transformer_in|(^|\.)(temp_attentions|motion_modules)\.\d+)"
+    r"\.transformer_blocks\.\d+\.attn1$"
 )
 
 
 def attention_kind(module_path: str) -> str | None:
-    """"spatial", "temporal" or None for a UNet3D attention module path."""
+    """"spatial", "temporal" or None for an attention module path of a video UNet
+    (``UNet3DConditionModel`` or ``UNetMotionModel``)."""
     if SPATIAL_SELF_ATTENTION.search(module_path):
         return "spatial"
     if TEMPORAL_SELF_ATTENTION.search(module_path):
