@@ -3,8 +3,8 @@
 Each repeat runs the real command twice in fresh processes, side by side: a first run on an
 empty cache folder (the drawing is inverted), then a re-run of the same drawing with another
 prompt and seed (its inversion comes from the cache). Prints one JSON object with the medians,
-every wall time and the re-run / first-run ratio. The bar for the embedded model is 20 s on 2
-CPU cores.
+every wall time, the re-run / first-run ratio and the seconds each spent on the inversion.
+The bar for the embedded model is 20 s on 2 CPU cores.
 
     python benchmarks/bench_animate.py [--model tiny] [--repeats 3]
 """
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     first, rerun = [], []
+    inversion: dict[str, list[float]] = {"first": [], "rerun": []}
     with tempfile.TemporaryDirectory() as folder:
         for index in range(args.repeats):
             cache = Path(folder) / f"cache-{index}"  # empty: the first run inverts
@@ -47,16 +48,21 @@ def main() -> None:
                                        Path(folder) / f"first-{index}.gif", cache)
             assert summary["inversion_cached"] is False
             first.append(seconds)
+            inversion["first"].append(summary["timings"]["inversion_s"])
             seconds, summary = animate(args.model, "a fish swimming to the left", 1,
                                        Path(folder) / f"rerun-{index}.gif", cache)
             assert summary["inversion_cached"] is True
             rerun.append(seconds)
+            inversion["rerun"].append(summary["timings"]["inversion_s"])
             print(f"repeat {index + 1}: first run {first[-1]:.2f} s, re-run {rerun[-1]:.2f} s",
                   flush=True)
     median_first, median_rerun = statistics.median(first), statistics.median(rerun)
     print(json.dumps({"model": args.model, "median_s": round(median_first, 2),
                       "rerun_median_s": round(median_rerun, 2),
                       "rerun_ratio": round(median_rerun / median_first, 3),
+                      "inversion_median_s": round(statistics.median(inversion["first"]), 2),
+                      "rerun_inversion_median_s": round(statistics.median(inversion["rerun"]),
+                                                        3),
                       "runs_s": [round(s, 2) for s in first],
                       "reruns_s": [round(s, 2) for s in rerun]}))
 
