@@ -1,0 +1,317 @@
+"""The ASGI app: the page, and the JSON API behind it (documented in the plugin's README).
+
+- ``GET /`` the page; ``/static/...`` its script and style;
+- ``GET /api/info`` the model, the defaults, the download kinds, the queue;
+- ``POST /api/jobs`` (multipart: ``sketch`` file, optional; ``prompt``; any sampler option by
+  its command-line name) -> 202 and the job's record, or 4xx with the command line's message;
+- ``GET /api/jobs/{id}`` the record (state, queue position, progress, result URLs);
+- ``GET /api/jobs/{id}/events`` the record's changes as server-sent events;
+- ``POST /api/jobs/{id}/cancel`` (or ``DELETE /api/jobs/{id}``) cancel;
+- ``GET /api/jobs/{id}/files/sample-N/NAME`` a result file.
+
+The model is loaded once (when the app starts, unless the caller passes a loaded one) and used
+by one worker thread; results live in a temporary folder that is removed when the app stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from flipsketch.errors import FlipSketchError, UsageError
+from flipsketch.plugins import PluginManager, get_manager
+from flipsketch_web import options as job_options
+from flipsketch_web.jobs import FINISHED, Job, JobQueue, QueueFull
+from flipsketch_web.render import formats, run_job
+
+STATIC = Path(__file__).parent / "static"
+# An upload larger than this is refused before it is decoded; Pillow's decompression-bomb
+# guard (in load_sketch, as for the command line) covers small files that decode huge.
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+EVENT_POLL_S = 0.05
+
+
+class _TooLarge(UsageError):
+    """An upload over ``MAX_UPLOAD_BYTES``: HTTP 413 rather than 400."""
+
+
+@dataclass
+class Service:
+    """What the routes share while the app runs."""
+
+    model: str
+    queue: JobQueue
+    folder: Path  # results and uploads, removed when the app stops
+    manager: PluginManager
+    stopping: bool = False
+
+
+def error(status: int, text: str) -> JSONResponse:
+    return JSONResponse({"error": text}, status_code=status)
+
+
+def create_app(model: str | None = None, *, pipe: Any = None, device: str | None = None,
+               dtype: str | None = None, max_waiting: int = 8,
+               manager: PluginManager | None = None) -> Starlette:
+    """The app for ``model`` (None: the default model), or for the already loaded ``pipe``.
+
+    ``flipsketch serve`` loads the model before it binds the port and passes ``pipe``, so a
+    model that fails to load is a one-line error and no server; without ``pipe`` the model is
+    loaded when the app starts (the tests, or another ASGI server).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from flipsketch.models.presets import default_model
+
+        name = model or default_model()
+        plugins = manager or get_manager()
+        loaded = pipe
+        if loaded is None:
+            from flipsketch.api import load_pipeline
+
+            loaded = await run_in_threadpool(load_pipeline, name, device=device, dtype=dtype,
+                                             manager=plugins)
+        with tempfile.TemporaryDirectory(prefix="flipsketch-web-",
+                                         ignore_cleanup_errors=True) as folder:
+            results = Path(folder) / "results"
+
+            def runner(job: Job, progress) -> dict[str, Any]:
+                return run_job(loaded, job, progress, results / job.id, plugins)
+
+            queue = JobQueue(runner, max_waiting=max_waiting)
+            service = Service(name, queue, Path(folder), plugins)
+            app.state.service = service
+            queue.start()
+            try:
+                yield
+            finally:
+                service.stopping = True
+                await run_in_threadpool(queue.stop)
+
+    return Starlette(routes=[
+        Route("/", page),
+        Route("/api/info", info),
+        Route("/api/jobs", list_jobs, methods=["GET"]),
+        Route("/api/jobs", create_job, methods=["POST"]),
+        Route("/api/jobs/{id}", get_job, methods=["GET"]),
+        Route("/api/jobs/{id}", cancel_job, methods=["DELETE"]),
+        Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),
+        Route("/api/jobs/{id}/events", job_events),
+        Route("/api/jobs/{id}/files/{sample}/{name}", job_file),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ], lifespan=lifespan)
+
+
+def service_of(request: Request) -> Service:
+    return request.app.state.service
+
+
+def with_urls(record: dict[str, Any]) -> dict[str, Any]:
+    """A job's record with each result file as a URL (the worker records file names)."""
+    if record["result"] is None:
+        return record
+    result = dict(record["result"])
+    result["samples"] = [
+        {**sample, "files": {kind: f"/api/jobs/{record['id']}/files/{name}"
+                             for kind, name in sample["files"].items()}}
+        for sample in result["samples"]]
+    return {**record, "result": result}
+
+
+async def page(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def info(request: Request) -> Response:
+    from flipsketch.api import SamplerSettings
+
+    service = service_of(request)
+    defaults = SamplerSettings()
+    return JSONResponse({
+        "model": service.model,
+        "defaults": {"frames": defaults.num_frames, "steps": defaults.num_inference_steps,
+                     "guidance": defaults.guidance_scale, "lambda": defaults.lambda_,
+                     "seed": defaults.seed, "samples": defaults.samples,
+                     "size": job_options.DEFAULT_SIZE, "fps": job_options.DEFAULT_FPS},
+        "options": list(job_options.OPTIONS),
+        "formats": formats(service.manager),
+        "queue": service.queue.counts(),
+        "max_upload_bytes": MAX_UPLOAD_BYTES,
+    })
+
+
+async def list_jobs(request: Request) -> Response:
+    queue = service_of(request).queue
+    return JSONResponse([with_urls(queue.record(job)) for job in list(queue.jobs.values())])
+
+
+def _cross_site(request: Request) -> bool:
+    """A browser's post from another site's page (a form aimed at localhost): refused, so a
+    web page cannot spend this machine's model. curl sends no Origin and is let through."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    return re.sub(r"^[a-z]+://", "", origin) != request.headers.get("host", "")
+
+
+async def create_job(request: Request) -> Response:
+    service = service_of(request)
+    if _cross_site(request):
+        return error(403, "jobs are accepted from this server's own page only")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 2 ** 20:
+        return error(413, f"the upload is larger than {MAX_UPLOAD_BYTES // 2 ** 20} MB; "
+                          f"scale the drawing down")
+    try:
+        form = await request.form(max_files=1, max_fields=64)
+    except Exception as exc:  # malformed multipart, too many parts: the parser's words
+        return error(400, f"the form cannot be read ({exc}); post multipart/form-data "
+                          f"or application/x-www-form-urlencoded")
+    try:
+        job = await _submit(service, form)
+    except QueueFull as exc:
+        return error(503, str(exc))
+    except _TooLarge as exc:
+        return error(413, str(exc))
+    except FlipSketchError as exc:
+        return error(400, job_options.message(exc))
+    finally:
+        await form.close()
+    return JSONResponse(with_urls(service.queue.record(job)), status_code=202,
+                        headers={"Location": f"/api/jobs/{job.id}"})
+
+
+async def _submit(service: Service, form: FormData) -> Job:
+    """The form's job, checked whole (options, prompt, drawing) and queued."""
+    fields: dict[str, str] = {}
+    upload: UploadFile | None = None
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key != job_options.SKETCH:
+                raise UsageError(f"the file field '{key}' is not known; send the drawing as "
+                                 f"'sketch'")
+            upload = value
+        elif key == job_options.SKETCH:
+            if value:
+                raise UsageError("'sketch' must be a file upload (curl: -F "
+                                 "sketch=@drawing.png)")
+        elif key in fields:
+            raise UsageError(f"--{job_options.option_name(key)} is given twice; pass it once")
+        else:
+            fields[key] = value
+    job = Job(job_options.parse(fields, service.manager))
+    if upload is not None and (upload.filename or upload.size):
+        job.sketch_name = Path(upload.filename or "sketch.png").name
+        job.sketch = await _load_upload(upload, service.folder / "uploads" / job.id,
+                                        job.sketch_name)
+    return service.queue.submit(job)
+
+
+async def _load_upload(upload: UploadFile, folder: Path, name: str):
+    """The upload, checked and decoded by the command line's own loader (``load_sketch``), so
+    a broken, empty or huge file gets the message ``flipsketch animate`` gives for it."""
+    from flipsketch.frames.images import load_sketch
+
+    safe = re.sub(r"[^\w.-]", "_", name).lstrip(".") or "sketch.png"
+    data = await upload.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise _TooLarge(f"sketch '{name}' is larger than {MAX_UPLOAD_BYTES // 2 ** 20} MB; "
+                        f"scale it down")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / safe
+    path.write_bytes(data)
+    try:
+        return await run_in_threadpool(load_sketch, path)
+    except UsageError as exc:  # the message names our copy; name the user's file instead
+        raise UsageError(str(exc).replace(f"sketch '{path}'", f"sketch '{name}'")) from None
+    finally:  # decoded into memory: the copy is not needed any more
+        path.unlink(missing_ok=True)
+        folder.rmdir()
+
+
+def _job(request: Request) -> Job | None:
+    return service_of(request).queue.get(request.path_params["id"])
+
+
+def _no_job(request: Request) -> Response:
+    return error(404, f"no job '{request.path_params['id']}' on this server; jobs last until "
+                      f"it stops (GET /api/jobs lists them)")
+
+
+async def get_job(request: Request) -> Response:
+    job = _job(request)
+    if job is None:
+        return _no_job(request)
+    return JSONResponse(with_urls(service_of(request).queue.record(job)))
+
+
+async def cancel_job(request: Request) -> Response:
+    job = _job(request)
+    if job is None:
+        return _no_job(request)
+    if _cross_site(request):
+        return error(403, "jobs are cancelled from this server's own page only")
+    if job.state in FINISHED:
+        return error(409, f"job '{job.id}' has already finished ({job.state})")
+    service_of(request).queue.cancel(job)
+    return JSONResponse(with_urls(service_of(request).queue.record(job)), status_code=202)
+
+
+async def job_events(request: Request) -> Response:
+    """The job's events as server-sent events, from the first (or after ``Last-Event-ID``);
+    the stream ends after the job's last state change."""
+    job = _job(request)
+    if job is None:
+        return _no_job(request)
+    service = service_of(request)
+    last = request.headers.get("last-event-id", "")
+    start = int(last) + 1 if last.isdigit() else 0
+
+    async def stream() -> AsyncIterator[str]:
+        index = start
+        yield "retry: 1000\n\n"
+        while True:
+            events, finished = service.queue.events_since(job, index)
+            for event in events:
+                data = with_urls(event.data) if event.kind == "state" else event.data
+                yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(data)}\n\n"
+            index += len(events)
+            if finished and not events:
+                return
+            if not events:
+                if service.stopping:
+                    return
+                await asyncio.sleep(EVENT_POLL_S)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def job_file(request: Request) -> Response:
+    job = _job(request)
+    if job is None:
+        return _no_job(request)
+    wanted = f"{request.path_params['sample']}/{request.path_params['name']}"
+    files = [name for sample in (job.result or {}).get("samples", [])
+             for name in sample["files"].values()]
+    if wanted not in files:  # only the job's own outputs: no other path is ever served
+        return error(404, f"job '{job.id}' has no file '{wanted}'")
+    path = service_of(request).folder / "results" / job.id / wanted
+    return FileResponse(path, filename=f"flipsketch-{job.id}-{wanted.replace('/', '-')}")
+
