@@ -1,5 +1,6 @@
 """The CLI through its entry point ``main`` in this process (conftest's ``cli``), on the real
-sketches in ../shared/sketches; one test starts the real ``python -m flipsketch``."""
+sketches in ../shared/sketches; one test starts the real ``python -m flipsketch``. The corpus
+of bad inputs is ``test_bad_inputs.py``."""
 
 from __future__ import annotations
 
@@ -95,51 +96,6 @@ def test_refuses_to_overwrite_without_force(cli, tiny_model_dir, tmp_path):
     result = cli(*args, "--force")
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:3] == b"GIF"
-
-
-def bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
-    (tmp_path / "empty.png").write_bytes(b"")
-    (tmp_path / "notes.txt").write_text("not a drawing")
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    cat = str(shared_sketch("cat.png"))
-    out = ["-o", str(tmp_path / "out.gif")]
-    return {
-        "missing file": (["animate", str(tmp_path / "nope.png"), "a cat", *out], ["nope.png"]),
-        "empty file": (["animate", str(tmp_path / "empty.png"), "a cat", *out], ["empty"]),
-        "not an image": (["animate", str(tmp_path / "notes.txt"), "a cat", *out], ["image"]),
-        "corrupt image": (["animate", str(tmp_path / "broken.png"), "a cat", *out],
-                          ["broken.png"]),
-        "unknown compose mode": (["animate", cat, "a cat", "--compose", "sideways", *out],
-                                 ["--compose"]),
-        "unknown stage": (["animate", cat, "a cat", "--composer", "nope", *out],
-                          ["composer", "nope"]),
-        "unknown writer": (["animate", cat, "a cat", "-o", str(tmp_path / "out.xyz")],
-                           [".xyz"]),
-        "missing output folder": (["animate", cat, "a cat", "-o",
-                                   str(tmp_path / "no" / "such" / "out.gif")], ["out.gif"]),
-        "lambda and motion": (["animate", cat, "a cat", "--lambda", "1", "--motion", "0",
-                               *out], ["--lambda", "--motion"]),
-        "not a number": (["animate", cat, "a cat", "--steps", "many", *out], ["--steps"]),
-        "unknown model": (["animate", cat, "a cat", "--model", "no_such_model", *out],
-                          ["no_such_model"]),
-        "fp16 on cpu": (["animate", cat, "a cat", "--dtype", "fp16", "--device", "cpu",
-                         *out], ["fp16"]),
-        "empty prompt": (["animate", cat, "  ", *out], ["prompt"]),
-    }
-
-
-@pytest.mark.parametrize("case", [
-    "missing file", "empty file", "not an image", "corrupt image", "unknown compose mode",
-    "unknown stage", "unknown writer", "missing output folder", "lambda and motion",
-    "not a number", "unknown model", "fp16 on cpu", "empty prompt",
-])
-def test_bad_input_gives_one_line_exit_2_and_writes_nothing(cli, tmp_path, case):
-    work = tmp_path / "work"
-    work.mkdir()
-    args, words = bad_inputs(work)[case]
-    before = sorted(p.name for p in work.rglob("*"))
-    assert_one_line_error(cli(*args, cwd=work), *words)
-    assert sorted(p.name for p in work.rglob("*")) == before
 
 
 def test_missing_model_folder_parts_give_one_line(cli, tmp_path):

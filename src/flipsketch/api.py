@@ -12,6 +12,8 @@ registers is usable here exactly like the built-ins.
 
 from __future__ import annotations
 
+import math
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +44,11 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "tiny"
 # The stages the sampler looks up by name: inverter, aligner, composer.
 SAMPLER_STAGES = tuple(name for name, stage in STAGES.items() if stage.sampler)
+# Documented maxima (README, `--help`). Frames: what temporal attention was ever trained on
+# is far less (16 for ModelScope), and a model with frame positions has its own, lower, limit
+# (`check_resources`). Size: output pixels a side; larger is upscaling a 256 px clip anyway.
+MAX_FRAMES = 64
+MAX_SIZE = 4096
 
 
 @dataclass
@@ -76,10 +83,17 @@ class SamplerSettings:
         put its flag in front of it and a recipe its key.
         """
         steps = self.num_inference_steps
+        tau1 = 2 * steps // 5 if self.tau1 is None else self.tau1
         checks = [
             ("num_frames", self.num_frames >= 2, "must be at least 2"),
+            ("num_frames", self.num_frames <= MAX_FRAMES, f"must be at most {MAX_FRAMES}"),
             ("num_inference_steps", steps >= 1, "must be at least 1"),
+            ("guidance_scale", math.isfinite(self.guidance_scale),
+             "must be a number, not NaN or infinity (the paper uses 9)"),
             ("guidance_scale", self.guidance_scale >= 0, "must be 0 or more"),
+            ("lambda_", 0 <= self.lambda_ <= 1,
+             f"must be between 0 and 1 (got {self.lambda_:g}): 1 keeps the drawing, 0 moves "
+             "the most"),
             ("samples", self.samples >= 1, "must be at least 1"),
             ("compose", self.compose in COMPOSE_MODES,
              f"must be one of {', '.join(COMPOSE_MODES)}, not '{self.compose}'"),
@@ -91,6 +105,11 @@ class SamplerSettings:
              f"must be between 0 and the number of steps ({steps})"),
             ("tau2", self.tau2 is None or -1 <= self.tau2 <= steps,
              f"must be between -1 and the number of steps ({steps})"),
+            # Only when both stages run: with one off, its window means nothing.
+            ("tau2", not (self.align and self.compose != OFF) or self.tau2 is None
+             or self.tau2 >= tau1 - 1,
+             f"must be at least tau1 - 1 ({tau1 - 1}): composition (steps i <= tau2) covers "
+             "the alignment steps (i < tau1)"),
         ]
         for name, ok, problem in checks:
             if not ok:
@@ -112,15 +131,28 @@ class Animation:
 
 
 def check_prompt(prompt: str) -> None:
+    """Refuse a prompt that is empty or holds control characters.
+
+    Tabs and line breaks are white space like any other. Other control characters (a bell,
+    an escape sequence, a NUL) come from pasting terminal output, never from a description;
+    dropping them silently would change the prompt behind the user's back, so the line names
+    the first one and where it is. Any other Unicode (emoji, right-to-left scripts) is text.
+    """
     if not prompt.strip():
         raise UsageError("the prompt is empty; describe the motion, e.g. 'a fish swimming'")
+    for index, char in enumerate(prompt):
+        if char not in "\t\n\r" and unicodedata.category(char) == "Cc":
+            raise UsageError(f"the prompt holds the control character U+{ord(char):04X} at "
+                             f"character {index + 1}; remove it (a paste from a terminal?)")
 
 
 def check_size(size: int) -> None:
-    """Refuse output frames under 8 pixels, too small to show a stroke; front ends call it
-    before sampling, so the mistake costs nothing."""
+    """Refuse output frames under 8 pixels, too small to show a stroke, or over ``MAX_SIZE``;
+    front ends call it before sampling, so the mistake costs nothing."""
     if size < 8:
         raise SettingsError("size", "must be at least 8 pixels")
+    if size > MAX_SIZE:
+        raise SettingsError("size", f"must be at most {MAX_SIZE} pixels")
 
 
 def sampler_stages(settings: SamplerSettings, inverter: str | None = None,
@@ -172,13 +204,68 @@ def load_pipeline(model: str | None = None, device: str | None = None,
     return pipe
 
 
+def check_resources(model: str | None, settings: SamplerSettings, size: int = 512, *,
+                    device: str | None = None, dtype: str | None = None,
+                    unet: str | None = None, backbone: str | None = None) -> int | None:
+    """Refuse, before the model loads, a request this model or device cannot take; return
+    the estimated peak memory in bytes (``models.footprint.estimate_peak_bytes``).
+
+    Two things are known from the model's small files alone: how many frames its UNet has
+    frame positions for, and its sizes, from which the memory of ``settings.num_frames`` x
+    ``settings.samples`` at ``size`` px follows; the device says what it has free. A model
+    whose files are not on this machine yet (a hub model before its download) or that
+    another backbone loads is not checked (None): loading it says what is wrong.
+    """
+    from flipsketch.errors import ModelLoadError
+    from flipsketch.models.footprint import available_bytes, estimate_peak_bytes, read_footprint
+    from flipsketch.models.presets import default_model, resolve_model
+    from flipsketch.models.store import locate
+
+    if (backbone or STAGES["backbone"].default) != "modelscope":
+        return None
+    model = model or default_model()
+    spec = resolve_model(model, unet=unet)
+    try:
+        parts = locate(model, spec, allow_pickle=True, download=False).parts
+    except ModelLoadError:
+        return None
+    footprint = read_footprint(parts, model)
+    limit = footprint.frame_positions
+    if limit and settings.num_frames > limit:
+        raise SettingsError("num_frames", f"must be at most {limit} with model '{model}': its "
+                                          f"frame positions cover {limit} frames")
+    from flipsketch.models.backbone import resolve_device, resolve_dtype
+
+    target = resolve_device(device)
+    need = estimate_peak_bytes(footprint, frames=settings.num_frames, samples=settings.samples,
+                               size=size, guidance=settings.guidance_scale > 1,
+                               dtype_bytes=resolve_dtype(dtype, target).itemsize)
+    free = available_bytes(str(target))
+    if free is not None and need > free:
+        raise UsageError(f"--size {size} with {settings.num_frames} frames x {settings.samples} "
+                         f"samples needs about {_gib(need)} on {target} ({_gib(free)} "
+                         "available); lower --size, --frames or --samples")
+    return need
+
+
+def _gib(count: int) -> str:
+    gib = count / 2**30
+    return f"{gib:.0f} GiB" if gib >= 10 else f"{gib:.1f} GiB"
+
+
 def prepare_sketch(sketch: Image.Image | str | Path, size: int) -> torch.Tensor:
     """Any sketch image or path -> (size, size) grey tensor in [0, 1] (padded, never stretched)."""
     import torch
 
-    from flipsketch.frames.images import images_to_array, load_sketch, to_grey_square
+    from flipsketch.frames.images import (
+        check_drawing,
+        images_to_array,
+        load_sketch,
+        to_grey_square,
+    )
 
     image = load_sketch(sketch) if isinstance(sketch, (str, Path)) else sketch
+    check_drawing(image, f"sketch '{sketch}'" if isinstance(sketch, (str, Path)) else "sketch")
     return torch.from_numpy(images_to_array([to_grey_square(image, size)])[0])
 
 
@@ -203,6 +290,10 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
               for stage in SAMPLER_STAGES}
     align_settings = AlignSettings(settings.align_iterations, settings.align_lr,
                                    settings.align_optimizer, settings.align_checkpointing)
+    positions = pipe.unet.config.get("frame_positions")
+    if positions and settings.num_frames > positions:
+        raise SettingsError("num_frames", f"must be at most {positions} with this model: its "
+                                          f"frame positions cover {positions} frames")
     image = None if sketch is None else prepare_sketch(sketch, pipe.model_resolution)
     cached = None
     if cache is not False and image is not None:

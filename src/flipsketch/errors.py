@@ -8,10 +8,24 @@ the fix, because it is all the user sees.
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and other control characters written as escapes
+    (``\\n``), so that a message quoting user input (a ``--set`` value, a recipe key, a
+    file name) stays one line whatever that input holds."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode()
+                   for c in text)
+
+
 class FlipSketchError(Exception):
-    """A failure the user can act on; ``exit_code`` 1 for runtime failures."""
+    """A failure the user can act on; ``exit_code`` 1 for runtime failures.
+
+    Its message is one line by construction (``one_line``), whatever user text it quotes.
+    """
 
     exit_code = 1
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(one_line(a) if isinstance(a, str) else a for a in args))
 
 
 class UsageError(FlipSketchError):
@@ -32,6 +46,15 @@ class ModelLoadError(FlipSketchError):
     exit_code = 2
 
 
+class Terminated(KeyboardInterrupt):
+    """The process got SIGTERM (``kill``, a job scheduler, a container stopping).
+
+    ``flipsketch.cli.main`` raises it from its SIGTERM handler. It is a ``KeyboardInterrupt``
+    so that every cleanup written for Ctrl-C (temporaries removed, finished batch jobs kept,
+    a recipe's finished steps kept) runs for it too; the CLI exits 143 instead of 130.
+    """
+
+
 class SettingsError(UsageError):
     """A settings value that cannot work, named by its field (``num_frames``, ``lambda_``).
 
@@ -43,5 +66,14 @@ class SettingsError(UsageError):
     """
 
     def __init__(self, field: str, problem: str) -> None:
-        self.field, self.problem = field, problem
+        self.field, self.problem = one_line(field), one_line(problem)
         super().__init__(f"{field} {problem}")
+
+
+class FlipSketchWarning(UserWarning):
+    """Something the user should know although the command goes on: an animated drawing of
+    which only the first frame is used, a prompt cut at the text encoder's limit.
+
+    Raised with ``warnings.warn`` where the fact is known (deep in a library call, with no
+    console at hand); the CLI prints each as one ``warning:`` line, every time it happens.
+    """

@@ -7,7 +7,11 @@ with ``--debug``.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+import warnings
 
 import typer
 from rich.markup import escape
@@ -16,7 +20,7 @@ from typer.exceptions import TyperException
 # ``flipsketch.cli.app`` is the Typer app (tests invoke it); ``main`` runs it with the
 # commands plugins add.
 from flipsketch.cli.app import app, console, state  # noqa: F401
-from flipsketch.errors import FlipSketchError, SettingsError
+from flipsketch.errors import FlipSketchError, FlipSketchWarning, SettingsError, Terminated
 
 # Importing the command modules attaches their commands to ``app``.
 from flipsketch.cli import animate as _animate  # noqa: E402,F401  isort: skip
@@ -53,6 +57,22 @@ def _error(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def _warning(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _show_warnings(show=warnings.showwarning):
+    """A ``warnings.showwarning`` that prints a ``FlipSketchWarning`` as one ``warning:``
+    line and hands any other warning to ``show`` (Python's own display)."""
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, FlipSketchWarning):
+            _warning(str(message))
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def _with_plugin_commands(args: list[str]):
     """The app with the commands plugins add; each broken plugin is one warning line, except
     for ``flipsketch plugins``, which lists them. Loads third-party plugins, not torch."""
@@ -69,14 +89,57 @@ def _with_plugin_commands(args: list[str]):
     return group
 
 
+class _SigtermAsInterrupt:
+    """While the command runs, SIGTERM raises ``Terminated`` (a ``KeyboardInterrupt``).
+
+    By default SIGTERM ends the process on the spot, skipping the cleanup Ctrl-C gets, so a
+    ``kill`` during writing left a hidden temporary file behind. Only this process handles it:
+    a forked child (a DataLoader worker) inherits the handler but dies as it did before, and
+    a second SIGTERM while cleaning up is ignored (SIGKILL still ends it). ``received`` tells
+    ``main`` which exit code to use, as typer turns any ``KeyboardInterrupt`` into exit code
+    130. The previous handler is put back afterwards: ``main`` also runs inside other
+    programs (the test suite).
+    """
+
+    received = False
+
+    def __enter__(self) -> _SigtermAsInterrupt:
+        self._previous = None
+        # Handlers can only be set from the main thread; elsewhere SIGTERM stays as it was.
+        if threading.current_thread() is threading.main_thread():
+            owner = os.getpid()
+
+            def terminate(signum: int, frame: object) -> None:
+                if os.getpid() != owner:
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                self.received = True
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                raise Terminated()
+
+            self._previous = signal.signal(signal.SIGTERM, terminate)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     state.debug = "--debug" in args
+    sigterm = _SigtermAsInterrupt()
     try:
         command = _with_plugin_commands(args)
         # Outside standalone mode click returns the exit code of an Exit, and turns Ctrl-C
         # into Exit(130).
-        code = command(args=args, prog_name="flipsketch", standalone_mode=False)
+        # Our warnings are shown every time (not once per place in the code, Python's
+        # default), each as one line; both settings end with the command.
+        with sigterm, warnings.catch_warnings():
+            warnings.simplefilter("always", FlipSketchWarning)
+            warnings.showwarning = _show_warnings()
+            code = command(args=args, prog_name="flipsketch", standalone_mode=False)
     except FlipSketchError as exc:
         if state.debug:
             raise
@@ -93,6 +156,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         code = 130
+    if code == 130 and sigterm.received:
+        code = 128 + signal.SIGTERM  # 143, as shells report a process ended by SIGTERM
     if code == 130:
         _error("interrupted")
+    elif code == 128 + signal.SIGTERM:
+        _error("terminated")
     sys.exit(code if isinstance(code, int) else 0)

@@ -20,9 +20,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from flipsketch.api import (
     COMPOSE_MODES,
     DEFAULT_LAMBDA,
+    MAX_FRAMES,
+    MAX_SIZE,
     OFF,
     SamplerSettings,
     check_prompt,
+    check_resources,
     check_size,
     sampler_stages,
 )
@@ -54,7 +57,9 @@ Device = Annotated[str | None, Opt(
 Dtype = Annotated[str | None, Opt(
     "--dtype", help="fp32, bf16 or fp16. Default: fp32 on CPU, bf16 on CUDA.")]
 # -- sampler
-Frames = Annotated[int, Opt("--frames", help="Frames M.")]
+Frames = Annotated[int, Opt(
+    "--frames", help=f"Frames M, 2 to {MAX_FRAMES} (fewer where the model's frame positions "
+                     "end: 32 for tiny).")]
 Steps = Annotated[int, Opt("--steps", help="DDIM steps T.")]
 Guidance = Annotated[float, Opt("--guidance", help="CFG scale.")]
 NegativePrompt = Annotated[str, Opt("--negative-prompt")]
@@ -110,7 +115,7 @@ Postprocessor = Annotated[str | None, Opt("--postprocessor")]
 Raw = Annotated[bool, Opt(
     "--raw", help="Keep grey levels (post-processor 'raw') instead of black-and-white "
                   "strokes.")]
-Size = Annotated[int, Opt("--size", help="Output pixels (square).")]
+Size = Annotated[int, Opt("--size", help=f"Output pixels (square), 8 to {MAX_SIZE}.")]
 Transparent = Annotated[bool, Opt("--transparent", help="Strokes on a transparent background.")]
 Fps = Annotated[float, Opt("--fps")]
 Svg = Annotated[bool, Opt(
@@ -230,7 +235,7 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     """``animate`` with ``sketch``, ``generate`` with None: check, sample, write."""
     # Imported here so that other commands and --help start without loading torch.
     from flipsketch.api import animate, load_pipeline, postprocess, save
-    from flipsketch.frames.images import load_sketch
+    from flipsketch.frames.images import check_drawing, load_sketch
     from flipsketch.frames.writers import check_output_path, numbered_paths
     from flipsketch.models.presets import default_model
     from flipsketch.plugins import get_manager
@@ -242,6 +247,9 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     # 1. Check everything that can be checked before the model loads.
     if lambda_ is not None and motion is not None:
         raise UsageError("pass either --lambda or --motion (= 1 - lambda), not both")
+    if motion is not None and not 0 <= motion <= 1:  # named as typed, not as --lambda
+        raise UsageError(f"--motion must be between 0 and 1 (got {motion:g}); 0 keeps the "
+                         "drawing, 1 moves most")
     if raw and postprocessor not in (None, "raw"):
         raise UsageError("--raw is the 'raw' post-processor; drop --raw or --postprocessor")
     if fps <= 0:
@@ -272,6 +280,11 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     for stage, name in {**stages, "backbone": backbone, "postprocessor": postprocessor}.items():
         manager.get(stage, name)
     image = load_sketch(sketch) if sketch is not None else None
+    if image is not None:
+        check_drawing(image, f"sketch '{sketch}'")
+    # Before anything that grows with the request (one output path per sample, say).
+    check_resources(model, settings, size, device=device, dtype=dtype, unet=unet,
+                    backbone=backbone)
     if output is None:
         stem = sketch.stem if sketch is not None else "animation"
         output = Path(stem if svg else f"{stem}.gif")
@@ -283,6 +296,9 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
         writer = "svg-frames"
     outputs = numbered_paths(output, samples if keep is None else keep, manager)
     for path in outputs:
+        if sketch is not None and path.exists() and path.resolve() == sketch.resolve():
+            raise UsageError(f"the output '{path}' is the drawing itself, which even --force "
+                             "never overwrites; pass another -o")
         check_output_path(path, force=force, manager=manager, writer=writer)
 
     # 2. Load the models and sample, with progress.

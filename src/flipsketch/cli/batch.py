@@ -69,7 +69,7 @@ from flipsketch.cli.animate import (
     Unet,
 )
 from flipsketch.cli.app import app, console, state
-from flipsketch.errors import UsageError
+from flipsketch.errors import Terminated, UsageError
 from flipsketch.plugins import get_manager
 
 # flipsketch.batch loads the sampler's modules (torch); the command imports it when it runs.
@@ -233,7 +233,9 @@ def _launch(ctx: typer.Context, processes: int, output: Path) -> None:
     with subprocess.Popen(command, env=env) as launcher:
         try:
             code = launcher.wait()
-        except KeyboardInterrupt:  # the processes got the same Ctrl-C; let them stop
+        except KeyboardInterrupt as exc:  # the processes got the same Ctrl-C; let them stop
+            if isinstance(exc, Terminated):  # SIGTERM reached this process only: pass it on
+                launcher.terminate()
             launcher.wait()
             raise
     if code != 0:

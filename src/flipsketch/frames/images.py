@@ -10,15 +10,22 @@ rounding to 8 bits.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from flipsketch.errors import UsageError
+from flipsketch.errors import FlipSketchWarning, UsageError
 
 _FIX = "pass a PNG/JPEG/WebP drawing"
+# The smallest drawing worth animating: its longer side is upscaled to the model's resolution,
+# and under 16 pixels no stroke survives that as a stroke.
+MIN_SIDE = 16
+# A drawing whose lightest and darkest pixels differ by less than this (on 0..1) has no
+# strokes to tell from the paper.
+MIN_CONTRAST = 0.1
 
 
 def load_sketch(path: str | Path) -> Image.Image:
@@ -42,18 +49,59 @@ def load_sketch(path: str | Path) -> Image.Image:
         ) from None
     if not data:
         raise UsageError(f"{name} is empty (0 bytes); {_FIX}")
+    if _looks_like_svg(data):
+        raise UsageError(f"{name} is an SVG (vector) drawing, which flipsketch does not "
+                         "rasterise; convert it to PNG first, e.g. `rsvg-convert -w 512 "
+                         f"{path.name} -o {path.stem}.png`")
     try:
-        img = Image.open(io.BytesIO(data))
+        # Pillow only warns between 1x and 2x its pixel limit and decodes anyway; a drawing
+        # that large is a mistake or an attack either way, so both sizes are refused.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
         img.load()
     except UnidentifiedImageError:
         raise UsageError(f"{name} is not an image (cannot identify image file); {_FIX}") from None
-    except Image.DecompressionBombError as exc:
-        raise UsageError(f"{name} is too large to open safely ({exc}); scale it down") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        limit = (Image.MAX_IMAGE_PIXELS or 0) // 1_000_000
+        raise UsageError(f"{name} is too large to open safely (over {limit} million pixels, "
+                         "possibly a decompression bomb); scale it down to a few thousand "
+                         "pixels a side") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise UsageError(f"{name} is corrupt ({exc}); re-export it as a PNG") from None
     if img.width == 0 or img.height == 0:
         raise UsageError(f"{name} has no pixels ({img.width}x{img.height}); {_FIX}")
+    if max(img.size) < MIN_SIDE:
+        raise UsageError(f"{name} is only {img.width}x{img.height} pixels; draw it at least "
+                         f"{MIN_SIDE} pixels on its longer side")
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:  # an animated GIF/WebP/APNG: load() decoded the first frame
+        warnings.warn(f"{path.name} has {frames} frames; using the first",
+                      FlipSketchWarning, stacklevel=2)
     return img
+
+
+def check_drawing(img: Image.Image, name: str) -> None:
+    """Refuse a drawing with nothing to animate: a blank page, or one shade all over.
+
+    The sampler keeps what it finds in the drawing; on a blank page that is nothing, and the
+    result is text-only generation that cost an inversion — almost always the wrong file.
+    Judged on a small grey square, so transparency counts as paper like everywhere else.
+    """
+    grey = np.asarray(to_grey_square(img, 64), dtype=np.float32) / 255.0  # (64, 64)
+    if grey.max() - grey.min() >= MIN_CONTRAST:
+        return
+    if grey.mean() >= 0.5:
+        raise UsageError(f"{name} is blank (all white); draw something, or use "
+                         "`flipsketch generate PROMPT` for text alone")
+    raise UsageError(f"{name} is a single dark shade (all black?), with no strokes to tell "
+                     "from the paper; pass dark strokes on a light background")
+
+
+def _looks_like_svg(data: bytes) -> bool:
+    """Whether a file's first bytes are SVG markup (Pillow has no SVG decoder)."""
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<svg", b"<?xml")) and b"<svg" in head
 
 
 def to_grey_square(img: Image.Image, size: int) -> Image.Image:
@@ -65,7 +113,7 @@ def to_grey_square(img: Image.Image, size: int) -> Image.Image:
     """
     if size < 1:
         raise UsageError(f"image size must be at least 1 pixel, got {size}; pass a positive size")
-    img = ImageOps.exif_transpose(img)
+    img = _shrink(ImageOps.exif_transpose(img), size)
     grey, alpha = _grey_and_alpha(img)  # (h, w) each, floats in [0, 1]
     if alpha is not None:
         grey = grey * alpha + (1.0 - alpha)  # composite on white
@@ -78,6 +126,25 @@ def to_grey_square(img: Image.Image, size: int) -> Image.Image:
     resized = Image.fromarray(square.astype(np.float32), mode="F")
     resized = resized.resize((size, size), Image.Resampling.LANCZOS)
     return array_to_images(np.asarray(resized)[None])[0]
+
+
+def _shrink(img: Image.Image, size: int) -> Image.Image:
+    """A drawing many times larger than ``size``, box-averaged down by a whole factor to
+    about 4x ``size`` (LANCZOS then does the last step).
+
+    Without it an 8000 px drawing becomes float arrays of 2 GB and takes seconds to resize;
+    averaging blocks first loses nothing LANCZOS would keep. Alpha is premultiplied while
+    averaging (``RGBa``), so transparent paper's hidden colour does not bleed into strokes.
+    16-bit greys are left alone (``reduce`` has no such mode, and scans are not that big).
+    """
+    factor = max(img.size) // (4 * size)
+    if factor < 2 or img.mode.startswith("I;16"):
+        return img
+    if img.mode in ("1", "P"):
+        img = img.convert("RGBA" if img.has_transparency_data else "L")
+    if img.mode in ("RGBA", "LA", "PA"):
+        return img.convert("RGBa").reduce(factor).convert("RGBA")
+    return img.reduce(factor)
 
 
 def _grey_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from flipsketch.errors import UsageError
+from flipsketch.errors import FlipSketchError, UsageError
 from flipsketch.files import atomic_path, check_writable
 from flipsketch.plugins import PluginManager, Register, Registry, Writer, get_manager, hookimpl
 
@@ -234,7 +234,11 @@ def save_frames(frames: list[Image.Image], path: str | Path, fps: float = 10,
                   chosen.suffixes[0] if chosen.suffixes else "")
     # Without force, an output that appeared while we were writing is not replaced.
     with atomic_path(path, force=force, suffix=suffix) as tmp:
-        chosen.write(list(frames), tmp, float(fps))
+        try:
+            chosen.write(list(frames), tmp, float(fps))
+        except OSError as exc:  # a full disk or quota (ENOSPC, EFBIG), a vanished folder
+            raise FlipSketchError(f"cannot write '{path}' ({exc.strerror or exc}); free some "
+                                  "disk space or pick another output path") from exc
         if not tmp.exists():
             raise RuntimeError(f"writer '{chosen.name}' wrote nothing to {tmp}")
     return path

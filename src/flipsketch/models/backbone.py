@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from flipsketch.errors import ModelLoadError, UsageError
+from flipsketch.models.footprint import check_parts
 from flipsketch.models.presets import TINY_DIR, ModelSpec, is_local, resolve_model
 from flipsketch.models.store import locate
 from flipsketch.plugins import hookimpl
@@ -78,6 +79,7 @@ def load_modelscope(model: str, *, unet: str | None = None, device: str | None =
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
     parts = locate(model, spec, allow_pickle=allow_pickle).parts
+    check_parts(parts, model)  # a wrong class or a cut-short file: one line, not a traceback
 
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer

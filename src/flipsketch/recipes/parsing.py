@@ -75,7 +75,13 @@ def _parse(text: str, display: str) -> tuple[Any, dict[tuple, int | None]]:
     This is the safe loader: tags outside plain YAML (``!!python/...``) have no constructor
     there, so they fail here with their line instead of running anything.
     """
-    loader = YamlLoader(text)
+    try:
+        loader = YamlLoader(text)  # which checks every character first
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise RecipeError(f"{display}:{line}: invalid YAML (character U+{exc.character:04X} is "
+                          f"not allowed); remove it, or write it as \\u{exc.character:04x} "
+                          f"inside a \"double-quoted\" string") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -95,8 +101,9 @@ def _parse(text: str, display: str) -> tuple[Any, dict[tuple, int | None]]:
         mark = exc.problem_mark or exc.context_mark
         raise RecipeError(f"{display}:{mark.line + 1 if mark else 1}: invalid YAML "
                           f"({exc.problem or exc.context}); fix the syntax there") from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{display}: invalid YAML ({exc}); fix the syntax") from None
+    except yaml.YAMLError as exc:  # its text spans lines; the message is one
+        raise RecipeError(f"{display}: invalid YAML ({' '.join(str(exc).split())}); fix the "
+                          f"syntax") from None
     finally:
         loader.dispose()
     lines: dict[tuple, int | None] = {}

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flipsketch.api import load_pipeline
-from flipsketch.errors import FlipSketchError, UsageError
+from flipsketch.errors import FlipSketchError, Terminated, UsageError
 from flipsketch.models.video import load_video_pipeline
 from flipsketch.plugins import get_manager
 from flipsketch.recipes.cache import StepCache, step_keys
@@ -137,7 +137,9 @@ def _check_replaceable(outdir: Path, out: str, cache: StepCache, force: bool) ->
 
 
 def _step_failed(step: Step, exc: BaseException) -> FlipSketchError:
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, Terminated):  # SIGTERM, as the CLI reports it
+        reason, code = "terminated", 143
+    elif isinstance(exc, KeyboardInterrupt):
         reason, code = "interrupted", 130
     else:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -28,6 +28,7 @@ joint passes share one batched UNet call.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet3DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from flipsketch.errors import FlipSketchWarning
 from flipsketch.plugins import (
     COMPOSE_MODES,
     DEFAULT_LAMBDA,
@@ -87,9 +89,23 @@ class FlipSketchPipeline(DiffusionPipeline):
     # -- building blocks ------------------------------------------------------------------
     @torch.no_grad()
     def encode_prompt(self, prompts: Sequence[str]) -> torch.Tensor:
-        """(len(prompts), tokens, d) text embeddings (last hidden state, as ModelScope)."""
+        """(len(prompts), tokens, d) text embeddings (last hidden state, as ModelScope).
+
+        The text encoder reads a fixed number of tokens (77 for CLIP); a longer prompt is cut
+        there, with a ``FlipSketchWarning`` so that the user knows which words were ignored.
+        """
         max_length = min(self.tokenizer.model_max_length,
                          self.text_encoder.config.max_position_embeddings)
+        # One token over the limit is enough to tell; truncating keeps the tokenizer's own
+        # "sequence too long" log line away.
+        lengths = self.tokenizer(list(prompts), truncation=True, max_length=max_length + 1,
+                                 return_length=True)["length"]
+        for prompt, length in zip(prompts, lengths, strict=True):
+            if length > max_length:
+                start = prompt if len(prompt) <= 24 else f"{prompt[:24]}..."
+                warnings.warn(f"the prompt '{start}' is longer than the {max_length} tokens "
+                              "the text encoder reads; the rest was ignored (shorten it)",
+                              FlipSketchWarning, stacklevel=2)
         ids = self.tokenizer(list(prompts), padding="max_length", max_length=max_length,
                              truncation=True, return_tensors="pt").input_ids
         return self.text_encoder(ids.to(self.text_encoder.device))[0]
