@@ -188,7 +188,7 @@ def test_animate_interrupted_while_sampling(tiny_model_dir, tmp_path):
     before = b"GIF89a an earlier animation the user keeps"
     (tmp_path / "out.gif").write_bytes(before)
     running = start("animate", shared_sketch("fish.png"), "a fish swimming", "-o", "out.gif",
-                    "--model", tiny_model_dir, *ANIMATE, "--steps", "400", cwd=tmp_path)
+                    "--model", tiny_model_dir, *ANIMATE, "--steps", "60", cwd=tmp_path)
     running.wait_for_line("sampling")  # printed as the stage starts, when not on a terminal
     running.process.send_signal(sig)
     code, stderr = running.finish()
