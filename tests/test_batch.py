@@ -138,6 +138,28 @@ def test_a_broken_sketch_and_a_bad_jsonl_line_are_found_before_anything_runs(tmp
         read_manifest(jsonl)
 
 
+def test_a_blank_drawing_and_an_impossible_request_are_refused_before_loading(tmp_path, batch):
+    """``animate``'s checks before the model loads, per row: a page with nothing to animate,
+    and more memory than the machine has."""
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("L", (64, 64), 255).save(folder / "blank.png")
+    blank = folder / "blank.csv"
+    blank.write_text("prompt,sketch\na cat,\na dog,blank.png\n")
+    done = batch(blank, tmp_path / "out")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "blank.csv:3: column 'sketch'" in done.stderr and "blank" in done.stderr
+
+    huge = folder / "huge.csv"
+    huge.write_text("prompt,samples,num_frames\na cat,1,3\na dog,1000000,32\n")
+    done = batch(huge, tmp_path / "out")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "huge.csv:3:" in done.stderr and "needs about" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_bad_command_line_default_is_named_by_its_flag(tmp_path, batch):
     done = batch(write_csv(tmp_path, JOBS), tmp_path / "out", "--steps", "0")
     assert done.returncode == 2 and "--steps must be at least 1" in done.stderr

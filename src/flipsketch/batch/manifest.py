@@ -25,7 +25,7 @@ from typing import Any
 
 from flipsketch.api import SamplerSettings, check_prompt, check_size
 from flipsketch.errors import FlipSketchError, SettingsError, UsageError
-from flipsketch.frames.images import load_sketch
+from flipsketch.frames.images import check_drawing, load_sketch
 from flipsketch.frames.writers import numbered_paths
 from flipsketch.models.presets import default_model
 from flipsketch.plugins import DEFAULT_FPS, PluginManager, StepError, get_manager
@@ -300,7 +300,7 @@ class _RowChecker:
         path = (self.base / value.strip()).resolve()
         if path not in self.hashes:
             try:
-                load_sketch(path)
+                check_drawing(load_sketch(path), f"sketch '{value.strip()}'")
                 self.hashes[path] = hashlib.sha256(path.read_bytes()).hexdigest()
             except (UsageError, OSError) as exc:
                 self.fail(line, column, f"{exc} (sketch paths are relative to the manifest's "

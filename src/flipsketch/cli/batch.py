@@ -74,7 +74,7 @@ from flipsketch.plugins import get_manager
 
 # flipsketch.batch loads the sampler's modules (torch); the command imports it when it runs.
 if TYPE_CHECKING:
-    from flipsketch.batch import Job, JobReport
+    from flipsketch.batch import Job, JobReport, Manifest, ModelChoice
 
 Opt = typer.Option
 
@@ -205,6 +205,7 @@ def batch_command(
     # 2. Every row and every output, before anything runs or is written.
     loaded = read_manifest(manifest, defaults, model=choice, manager=manager)
     check_outdir(loaded, output, force=force, manager=manager)
+    _check_resources(loaded, choice, device)
     if processes != 1:
         _launch(ctx, processes, output)
         return
@@ -218,6 +219,27 @@ def batch_command(
                            manager=manager)
     if result.is_main and not launched:
         _summary(read_report(output), output, result.seconds)
+
+
+def _check_resources(loaded: Manifest, choice: ModelChoice, device: str | None) -> None:
+    """``animate``'s check before the model loads, once per distinct request of the batch
+    (frames x samples x size), each problem named by the first row that asks for it."""
+    from flipsketch.api import check_resources
+    from flipsketch.errors import SettingsError
+
+    seen: set[tuple] = set()
+    for job in loaded.jobs:
+        request = (job.settings.num_frames, job.settings.samples, job.write["size"])
+        if request in seen:
+            continue
+        seen.add(request)
+        try:
+            check_resources(choice.model, job.settings, job.write["size"], device=device,
+                            dtype=choice.dtype, unet=choice.unet, backbone=choice.backbone)
+        except (SettingsError, UsageError) as exc:
+            problem = (f"{exc.field.rstrip('_')} {exc.problem}"
+                       if isinstance(exc, SettingsError) else str(exc))
+            raise UsageError(f"{loaded.display}:{job.line}: {problem}") from None
 
 
 def _launch(ctx: typer.Context, processes: int, output: Path) -> None:
