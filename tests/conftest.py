@@ -32,6 +32,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402  (after OMP_WAIT_POLICY)
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: a worker per core, a thread each
+    torch.set_num_threads(1)
+
 # The device of the sampler tests (see the module docstring). On CUDA, TF32 is off: the tests
 # compare against written-out fp32 arithmetic, and TF32 convolutions differ from it by ~1e-3.
 TEST_DEVICE = torch.device(os.environ.get("FLIPSKETCH_TEST_DEVICE") or "cpu")
