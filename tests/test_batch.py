@@ -160,6 +160,21 @@ def test_a_blank_drawing_and_an_impossible_request_are_refused_before_loading(tm
     assert not (tmp_path / "out").exists()
 
 
+def test_json_summary_and_motion_as_on_animate(tmp_path, batch):
+    manifest, outdir = write_csv(tmp_path / "in", JOBS[:2]), tmp_path / "out"
+    done = batch(manifest, outdir, "--motion", "0.25", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["done"], summary["skipped"], summary["failed"]) == (2, 0, 0)
+    assert [job["output"] for job in summary["jobs"]] == ["fish.gif", "cat.gif"]
+    assert summary["report"] == str(outdir / REPORT)
+    same = batch(manifest, tmp_path / "lambda", "--lambda", "0.75", "--json")  # = --motion 0.25
+    assert [j["fingerprint"] for j in json.loads(same.stdout)["jobs"]] == [
+        j["fingerprint"] for j in summary["jobs"]]
+    both = batch(manifest, tmp_path / "other", "--motion", "0.2", "--lambda", "0.5")
+    assert both.returncode == 2 and "either --lambda or --motion" in both.stderr
+
+
 def test_a_bad_command_line_default_is_named_by_its_flag(tmp_path, batch):
     done = batch(write_csv(tmp_path, JOBS), tmp_path / "out", "--steps", "0")
     assert done.returncode == 2 and "--steps must be at least 1" in done.stderr

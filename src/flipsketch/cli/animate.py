@@ -125,6 +125,19 @@ Force = Annotated[bool, Opt("--force", help="Overwrite outputs.")]
 JsonOutput = Annotated[bool, Opt("--json", help="Print a machine-readable summary on stdout.")]
 
 
+def lambda_from(lambda_: float | None, motion: float | None) -> float:
+    """``--lambda``, or ``--motion`` (the demo's slider, 1 - lambda), or the default; a bad
+    ``--motion`` is named as typed rather than as the lambda it becomes."""
+    if lambda_ is not None and motion is not None:
+        raise UsageError("pass either --lambda or --motion (= 1 - lambda), not both")
+    if motion is None:
+        return DEFAULT_LAMBDA if lambda_ is None else lambda_
+    if not 0 <= motion <= 1:
+        raise UsageError(f"--motion must be between 0 and 1 (got {motion:g}); 0 keeps the "
+                         "drawing, 1 moves most")
+    return 1 - motion
+
+
 @app.command("animate")
 def animate_command(
     sketch: Sketch,
@@ -245,11 +258,7 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     model = model or default_model()  # --model, else FLIPSKETCH_MODEL, the user's, tiny
 
     # 1. Check everything that can be checked before the model loads.
-    if lambda_ is not None and motion is not None:
-        raise UsageError("pass either --lambda or --motion (= 1 - lambda), not both")
-    if motion is not None and not 0 <= motion <= 1:  # named as typed, not as --lambda
-        raise UsageError(f"--motion must be between 0 and 1 (got {motion:g}); 0 keeps the "
-                         "drawing, 1 moves most")
+    lambda_ = lambda_from(lambda_, motion)
     if raw and postprocessor not in (None, "raw"):
         raise UsageError("--raw is the 'raw' post-processor; drop --raw or --postprocessor")
     if fps <= 0:
@@ -263,8 +272,7 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     settings = SamplerSettings(
         num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
         negative_prompt=negative_prompt,
-        lambda_=lambda_ if lambda_ is not None else
-        1 - motion if motion is not None else DEFAULT_LAMBDA,
+        lambda_=lambda_,
         tau1=tau1, tau2=tau2, compose=compose, keep_first_frame=keep_first_frame,
         align_iterations=align_iterations, align_lr=align_lr,
         align_optimizer=align_optimizer, align_checkpointing=align_checkpointing,

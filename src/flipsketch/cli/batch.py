@@ -7,6 +7,7 @@ same ``Annotated`` aliases) and give the defaults of every row.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +27,6 @@ from rich.progress import (
 from rich.table import Table
 
 from flipsketch.api import (
-    DEFAULT_LAMBDA,
     OFF,
     SamplerSettings,
     check_size,
@@ -49,10 +49,12 @@ from flipsketch.cli.animate import (
     Frames,
     Guidance,
     Inverter,
+    JsonOutput,
     KeepFirstFrame,
     Lambda,
     Lora,
     Model,
+    Motion,
     NegativePrompt,
     NoAlign,
     NoCache,
@@ -67,8 +69,9 @@ from flipsketch.cli.animate import (
     Tau2,
     Transparent,
     Unet,
+    lambda_from,
 )
-from flipsketch.cli.app import app, console, state
+from flipsketch.cli.app import app, console, state, stdout
 from flipsketch.errors import Terminated, UsageError
 from flipsketch.plugins import get_manager
 
@@ -144,6 +147,7 @@ def batch_command(
     guidance: Guidance = DEFAULTS.guidance_scale,
     negative_prompt: NegativePrompt = DEFAULTS.negative_prompt,
     lambda_: Lambda = None,
+    motion: Motion = None,
     tau1: Tau1 = None,
     tau2: Tau2 = None,
     compose: Compose = DEFAULTS.compose,
@@ -166,6 +170,7 @@ def batch_command(
     size: Size = 512,
     transparent: Transparent = False,
     fps: Fps = 10.0,
+    json_output: JsonOutput = False,
 ) -> None:
     """Animate every row of a manifest; finished jobs are skipped, failures reported.
 
@@ -186,7 +191,7 @@ def batch_command(
     settings = SamplerSettings(
         num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
         negative_prompt=negative_prompt,
-        lambda_=DEFAULT_LAMBDA if lambda_ is None else lambda_, tau1=tau1, tau2=tau2,
+        lambda_=lambda_from(lambda_, motion), tau1=tau1, tau2=tau2,
         compose=compose, keep_first_frame=keep_first_frame, align_iterations=align_iterations,
         align_lr=align_lr, align_optimizer=align_optimizer,
         align_checkpointing=align_checkpointing, seed=seed, samples=samples)
@@ -207,7 +212,7 @@ def batch_command(
     check_outdir(loaded, output, force=force, manager=manager)
     _check_resources(loaded, choice, device)
     if processes != 1:
-        _launch(ctx, processes, output)
+        _launch(ctx, processes, output, json_output)
         return
 
     # 3. Run, with progress; then the summary.
@@ -218,7 +223,7 @@ def batch_command(
                            force=force, cache=not no_cache, reporter=_RichReporter(bar),
                            manager=manager)
     if result.is_main and not launched:
-        _summary(read_report(output), output, result.seconds)
+        _summary(read_report(output), output, result.seconds, json_output)
 
 
 def _check_resources(loaded: Manifest, choice: ModelChoice, device: str | None) -> None:
@@ -242,7 +247,7 @@ def _check_resources(loaded: Manifest, choice: ModelChoice, device: str | None) 
             raise UsageError(f"{loaded.display}:{job.line}: {problem}") from None
 
 
-def _launch(ctx: typer.Context, processes: int, output: Path) -> None:
+def _launch(ctx: typer.Context, processes: int, output: Path, json_output: bool) -> None:
     """Run this very command in ``processes`` processes through ``accelerate launch``; the
     summary is drawn here from the merged report, once."""
     import time
@@ -262,7 +267,7 @@ def _launch(ctx: typer.Context, processes: int, output: Path) -> None:
             raise
     if code != 0:
         raise typer.Exit(code)
-    _summary(read_report(output), output, time.perf_counter() - started)
+    _summary(read_report(output), output, time.perf_counter() - started, json_output)
 
 
 def _given_args(ctx: typer.Context) -> list[str]:
@@ -285,9 +290,18 @@ def _given_args(ctx: typer.Context) -> list[str]:
     return [*(["--debug"] if state.debug else []), "batch", *arguments, *options, "--launched"]
 
 
-def _summary(reports: list[JobReport], output: Path, seconds: float) -> None:
-    """The table of statuses and the failed jobs; exit 1 if any failed."""
+def _summary(reports: list[JobReport], output: Path, seconds: float,
+             json_output: bool = False) -> None:
+    """The table of statuses and the failed jobs (with ``--json`` also every job's report
+    line on stdout); exit 1 if any failed."""
     from flipsketch.batch import REPORT
+
+    if json_output:
+        stdout.print_json(json.dumps({
+            "report": str(output / REPORT), "seconds": round(seconds, 3),
+            **{status: sum(r.status == status for r in reports)
+               for status in ("done", "skipped", "failed")},
+            "jobs": [asdict(r) for r in reports]}))
 
     table = Table(title="batch", title_justify="left")
     for column in ("status", "jobs", "time"):
