@@ -338,6 +338,17 @@ steps:
         load_recipe(path, ["steps.text.prompt=1e5"])  # a number, as prompt=12 would be
 
 
+def test_a_blank_drawing_is_refused_when_the_recipe_is_read(tmp_path):
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+    path = write(tmp_path, """
+version: 1
+steps:
+  - {name: a, type: animate, sketch: blank.png, prompt: the cat walks}
+""")
+    with pytest.raises(RecipeError, match=r"recipe.yaml:3: steps\[0\].sketch: .*blank"):
+        load_recipe(path)
+
+
 def test_paths_are_relative_to_the_recipe_or_to_where_set_was_typed(tmp_path, monkeypatch):
     shutil.copy(shared_sketch("cat.png"), tmp_path / "drawing.png")
     path = write(tmp_path, """

@@ -12,7 +12,13 @@ from PIL import Image, ImageFont
 from flipsketch import hookimpl
 from flipsketch.api import animate, postprocess
 from flipsketch.errors import UsageError
-from flipsketch.frames.images import array_to_images, images_to_array, load_sketch, render_text
+from flipsketch.frames.images import (
+    array_to_images,
+    check_drawing,
+    images_to_array,
+    load_sketch,
+    render_text,
+)
 from flipsketch.frames.writers import save_frames
 from flipsketch.models.video import VideoModels, sketch_to_video
 from flipsketch.recipes.runner import StepContext
@@ -68,8 +74,10 @@ def _text(value: str) -> str | None:
 
 
 def _sketch_file(path: Path) -> str | None:
+    """A drawing that opens and has strokes, checked when the recipe is read (as ``animate``
+    checks it before the model loads)."""
     try:
-        load_sketch(path)
+        check_drawing(load_sketch(path), f"sketch '{path.name}'")
     except UsageError as exc:
         return str(exc)
     return None
