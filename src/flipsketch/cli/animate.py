@@ -138,6 +138,45 @@ def lambda_from(lambda_: float | None, motion: float | None) -> float:
     return 1 - motion
 
 
+def checked_options(*, frames: int, steps: int, guidance: float, negative_prompt: str,
+                    lambda_: float | None, motion: float | None, tau1: int | None,
+                    tau2: int | None, compose: str, no_compose: bool, no_align: bool,
+                    keep_first_frame: bool, align_iterations: int, align_lr: float,
+                    align_optimizer: str, align_checkpointing: bool | None, seed: int,
+                    samples: int, backbone: str | None, inverter: str | None,
+                    aligner: str | None, composer: str | None, postprocessor: str | None,
+                    raw: bool, size: int, fps: float,
+                    **_: object) -> tuple[SamplerSettings, dict[str, str | None], str | None]:
+    """The sampler and output options every sampling command shares, checked and named by
+    their flags before anything loads: (settings, sampler stage names, post-processor).
+
+    ``animate``, ``generate`` and ``batch`` (whose values become each row's defaults) call
+    it with their own ``locals()``; options it does not take are ignored.
+    """
+    from flipsketch.plugins import get_manager
+
+    if raw and postprocessor not in (None, "raw"):
+        raise UsageError("--raw is the 'raw' post-processor; drop --raw or --postprocessor")
+    if fps <= 0:
+        raise UsageError("--fps must be positive")
+    settings = SamplerSettings(
+        num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
+        negative_prompt=negative_prompt, lambda_=lambda_from(lambda_, motion), tau1=tau1,
+        tau2=tau2, compose=compose, keep_first_frame=keep_first_frame,
+        align_iterations=align_iterations, align_lr=align_lr, align_optimizer=align_optimizer,
+        align_checkpointing=align_checkpointing, seed=seed, samples=samples)
+    # --no-align and --no-compose are the documented short forms of naming the stage "none".
+    settings, stages = sampler_stages(settings, inverter, OFF if no_align else aligner,
+                                      OFF if no_compose else composer)
+    settings.validate()
+    check_size(size)
+    postprocessor = "raw" if raw else postprocessor
+    manager = get_manager()
+    for stage, name in {**stages, "backbone": backbone, "postprocessor": postprocessor}.items():
+        manager.get(stage, name)
+    return settings, stages, postprocessor
+
+
 @app.command("animate")
 def animate_command(
     sketch: Sketch,
@@ -258,35 +297,14 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     model = model or default_model()  # --model, else FLIPSKETCH_MODEL, the user's, tiny
 
     # 1. Check everything that can be checked before the model loads.
-    lambda_ = lambda_from(lambda_, motion)
-    if raw and postprocessor not in (None, "raw"):
-        raise UsageError("--raw is the 'raw' post-processor; drop --raw or --postprocessor")
-    if fps <= 0:
-        raise UsageError("--fps must be positive")
+    settings, stages, postprocessor = checked_options(**locals())
+    check_prompt(prompt)
     if keep is not None and not 1 <= keep <= samples:
         raise UsageError(f"--keep must be between 1 and --samples ({samples}); sample more "
                          f"with --samples K to keep {keep}")
     if rank_model is not None and keep is None:
         raise UsageError("--rank-model ranks the samples that --keep chooses from; add "
                          "--keep J (and --samples K)")
-    settings = SamplerSettings(
-        num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
-        negative_prompt=negative_prompt,
-        lambda_=lambda_,
-        tau1=tau1, tau2=tau2, compose=compose, keep_first_frame=keep_first_frame,
-        align_iterations=align_iterations, align_lr=align_lr,
-        align_optimizer=align_optimizer, align_checkpointing=align_checkpointing,
-        seed=seed, samples=samples,
-    )
-    # --no-align and --no-compose are the documented short forms of naming the stage "none".
-    settings, stages = sampler_stages(settings, inverter, OFF if no_align else aligner,
-                                      OFF if no_compose else composer)
-    settings.validate()
-    check_prompt(prompt)
-    check_size(size)
-    postprocessor = "raw" if raw else postprocessor
-    for stage, name in {**stages, "backbone": backbone, "postprocessor": postprocessor}.items():
-        manager.get(stage, name)
     image = load_sketch(sketch) if sketch is not None else None
     if image is not None:
         check_drawing(image, f"sketch '{sketch}'")

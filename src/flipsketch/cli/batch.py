@@ -26,12 +26,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from flipsketch.api import (
-    OFF,
-    SamplerSettings,
-    check_size,
-    sampler_stages,
-)
 from flipsketch.cli.animate import (
     DEFAULTS,
     AlignCheckpointing,
@@ -69,7 +63,7 @@ from flipsketch.cli.animate import (
     Tau2,
     Transparent,
     Unet,
-    lambda_from,
+    checked_options,
 )
 from flipsketch.cli.app import app, console, state, stdout
 from flipsketch.errors import Terminated, UsageError
@@ -183,24 +177,7 @@ def batch_command(
 
     manager = get_manager()
     # 1. The command line's defaults, checked and named by their flags (--steps ...).
-    if raw and postprocessor not in (None, "raw"):
-        raise UsageError("--raw is the 'raw' post-processor; drop --raw or --postprocessor")
-    if fps <= 0:
-        raise UsageError("--fps must be positive")
-    check_size(size)
-    settings = SamplerSettings(
-        num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
-        negative_prompt=negative_prompt,
-        lambda_=lambda_from(lambda_, motion), tau1=tau1, tau2=tau2,
-        compose=compose, keep_first_frame=keep_first_frame, align_iterations=align_iterations,
-        align_lr=align_lr, align_optimizer=align_optimizer,
-        align_checkpointing=align_checkpointing, seed=seed, samples=samples)
-    settings, stages = sampler_stages(settings, inverter, OFF if no_align else aligner,
-                                      OFF if no_compose else composer)
-    settings.validate()
-    postprocessor = "raw" if raw else postprocessor
-    for stage, name in {**stages, "backbone": backbone, "postprocessor": postprocessor}.items():
-        manager.get(stage, name)
+    settings, stages, postprocessor = checked_options(**locals())
     defaults = {name.rstrip("_"): value for name, value in asdict(settings).items()}
     defaults.update({k: v for k, v in stages.items() if v is not None})
     defaults.update(size=size, fps=fps, postprocess=postprocessor, transparent=transparent)
