@@ -203,12 +203,12 @@ def run_child(args) -> dict:
 
     warmup = args.warmup if args.warmup is not None else int(device.type == "cuda")
     for _ in range(warmup):  # 3 steps: one aligned (tau1 = 1) and composed step, then plain
-        animate(pipe, PROMPT, sketch, settings(min(args.steps, 3)))
+        animate(pipe, PROMPT, sketch, settings(min(args.steps, 3)), cache=False)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     reset_peak_memory(device)
     started = time.perf_counter()
-    [clip] = animate(pipe, PROMPT, sketch, settings(args.steps))
+    [clip] = animate(pipe, PROMPT, sketch, settings(args.steps), cache=False)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return {"seconds": time.perf_counter() - started, "peak_bytes": peak_memory(device),
@@ -251,7 +251,8 @@ def run_align_quality(args) -> dict:
     manager = PluginManager()
     manager.register(MeasuringAligner(), name="measuring")
     settings = SamplerSettings(num_frames=args.frames, num_inference_steps=args.steps, seed=0)
-    animate(pipe, PROMPT, sketch_image(), settings, aligner="measuring", manager=manager)
+    animate(pipe, PROMPT, sketch_image(), settings, aligner="measuring", manager=manager,
+            cache=False)
 
     def removed(key: str) -> float:
         return statistics.mean(1 - r[key] / r["start"] for r in records)

@@ -124,7 +124,7 @@ BAD = {
     "fps 0": ("animate {a}/ok.png 'a cat' --fps 0 -o out.gif", ["--fps"]),
     "keep more than sampled": ("animate {a}/ok.png 'a cat' --keep 3 -o out.gif", ["--keep"]),
     "more memory than there is": ("generate 'a cat' {fast} --frames 32 --samples 1000000 "
-                                  "-o out.gif", ["needs about", "available", "--samples"]),
+                                  "-o out.gif", ["needs about", "available", "lower the size"]),
     # -- recipes
     "recipe not found": ("recipe run {a}/nope.yaml -o run", ["nope.yaml", "not found"]),
     "recipe with bad yaml": ("recipe run {a}/bad.yaml -o run", ["bad.yaml:", "YAML"]),
@@ -296,7 +296,7 @@ def command_line(template: str, assets: Path, model: Path) -> list[str]:
     locked = assets / "locked"
     if os.access(locked, os.W_OK):  # root writes anywhere; /proc/self refuses even root
         locked = Path("/proc/self")
-        if os.access(locked, os.W_OK):
+        if os.access(locked, os.W_OK) and "{locked}" in template:  # only the case needing it
             pytest.skip("no folder here refuses writing")
     fast = FAST.format(m=shlex.quote(str(model)))
     filled = template.format(a=shlex.quote(str(assets)), m=shlex.quote(str(model)),
@@ -439,5 +439,5 @@ def test_an_impossible_request_is_refused_before_the_model_loads(cli, tmp_path,
                         + b"\xff" * (weights.stat().st_size - header_end))
     result = cli("generate", "a cat", "--model", str(model), "--device", "cpu",
                  "--frames", "32", "--samples", "1000000", "-o", str(tmp_path / "o.gif"))
-    assert_one_line_error(result, "needs about", "on cpu", "available", "lower --size")
+    assert_one_line_error(result, "needs about", "on cpu", "available", "lower the size")
     assert not (tmp_path / "o.gif").exists()

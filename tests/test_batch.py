@@ -6,6 +6,7 @@ takes well under a second once the model is loaded.
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import types
@@ -95,6 +96,44 @@ def test_a_changed_setting_or_model_changes_the_fingerprint(tmp_path):
     assert other_seed[:2] == base[:2] and other_seed[2] != base[2]  # rows 1-2 set their seed
     other_model = read_manifest(manifest, model=ModelChoice(model="modelscope")).jobs
     assert all(j.fingerprint not in base for j in other_model)
+
+
+def test_a_changed_model_or_lora_file_in_the_same_place_changes_the_fingerprint(
+        tmp_path, tiny_model_dir):
+    """Resume must not trust a path: a re-exported model or retrained LoRA in the same folder
+    redoes the jobs."""
+    manifest = write_csv(tmp_path / "in", JOBS[:1])
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    (lora / "adapter_model.safetensors").write_bytes(b"weights one")
+
+    def prints() -> list[str]:
+        choice = ModelChoice(model=str(model), loras=(f"{lora}:0.5",))
+        return [j.fingerprint for j in read_manifest(manifest, model=choice).jobs]
+
+    base = prints()
+    assert prints() == base
+    (lora / "adapter_model.safetensors").write_bytes(b"weights two")  # same size, new bytes
+    retrained = prints()
+    assert retrained != base
+    config = next(p for p in sorted(model.rglob("*.json")))
+    config.write_text(config.read_text() + "\n")  # the same folder, re-exported
+    assert prints() != retrained
+
+
+def test_a_sketch_is_hashed_once_by_its_content(tmp_path):
+    manifest = write_csv(tmp_path, JOBS)
+    before = read_manifest(manifest).jobs[0].fingerprint
+    sketch = tmp_path / "fish.png"
+    sketch.write_bytes(sketch.read_bytes() + b"\0")  # still a PNG, other bytes
+    assert read_manifest(manifest).jobs[0].fingerprint != before
+
+
+def test_a_nan_fps_is_refused(tmp_path):
+    manifest = write_csv(tmp_path, [{"prompt": "a", "fps": "nan"}])
+    with pytest.raises(ManifestError, match="column 'fps': must be positive"):
+        read_manifest(manifest)
 
 
 @pytest.mark.parametrize("rows, where, words", [
@@ -219,7 +258,7 @@ def test_a_file_no_batch_wrote_needs_force(tmp_path, batch):
 def broken_writer_plugin() -> types.ModuleType:
     """A real plugin whose writer fails: a runtime failure only the job itself can meet."""
     def write(frames, path, fps):
-        raise OSError("disk on fire")
+        raise OSError(errno.ENOSPC, "disk on fire")  # a full disk, as the writers word it
 
     plugin = types.ModuleType("broken_writer")
 
@@ -307,3 +346,12 @@ def test_two_processes_through_accelerate_split_the_jobs_once_each(tmp_path, bat
     again = batch(manifest, outdir, "--processes", "2")
     assert again.returncode == 0, again.stderr[-3000:]
     assert set(statuses(outdir).values()) == {"skipped"}
+
+
+def test_a_bad_device_or_dtype_is_the_command_lines_problem_not_a_rows(tmp_path, batch):
+    manifest = write_csv(tmp_path / "in", JOBS[:1])
+    for more, words in ((["--device", "nonsense"], "unknown device"),
+                        (["--device", "cpu", "--dtype", "fp16"], "fp16 is not supported")):
+        done = batch(manifest, tmp_path / "out", *more)
+        assert done.returncode == 2, done.stderr
+        assert words in done.stderr and "jobs.csv:" not in done.stderr, done.stderr

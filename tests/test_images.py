@@ -81,6 +81,19 @@ def test_every_mode_becomes_black_on_white_square(mode):
     assert np.abs(np.asarray(out).astype(int) - reference).max() <= 2, mode
 
 
+@pytest.mark.parametrize("mode", ["L", "RGBA", "LA", "PA", "P"])
+def test_every_mode_survives_the_shrink_of_large_drawings(mode):
+    """A drawing over 8x the target is box-averaged first; modes with alpha go through a
+    premultiplied copy (grey + alpha used to fail there)."""
+    def large(m: str) -> Image.Image:
+        img = as_mode(m)
+        return img.resize((img.width * 16, img.height * 16), Image.NEAREST)
+
+    out = np.asarray(to_grey_square(large(mode), 64)).astype(int)
+    reference = np.asarray(to_grey_square(large("L"), 64)).astype(int)
+    assert np.abs(out - reference).max() <= 2, mode
+
+
 def test_wide_drawing_is_padded_centred_and_a_circle_stays_round():
     # 120 x 60 scales by 64/120: the disc (radius 20 -> 10.7) stays round in the centre and
     # white bands of 16 rows pad the top and bottom.

@@ -253,3 +253,10 @@ def test_ablation_rows_pin_frame_one_for_the_same_steps(tiny_pipe):
     for step in range(4):  # the same 1-frame null-prompt trajectory in both rows
         torch.testing.assert_close(aligned[step], no_stages[step])
     assert not torch.allclose(aligned[5], no_stages[5])  # free once the windows close
+
+
+def test_the_aligner_has_an_optimiser_for_every_name_the_settings_accept():
+    from flipsketch.plugins import ALIGN_OPTIMIZERS
+    from flipsketch.sampler.alignment import OPTIMIZERS
+
+    assert tuple(OPTIMIZERS) == ALIGN_OPTIMIZERS

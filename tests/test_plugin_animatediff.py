@@ -302,3 +302,23 @@ def test_pickled_weights_load_only_when_allowed(cli, fresh_plugins, monkeypatch,
     assert refused.returncode == 2 and "--allow-pickle" in refused.stderr
     assert not (tmp_path / "fish.gif").exists()
     assert isinstance(load(pickled, allow_pickle=True).unet.config.sample_size, int)
+
+
+@pytest.mark.parametrize(("error", "says"), [
+    ("GatedRepoError", "motion adapter 'org/adapter' is gated on the hub"),
+    ("RepositoryNotFoundError", "no model 'org/adapter' on the Hugging Face hub")])
+def test_a_gated_adapter_is_not_reported_as_unknown(monkeypatch, plugin, error, says):
+    """A hub adapter goes through the core's ``hub_snapshot``: GatedRepoError subclasses
+    RepositoryNotFoundError, and a gated adapter must still say to accept its terms."""
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    def refuse(*args, **kwargs):
+        cls = getattr(errors, error)
+        exc = cls.__new__(cls)  # without an HTTP response: only its class matters here
+        Exception.__init__(exc, "refused")
+        raise exc
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    with pytest.raises(ModelLoadError, match=says):
+        plugin._adapter_folder("org/adapter", allow_pickle=False)

@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 
 DISTRIBUTION = "flipsketch-web"
 FAST = {"steps": "2", "frames": "3", "size": "128"}
+TEST_HOST = ["testserver"]  # the test client's Host; the server itself answers localhost only
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +45,19 @@ def client(web, tiny_model_dir):
     """One server for the module, as a user runs one: the model loads once, when it starts."""
     from starlette.testclient import TestClient
 
-    with TestClient(web.create_app(str(tiny_model_dir))) as client:
+    with TestClient(web.create_app(str(tiny_model_dir), extra_hosts=TEST_HOST)) as client:
         yield client
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def drawing_png() -> bytes:
-    """A doodle: an outlined fish body and tail, dark strokes on white."""
+def drawing_png(blank: bool = False) -> bytes:
+    """A doodle: an outlined fish body and tail, dark strokes on white (or the white page
+    alone: an untouched canvas)."""
     image = Image.new("L", (256, 256), 255)
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((50, 90, 180, 170), outline=0, width=4)
-    draw.polygon([(180, 130), (230, 95), (230, 165)], outline=0, width=4)
+    if not blank:
+        draw = ImageDraw.Draw(image)
+        draw.ellipse((50, 90, 180, 170), outline=0, width=4)
+        draw.polygon([(180, 130), (230, 95), (230, 165)], outline=0, width=4)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
@@ -199,6 +202,7 @@ def test_a_bad_upload_gets_the_command_lines_message(client, cli, tmp_path, name
     ({"lambda": "0.3", "motion": "0.5"}, ["--lambda", "0.3", "--motion", "0.5"]),
     ({"aligner": "nope"}, ["--aligner", "nope"]),
     ({"tau1": "9"}, ["--tau1", "9"]),
+    ({"motion": "1.5"}, ["--motion", "1.5"]),
 ])
 def test_a_bad_option_gets_the_command_lines_message(client, cli, tmp_path, options,
                                                      cli_args):
@@ -209,6 +213,75 @@ def test_a_bad_option_gets_the_command_lines_message(client, cli, tmp_path, opti
 
     response = submit(client, sketch=drawing_png(), **options)
     assert (response.status_code, response.json()) == (400, {"error": expected})
+    if "motion" in options and "lambda" not in options:
+        assert expected.startswith("--motion must be between 0 and 1")
+
+
+def test_a_blank_drawing_gets_the_command_lines_message(client, cli, tmp_path):
+    """An untouched canvas is refused before it is queued, as ``flipsketch animate`` refuses
+    a blank file."""
+    (tmp_path / "blank.png").write_bytes(drawing_png(blank=True))
+    said = cli("animate", "blank.png", "a fish", cwd=tmp_path)
+    assert said.returncode == 2 and "blank" in said.stderr
+
+    response = submit(client, sketch=drawing_png(blank=True), name="blank.png")
+    assert response.status_code == 400
+    assert response.json() == {"error": said.stderr.removeprefix("error: ").strip()}
+    assert client.get("/api/info").json()["queue"] == {"running": 0, "waiting": 0}
+
+
+def test_too_many_samples_are_refused(client, web):
+    from flipsketch_web.options import MAX_SAMPLES
+
+    response = submit(client, samples=str(MAX_SAMPLES + 1))
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(f"--samples must be at most {MAX_SAMPLES}")
+    response = submit(client, samples="100000")
+    assert response.status_code == 400
+    assert client.get("/api/info").json()["queue"] == {"running": 0, "waiting": 0}
+
+
+def test_a_frame_count_the_model_cannot_take_is_refused(client, monkeypatch):
+    """``check_resources`` runs before the job is queued, as on the command line."""
+    import flipsketch.api
+    from flipsketch.errors import SettingsError
+
+    def refuse(model, settings, size=512, **_):
+        raise SettingsError("num_frames", f"must be at most 2 with model '{model}'")
+
+    monkeypatch.setattr(flipsketch.api, "check_resources", refuse)
+    response = submit(client)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("--frames must be at most 2 with model")
+    assert client.get("/api/info").json()["queue"] == {"running": 0, "waiting": 0}
+
+
+def test_a_foreign_host_is_refused(client, web):
+    """DNS rebinding: a page on evil.example that resolves to 127.0.0.1 still names its own
+    host, and is refused; the server's own names are served."""
+    assert client.get("/api/info", headers={"Host": "evil.example"}).status_code == 400
+    response = client.post("/api/jobs", data={"prompt": "x", **FAST},
+                           headers={"Host": "evil.example:7860"})
+    assert response.status_code == 400
+    for host in ("localhost:7860", "127.0.0.1:7860", "[::1]:7860"):
+        assert client.get("/api/info", headers={"Host": host}).status_code == 200, host
+    # The test client's name is allowed only because the test passed it.
+    from starlette.testclient import TestClient
+
+    assert TestClient(web.create_app("unused")).get("/api/info").status_code == 400
+    assert web.allowed_hosts("0.0.0.0") == ["*"]
+    assert "192.168.1.5" in web.allowed_hosts("192.168.1.5")
+
+
+def test_a_body_without_a_length_is_refused(client):
+    """A chunked body cannot be measured before it is read: 411, not an unbounded read."""
+    def chunks():
+        yield b"prompt=a+fish&steps=2"
+
+    response = client.post("/api/jobs", content=chunks(),
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 411 and "Content-Length" in response.json()["error"]
+    assert client.get("/api/info").json()["queue"] == {"running": 0, "waiting": 0}
 
 
 def test_other_mistakes_are_one_line_4xx(client, web):
@@ -276,19 +349,39 @@ def test_the_page_and_info(client):
         assert client.get(asset).status_code == 200
     info = client.get("/api/info").json()
     assert info["defaults"]["frames"] == 10 and "lambda" in info["options"]
+    assert info["max_samples"] == 16
     assert {"gif", "mp4", "zip"} <= set(info["formats"])
 
 
 def test_results_are_removed_when_the_app_stops(web, tiny_model_dir):
     from starlette.testclient import TestClient
 
-    app = web.create_app(str(tiny_model_dir))
+    app = web.create_app(str(tiny_model_dir), extra_hosts=TEST_HOST)
     with TestClient(app) as client:
         job = submit(client, sketch=drawing_png()).json()
         assert states(events(client, job["id"]))[-1] == "done"
         folder = app.state.service.folder
         assert any(folder.rglob("animation.gif"))
     assert not folder.exists()
+
+
+def test_only_the_last_finished_jobs_are_kept(web, tiny_model_dir):
+    """The oldest finished job is forgotten, and its files removed, once more than
+    ``keep_finished`` have finished."""
+    from starlette.testclient import TestClient
+
+    app = web.create_app(str(tiny_model_dir), extra_hosts=TEST_HOST, keep_finished=1)
+    with TestClient(app) as client:
+        first = submit(client, sketch=drawing_png()).json()
+        assert states(events(client, first["id"]))[-1] == "done"
+        results = app.state.service.folder / "results"
+        assert (results / first["id"]).is_dir()
+        second = submit(client, prompt="a ball bouncing").json()
+        assert states(events(client, second["id"]))[-1] == "done"
+        assert client.get(f"/api/jobs/{first['id']}").status_code == 404
+        assert not (results / first["id"]).exists()
+        assert client.get(f"/api/jobs/{second['id']}").json()["state"] == "done"
+        assert [job["id"] for job in client.get("/api/jobs").json()] == [second["id"]]
 
 
 # -- the command -------------------------------------------------------------------------------

@@ -75,9 +75,19 @@ def test_keep_writes_the_best_j_and_reports_every_score(cli, tmp_path):
         assert abs(sample["score"] - own[sample["seed"]]) < 1e-6
 
 
-def test_keep_writes_j_outputs_even_when_every_sample_scores_zero(cli, tiny_model_dir,
-                                                                  tmp_path):
-    """A random-weight model keeps nothing of the drawing; the J best are written anyway."""
+def test_samples_that_all_lose_the_drawing_are_still_ranked_and_returned():
+    """Every sample scores 0 (blank later frames): ranking still orders all of them, so the
+    caller writes its J best; nothing is filtered out."""
+    sketch = np.asarray(drawing(), dtype=np.float32) / 255
+    blank = np.ones_like(sketch)
+    lost = [clip_of([sketch, blank, blank], seed) for seed in (3, 1, 2)]
+    ranked = rank(drawing(), lost)
+    assert [r.score for r in ranked] == [0.0, 0.0, 0.0]
+    assert [r.animation.seed for r in ranked] == [3, 1, 2] and len(ranked) == 3
+
+
+def test_keep_writes_j_outputs_from_a_model_that_keeps_little(cli, tiny_model_dir, tmp_path):
+    """A random-weight model keeps little of the drawing; the J best are written anyway."""
     result = cli("animate", str(shared_sketch("cat.png")), "a cat", "--model",
                  str(tiny_model_dir), "--samples", "2", "--keep", "1", "-o",
                  str(tmp_path / "cat.gif"), "--json", *FAST)

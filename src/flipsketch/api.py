@@ -84,6 +84,8 @@ class SamplerSettings:
         """
         steps = self.num_inference_steps
         tau1 = 2 * steps // 5 if self.tau1 is None else self.tau1
+        tau2 = 3 * steps // 5 if self.tau2 is None else self.tau2
+        tau2_default = f" (its default is 3T/5 = {tau2})" if self.tau2 is None else ""
         checks = [
             ("num_frames", self.num_frames >= 2, "must be at least 2"),
             ("num_frames", self.num_frames <= MAX_FRAMES, f"must be at most {MAX_FRAMES}"),
@@ -106,10 +108,9 @@ class SamplerSettings:
             ("tau2", self.tau2 is None or -1 <= self.tau2 <= steps,
              f"must be between -1 and the number of steps ({steps})"),
             # Only when both stages run: with one off, its window means nothing.
-            ("tau2", not (self.align and self.compose != OFF) or self.tau2 is None
-             or self.tau2 >= tau1 - 1,
-             f"must be at least tau1 - 1 ({tau1 - 1}): composition (steps i <= tau2) covers "
-             "the alignment steps (i < tau1)"),
+            ("tau2", not (self.align and self.compose != OFF) or tau2 >= tau1 - 1,
+             f"must be at least tau1 - 1 ({tau1 - 1}){tau2_default}: composition (steps "
+             "i <= tau2) covers the alignment steps (i < tau1)"),
         ]
         for name, ok, problem in checks:
             if not ok:
@@ -204,6 +205,14 @@ def load_pipeline(model: str | None = None, device: str | None = None,
     return pipe
 
 
+def check_frame_limit(settings: SamplerSettings, limit: int | None, model: str) -> None:
+    """Refuse more frames than the model's temporal layers have positions for (None: no
+    limit, as in ModelScope); read from the config before loading and from the UNet after."""
+    if limit and settings.num_frames > limit:
+        raise SettingsError("num_frames", f"must be at most {limit} with {model}: its frame "
+                                          f"positions cover {limit} frames")
+
+
 def check_resources(model: str | None, settings: SamplerSettings, size: int = 512, *,
                     device: str | None = None, dtype: str | None = None,
                     unet: str | None = None, backbone: str | None = None) -> int | None:
@@ -230,10 +239,7 @@ def check_resources(model: str | None, settings: SamplerSettings, size: int = 51
     except ModelLoadError:
         return None
     footprint = read_footprint(parts, model)
-    limit = footprint.frame_positions
-    if limit and settings.num_frames > limit:
-        raise SettingsError("num_frames", f"must be at most {limit} with model '{model}': its "
-                                          f"frame positions cover {limit} frames")
+    check_frame_limit(settings, footprint.frame_positions, f"model '{model}'")
     from flipsketch.models.backbone import resolve_device, resolve_dtype
 
     target = resolve_device(device)
@@ -242,9 +248,10 @@ def check_resources(model: str | None, settings: SamplerSettings, size: int = 51
                                dtype_bytes=resolve_dtype(dtype, target).itemsize)
     free = available_bytes(str(target))
     if free is not None and need > free:
-        raise UsageError(f"--size {size} with {settings.num_frames} frames x {settings.samples} "
+        # Worded without flags: batch rows and the web page relay it too.
+        raise UsageError(f"{size} px with {settings.num_frames} frames x {settings.samples} "
                          f"samples needs about {_gib(need)} on {target} ({_gib(free)} "
-                         "available); lower --size, --frames or --samples")
+                         "available); lower the size, the frames or the samples")
     return need
 
 
@@ -290,10 +297,9 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
               for stage in SAMPLER_STAGES}
     align_settings = AlignSettings(settings.align_iterations, settings.align_lr,
                                    settings.align_optimizer, settings.align_checkpointing)
-    positions = pipe.unet.config.get("frame_positions")
-    if positions and settings.num_frames > positions:
-        raise SettingsError("num_frames", f"must be at most {positions} with this model: its "
-                                          f"frame positions cover {positions} frames")
+    from flipsketch.models.frame_positions import CONFIG_KEY
+
+    check_frame_limit(settings, pipe.unet.config.get(CONFIG_KEY), "this model")
     image = None if sketch is None else prepare_sketch(sketch, pipe.model_resolution)
     cached = None
     if cache is not False and image is not None:

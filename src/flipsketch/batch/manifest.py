@@ -23,15 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flipsketch import __version__
 from flipsketch.api import SamplerSettings, check_prompt, check_size
 from flipsketch.errors import FlipSketchError, SettingsError, UsageError
 from flipsketch.frames.images import check_drawing, load_sketch
 from flipsketch.frames.writers import numbered_paths
+from flipsketch.models.lora import parse_lora
 from flipsketch.models.presets import default_model
 from flipsketch.plugins import DEFAULT_FPS, PluginManager, StepError, get_manager
 
 # The recipes own the vocabulary of sampler options, the rule that turns them into
 # SamplerSettings and the rule for output names; a manifest uses the same ones.
+from flipsketch.recipes.cache import fingerprint, model_fingerprint
 from flipsketch.recipes.validation import (
     relative_output,
     sampler_call,
@@ -71,7 +74,6 @@ class Job:
     settings: SamplerSettings
     stages: dict[str, str]  # inverter / aligner / composer by name
     write: dict[str, Any]  # size, fps, postprocess, transparent
-    options: dict[str, Any] = field(default_factory=dict)  # every option, canonical names
     fingerprint: str = ""  # sha256 of everything the output depends on
     outputs: list[str] = field(default_factory=list)  # one per sample, relative to OUTDIR
 
@@ -89,12 +91,27 @@ class ModelChoice:
     allow_pickle: bool = False
 
     def key(self) -> dict[str, Any]:
-        """What of the choice changes the outputs, for the jobs' fingerprints: a local model
-        folder by its absolute path, so the same folder named two ways is one model."""
-        folder = Path(self.model)
-        model = str(folder.resolve()) if folder.is_dir() else self.model
-        return {"model": model, "unet": self.unet, "loras": list(self.loras),
-                "dtype": self.dtype, "backbone": self.backbone}
+        """What of the choice changes the outputs, for the jobs' fingerprints, as the recipes'
+        step cache sees it: a local model or UNet folder by its absolute path and its files'
+        names, sizes and times (a re-exported folder in the same place is another model), a
+        LoRA folder by its files' contents, a hub id by its name; flipsketch's version too."""
+        unet = None
+        if self.unet is not None:
+            source, _, subfolder = self.unet.partition(":")
+            unet = [model_fingerprint(_absolute(source)), subfolder]
+        loras = []
+        for value in self.loras:
+            path, scale = parse_lora(value)
+            loras.append([fingerprint(path) or str(path), scale])
+        return {"flipsketch": __version__, "model": model_fingerprint(_absolute(self.model)),
+                "unet": unet, "loras": loras, "dtype": self.dtype, "backbone": self.backbone}
+
+
+def _absolute(model: str) -> str:
+    """A local folder by its absolute path, so the same folder named two ways is one model;
+    a preset or hub id as it is."""
+    folder = Path(model)
+    return str(folder.resolve()) if folder.is_dir() else model
 
 
 @dataclass
@@ -218,6 +235,7 @@ class _RowChecker:
         self.base, self.display = path.resolve().parent, display
         self.defaults, self.model_key, self.manager = defaults, model_key, manager
         self.options = options()
+        self.sampler_keys = frozenset(sampler_options())  # built once: get_type_hints is slow
         self.claimed: dict[str, int] = {}  # output -> line of the row that writes it
         self.hashes: dict[Path, str] = {}  # sketch -> sha256 of its bytes
 
@@ -259,7 +277,7 @@ class _RowChecker:
         sketch = self.sketch(line, given.get("sketch"), values.pop("sketch", None))
 
         merged = {**OUTPUT_DEFAULTS, **self.defaults, **values}
-        sampler = {k: v for k, v in merged.items() if k in sampler_options()}
+        sampler = {k: v for k, v in merged.items() if k in self.sampler_keys}
         try:
             settings, stages = sampler_call(sampler, self.manager)
         except StepError as exc:
@@ -274,7 +292,7 @@ class _RowChecker:
         outputs = self.outputs(index, line, given.get("output"), values.pop("output", None),
                                sketch, settings.samples)
         job = Job(index, line, sketch, prompt, outputs[0], settings, stages, write,
-                  options=merged, outputs=outputs)
+                  outputs=outputs)
         job.fingerprint = self.fingerprint(job)
         return job
 
@@ -301,7 +319,10 @@ class _RowChecker:
         if path not in self.hashes:
             try:
                 check_drawing(load_sketch(path), f"sketch '{value.strip()}'")
-                self.hashes[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+                digest = fingerprint(path)
+                if digest is None:
+                    raise OSError(f"sketch '{value.strip()}' disappeared while being read")
+                self.hashes[path] = digest
             except (UsageError, OSError) as exc:
                 self.fail(line, column, f"{exc} (sketch paths are relative to the manifest's "
                                         f"folder)")
@@ -311,7 +332,7 @@ class _RowChecker:
         """The options of the output's writing, checked as ``api.postprocess`` and ``save``
         would check them minutes later."""
         column = given.get
-        if write["fps"] <= 0:
+        if not write["fps"] > 0:  # NaN too
             self.fail(line, column("fps", "fps"), f"must be positive, got {write['fps']}")
         try:
             check_size(write["size"])

@@ -114,7 +114,8 @@ def run_batch(manifest: Manifest, outdir: str | Path, *, model: ModelChoice | No
                                 if _finished(job, previous.get(job.output), outdir)}
     to_run = len(manifest.jobs) - len(skip)
     reporter.batch_started(len(manifest.jobs), to_run, processes)
-    counter = _Overall(state_dir, processes, to_run, reporter)
+    # Only the main process counts every process's jobs (the others report nothing).
+    counter = _Overall(state_dir, processes, to_run, reporter if proc.is_main_process else None)
     loaded: dict[str, Any] = {}
 
     def pipeline():
@@ -134,19 +135,26 @@ def run_batch(manifest: Manifest, outdir: str | Path, *, model: ModelChoice | No
     part = state_dir / f"report.{rank}.jsonl"
     try:
         with open(part, "a", encoding="utf-8") as sink:
-            for job in manifest.jobs[rank::processes]:
+            mine = manifest.jobs[rank::processes]
+            skipped = [_report(job, "skipped", rank) for job in mine if job.index in skip]
+            _append(sink, *skipped)  # the finished jobs at once: one write, one sync
+            own += skipped
+            for report in skipped:
+                reporter.job_finished(report)
+            counter.poll(force=True)
+            for job in mine:
                 if job.index in skip:
-                    report = _report(job, "skipped", rank)
-                else:
-                    reporter.job_started(job)
-                    if "pipe" not in loaded:  # a model that fails to load stops the batch
-                        reporter.job_progress("loading model", 0, 1)
-                        pipeline()
-                    report = _run(job, outdir, pipeline, progress, cache, manager, rank)
+                    continue
+                reporter.job_started(job)
+                if "pipe" not in loaded:  # a model that fails to load stops the batch
+                    reporter.job_progress("loading model", 0, 1)
+                    pipeline()
+                report = _run(job, outdir, pipeline, progress, cache, manager, rank)
                 _append(sink, report)
                 own.append(report)
                 reporter.job_finished(report)
                 counter.poll(force=True)
+            own.sort(key=lambda r: r.job)
         (state_dir / f"end.{rank}").touch()
         if not proc.is_main_process:
             return BatchResult(own, processes, False, time.perf_counter() - started)
@@ -250,9 +258,11 @@ def read_report(outdir: str | Path) -> list[JobReport]:
 
 
 # -- the report --------------------------------------------------------------------------------
-def _append(sink, report: JobReport) -> None:
-    """One line, on disk before the next job starts."""
-    sink.write(json.dumps(asdict(report)) + "\n")
+def _append(sink, *reports: JobReport) -> None:
+    """Lines, on disk before the next job starts."""
+    if not reports:
+        return
+    sink.write("".join(json.dumps(asdict(report)) + "\n" for report in reports))
     sink.flush()
     os.fsync(sink.fileno())
 
@@ -313,20 +323,43 @@ def _merge(outdir: Path, state_dir: Path, jobs: list[Job], previous: dict[str, J
 
 
 class _Overall:
-    """The main process's count of jobs run by every process, from the parts on disk."""
+    """The main process's count of jobs run by every process, from the parts on disk; each
+    poll reads only what the parts gained since the last (a job's line is read once). With
+    no reporter (a process other than the main one) it reads nothing."""
 
     def __init__(self, state_dir: Path, processes: int, to_run: int,
-                 reporter: Reporter) -> None:
+                 reporter: Reporter | None) -> None:
         self.state_dir, self.processes, self.to_run = state_dir, processes, to_run
         self.reporter, self.last = reporter, 0.0
+        self.offsets: dict[Path, int] = {}  # part -> bytes read (up to a whole line)
+        self.ran = 0
 
     def poll(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self.last < 1.0:
+        if self.reporter is None or (not force and time.monotonic() - self.last < 1.0):
             return
         self.last = time.monotonic()
-        ran = sum(r.status != "skipped" for part in _parts(self.state_dir)
-                  for r in _read(part))
-        self.reporter.overall(ran, self.to_run)
+        for part in _parts(self.state_dir):
+            self.ran += sum(r.status != "skipped" for r in self._new(part))
+        self.reporter.overall(self.ran, self.to_run)
+
+    def _new(self, part: Path) -> list[JobReport]:
+        """The records of ``part`` after its offset; a line still being written waits."""
+        start = self.offsets.get(part, 0)
+        try:
+            with open(part, "rb") as f:
+                f.seek(start)
+                data = f.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1  # whole lines only
+        self.offsets[part] = start + end
+        records = []
+        for line in data[:end].decode("utf-8", errors="replace").splitlines():
+            try:
+                records.append(JobReport(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError):
+                continue
+        return records
 
     def wait_for_all(self) -> None:
         """Until every process has written its end mark (no barrier: a process may finish

@@ -44,7 +44,7 @@ def flag_for(field: str) -> str:
     return FLAGS.get(field, "--" + field.rstrip("_").replace("_", "-"))
 
 
-def _message(exc: FlipSketchError) -> str:
+def message(exc: FlipSketchError) -> str:
     """The error's line as the command line says it: a settings field by its flag."""
     if isinstance(exc, SettingsError):
         return f"{flag_for(exc.field)} {exc.problem}"
@@ -76,7 +76,7 @@ def _show_warnings(show=warnings.showwarning):
 def _with_plugin_commands(args: list[str]):
     """The app with the commands plugins add; each broken plugin is one warning line, except
     for ``flipsketch plugins``, which lists them. Loads third-party plugins, not torch."""
-    from flipsketch.cli.plugins import command_line, warn
+    from flipsketch.cli.plugins import command_line
     from flipsketch.plugins import get_manager
 
     manager = get_manager()
@@ -84,8 +84,9 @@ def _with_plugin_commands(args: list[str]):
     group = command_line(manager)
     if next((arg for arg in args if not arg.startswith("-")), None) != "plugins":
         for plugin in manager.broken:  # those found so far: import errors, commands
-            warn(plugin)
-        manager.on_broken = warn  # and those found later, when registries are built
+            _warning(plugin.warning)
+        # and those found later, when registries are built
+        manager.on_broken = lambda plugin: _warning(plugin.warning)
     return group
 
 
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     except FlipSketchError as exc:
         if state.debug:
             raise
-        _error(_message(exc))
+        _error(message(exc))
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -31,6 +31,7 @@ from flipsketch.api import (
 )
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import UsageError
+from flipsketch.plugins import PluginManager
 
 DEFAULTS = SamplerSettings()
 Opt = typer.Option
@@ -145,7 +146,7 @@ def checked_options(*, frames: int, steps: int, guidance: float, negative_prompt
                     align_optimizer: str, align_checkpointing: bool | None, seed: int,
                     samples: int, backbone: str | None, inverter: str | None,
                     aligner: str | None, composer: str | None, postprocessor: str | None,
-                    raw: bool, size: int, fps: float,
+                    raw: bool, size: int, fps: float, manager: PluginManager,
                     **_: object) -> tuple[SamplerSettings, dict[str, str | None], str | None]:
     """The sampler and output options every sampling command shares, checked and named by
     their flags before anything loads: (settings, sampler stage names, post-processor).
@@ -153,8 +154,6 @@ def checked_options(*, frames: int, steps: int, guidance: float, negative_prompt
     ``animate``, ``generate`` and ``batch`` (whose values become each row's defaults) call
     it with their own ``locals()``; options it does not take are ignored.
     """
-    from flipsketch.plugins import get_manager
-
     if raw and postprocessor not in (None, "raw"):
         raise UsageError("--raw is the 'raw' post-processor; drop --raw or --postprocessor")
     if fps <= 0:
@@ -171,7 +170,6 @@ def checked_options(*, frames: int, steps: int, guidance: float, negative_prompt
     settings.validate()
     check_size(size)
     postprocessor = "raw" if raw else postprocessor
-    manager = get_manager()
     for stage, name in {**stages, "backbone": backbone, "postprocessor": postprocessor}.items():
         manager.get(stage, name)
     return settings, stages, postprocessor
@@ -305,6 +303,10 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     if rank_model is not None and keep is None:
         raise UsageError("--rank-model ranks the samples that --keep chooses from; add "
                          "--keep J (and --samples K)")
+    if rank_model is not None:
+        from flipsketch.evaluation.clip_scores import check_source
+
+        check_source(rank_model, "--rank-model")
     image = load_sketch(sketch) if sketch is not None else None
     if image is not None:
         check_drawing(image, f"sketch '{sketch}'")
@@ -335,7 +337,8 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
 
         with console.status(f"loading rank model '{escape(rank_model)}'"):
             scorer = clip_scorer(load_clip_consistency(rank_model, device=device,
-                                                       allow_pickle=allow_pickle))
+                                                       allow_pickle=allow_pickle,
+                                                       option="--rank-model"))
     with console.status(f"loading model '{escape(model)}'"):
         pipe = load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
                              loras=lora or (), unet=unet, backbone=backbone, manager=manager)

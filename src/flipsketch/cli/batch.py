@@ -186,9 +186,10 @@ def batch_command(
 
     # 2. Every row and every output, before anything runs or is written.
     loaded = read_manifest(manifest, defaults, model=choice, manager=manager)
-    check_outdir(loaded, output, force=force, manager=manager)
-    _check_resources(loaded, choice, device)
+    if not launched:  # once, here: not again in each process that --processes starts
+        _check_resources(loaded, choice, device)
     if processes != 1:
+        check_outdir(loaded, output, force=force, manager=manager)  # else run_batch checks it
         _launch(ctx, processes, output, json_output)
         return
 
@@ -208,7 +209,10 @@ def _check_resources(loaded: Manifest, choice: ModelChoice, device: str | None) 
     (frames x samples x size), each problem named by the first row that asks for it."""
     from flipsketch.api import check_resources
     from flipsketch.errors import SettingsError
+    from flipsketch.models.backbone import resolve_device, resolve_dtype
 
+    # --device and --dtype are the command line's, not a row's: their problems unprefixed.
+    resolve_dtype(choice.dtype, resolve_device(device))
     seen: set[tuple] = set()
     for job in loaded.jobs:
         request = (job.settings.num_frames, job.settings.samples, job.write["size"])

@@ -28,6 +28,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flipsketch.cli.animate import AllowPickle
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import UsageError
 from flipsketch.evaluation import metrics, runs
@@ -64,8 +65,6 @@ XClipOpt = Annotated[str | None, typer.Option(
     "--xclip", metavar="ID_OR_PATH",
     help="X-CLIP model for the paper's text-to-video alignment, e.g. "
          "microsoft/xclip-base-patch32. Default: not measured.")]
-AllowPickleOpt = Annotated[bool, typer.Option(
-    "--allow-pickle", help="Also load pickled weights (runs code from the file).")]
 
 # -- inputs ----------------------------------------------------------------------------------
 
@@ -147,7 +146,7 @@ def fidelity_command(
         help="What the animation should show; needed by --xclip.")] = None,
     clip: ClipOpt = None,
     xclip: XClipOpt = None,
-    allow_pickle: AllowPickleOpt = False,
+    allow_pickle: AllowPickle = False,
     device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
@@ -213,7 +212,7 @@ def sketch_command(
     frames: FramesOpt = 10,
     clip: ClipOpt = None,
     xclip: XClipOpt = None,
-    allow_pickle: AllowPickleOpt = False,
+    allow_pickle: AllowPickle = False,
     device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
@@ -355,7 +354,7 @@ def ablate_command(
     ] = False,
     clip: ClipOpt = None,
     xclip: XClipOpt = None,
-    allow_pickle: AllowPickleOpt = False,
+    allow_pickle: AllowPickle = False,
     device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:

@@ -24,11 +24,10 @@ from flipsketch.errors import PluginError, UsageError
 from flipsketch.plugins import (
     COMMANDS_HOOK,
     ENTRY_POINT_GROUP,
-    BrokenPlugin,
     PluginManager,
     get_manager,
 )
-from flipsketch.plugins.manager import OWN_DISTRIBUTION
+from flipsketch.plugins.manager import OWN_DISTRIBUTION, one_line
 from flipsketch.plugins.skeleton import KINDS, write_skeleton
 
 plugins_app = typer.Typer(help="List, install, remove and start flipsketch plugins.",
@@ -61,8 +60,7 @@ def command_line(manager: PluginManager) -> typer.core.TyperGroup:
             added = (typer.main.get_group(cli).commands
                      if cli.registered_commands or cli.registered_groups else {})
         except Exception as exc:
-            manager.mark_broken(owner, f"raised in {COMMANDS_HOOK}: {type(exc).__name__}: "
-                                       f"{' '.join(str(exc).split())}")
+            manager.mark_broken(owner, f"raised in {COMMANDS_HOOK}: {one_line(exc)}")
             continue
         clash = next((name for name in added if name in own or name in manager.commands), None)
         if clash is not None:
@@ -74,12 +72,6 @@ def command_line(manager: PluginManager) -> typer.core.TyperGroup:
             group.add_command(command, name)
             manager.commands[name] = owner
     return group
-
-
-def warn(plugin: BrokenPlugin) -> None:
-    """The one line a command other than ``flipsketch plugins`` prints per broken plugin."""
-    console.print(f"[yellow]warning:[/] {escape(plugin.warning)}", highlight=False,
-                  soft_wrap=True)
 
 
 # -- flipsketch plugins ------------------------------------------------------------------------

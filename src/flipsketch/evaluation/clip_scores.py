@@ -198,11 +198,11 @@ class ClipConsistency:
 
     @classmethod
     def load(cls, name_or_path: str = DEFAULT_CLIP, device: str | None = None,
-             allow_pickle: bool = False) -> ClipConsistency:
+             allow_pickle: bool = False, option: str = "--clip") -> ClipConsistency:
         """A CLIP model (hub id or ``save_pretrained`` folder) on ``device`` (default: the
         best available); a missing, offline or non-CLIP model is a one-line
-        ``ModelLoadError``/``UsageError``."""
-        return cls(_load(name_or_path, "clip", device, allow_pickle, "--clip"), name_or_path)
+        ``ModelLoadError``/``UsageError`` naming ``option``, the flag that named it."""
+        return cls(_load(name_or_path, "clip", device, allow_pickle, option), name_or_path)
 
     def embed(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Unit-length CLIP image embeddings ``(n, d)`` of RGB images, on the CPU."""
@@ -288,10 +288,11 @@ class XClipAlignment:
 
 
 def load_clip_consistency(name_or_path: str = DEFAULT_CLIP, device: str | None = None,
-                          allow_pickle: bool = False) -> ClipConsistency:
+                          allow_pickle: bool = False,
+                          option: str = "--clip") -> ClipConsistency:
     """The sketch-to-video consistency scorer: ``.score(sketch, frames) -> float`` and
     ``.score_many(sketch, [frames, ...]) -> list[float]`` (see ``ClipConsistency``)."""
-    return ClipConsistency.load(name_or_path, device, allow_pickle)
+    return ClipConsistency.load(name_or_path, device, allow_pickle, option)
 
 
 def load_xclip_alignment(name_or_path: str = DEFAULT_XCLIP, device: str | None = None,

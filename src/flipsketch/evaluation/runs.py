@@ -201,6 +201,7 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
     for name, sketch in sketches:
         image = array_to_images(np.asarray(sketch)[None])[0]
         reference = prepare_sketch(image, pipe.model_resolution).numpy()  # (H, W) as sampled
+        clips, first = [], len(cases)  # this sketch's clips, scored together below
         for template in prompts:
             prompt = template.replace("{subject}", name)
             motion = motion_of(prompt)
@@ -210,12 +211,10 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
                 seconds += time.perf_counter() - start
                 dx, dy = translation(clip.frames)
                 scores = fidelity(reference, clip.frames)
+                clips.append(clip.frames)
                 cases.append(dict(
                     sketch=name, prompt=prompt, seed=seed, motion=motion,
-                    s2v_consistency=(consistency.score(reference, clip.frames)
-                                     if consistency is not None else None),
-                    t2v_alignment=(alignment.score(prompt, clip.frames)
-                                   if alignment is not None else None),
+                    s2v_consistency=None, t2v_alignment=None,
                     fidelity_first=scores["first"], fidelity_later=scores["later_mean"],
                     fidelity_compensated=scores["later_compensated"],
                     recall_first=stroke_recall(reference, clip.frames[0]),
@@ -225,6 +224,15 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
                 ))
                 if progress is not None:
                     progress(len(cases), total)
+        # One batched pass per scorer and sketch: the sketch is embedded once, not per clip.
+        ours = cases[first:]
+        if consistency is not None:
+            for case, score in zip(ours, consistency.score_many(reference, clips), strict=True):
+                case["s2v_consistency"] = score
+        if alignment is not None:
+            scores = alignment.score_many([c["prompt"] for c in ours], clips)
+            for case, score in zip(ours, scores, strict=True):
+                case["t2v_alignment"] = score
     judged = [float(c["correct"]) for c in cases if c["correct"] is not None]
 
     def measured(key: str) -> float | None:

@@ -33,7 +33,8 @@ def load_sketch(path: str | Path) -> Image.Image:
 
     The bytes are read into memory first: the image then owns no open file handle (a
     multi-frame format would otherwise keep one), and it keeps its EXIF data for
-    ``to_grey_square`` to apply the orientation.
+    ``to_grey_square`` to apply the orientation. The bytes are checked and decoded by
+    ``decode_sketch``.
     """
     path = Path(path)
     name = f"sketch '{path}'"
@@ -47,6 +48,18 @@ def load_sketch(path: str | Path) -> Image.Image:
         raise UsageError(
             f"{name} cannot be read ({exc.strerror or exc}); check its permissions"
         ) from None
+    return decode_sketch(data, str(path), stacklevel=3)
+
+
+def decode_sketch(data: bytes, name: str, *, stacklevel: int = 2) -> Image.Image:
+    """A drawing's bytes decoded now, or a one-line reason why not (``UsageError``).
+
+    ``name`` is the file's name as the user gave it (a path, or an upload's file name); the
+    messages call the drawing ``sketch 'NAME'``, as ``load_sketch`` does for a file. An
+    animated image warns (``FlipSketchWarning``) and keeps its first frame.
+    """
+    path = Path(name)
+    name = f"sketch '{name}'"
     if not data:
         raise UsageError(f"{name} is empty (0 bytes); {_FIX}")
     if _looks_like_svg(data):
@@ -77,7 +90,7 @@ def load_sketch(path: str | Path) -> Image.Image:
     frames = getattr(img, "n_frames", 1)
     if frames > 1:  # an animated GIF/WebP/APNG: load() decoded the first frame
         warnings.warn(f"{path.name} has {frames} frames; using the first",
-                      FlipSketchWarning, stacklevel=2)
+                      FlipSketchWarning, stacklevel=stacklevel)
     return img
 
 
@@ -142,8 +155,10 @@ def _shrink(img: Image.Image, size: int) -> Image.Image:
         return img
     if img.mode in ("1", "P"):
         img = img.convert("RGBA" if img.has_transparency_data else "L")
-    if img.mode in ("RGBA", "LA", "PA"):
-        return img.convert("RGBa").reduce(factor).convert("RGBA")
+    if img.mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+        # Pillow premultiplies only from RGBA (and "La" only unpremultiplies to LA).
+        img = img.convert("LA") if img.mode == "La" else img
+        return img.convert("RGBA").convert("RGBa").reduce(factor).convert("RGBA")
     return img.reduce(factor)
 
 

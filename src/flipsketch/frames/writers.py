@@ -11,6 +11,7 @@ previous one.
 
 from __future__ import annotations
 
+import errno
 import math
 import re
 from pathlib import Path
@@ -35,8 +36,9 @@ def _has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or img.has_transparency_data
 
 
-def _on_white(img: Image.Image) -> Image.Image:
-    """RGB with any transparency composited over white paper."""
+def on_white(img: Image.Image) -> Image.Image:
+    """RGB with any transparency composited over white paper (public: the SVG plugin traces
+    what this shows)."""
     if not _has_alpha(img):
         return img.convert("RGB")
     rgba = img.convert("RGBA")
@@ -54,7 +56,7 @@ def _gif_frame(img: Image.Image) -> Image.Image:
     if not _has_alpha(img):
         return img if img.mode in ("L", "P", "1") else img.convert("RGB")
     opaque = np.asarray(img.convert("RGBA").getchannel("A")) >= 128  # (h, w)
-    indexed = _on_white(img).convert("P", palette=Image.Palette.ADAPTIVE, colors=255)
+    indexed = on_white(img).convert("P", palette=Image.Palette.ADAPTIVE, colors=255)
     pixels = np.where(opaque, np.asarray(indexed), 255).astype(np.uint8)
     frame = Image.fromarray(pixels, mode="P")
     frame.putpalette(indexed.getpalette())
@@ -97,7 +99,7 @@ def write_mp4(frames: list[Image.Image], path: Path, fps: float) -> None:
     try:
         for frame in frames:
             canvas = Image.new("RGB", (even_w, even_h), (255, 255, 255))
-            canvas.paste(_on_white(frame), (0, 0))
+            canvas.paste(on_white(frame), (0, 0))
             encoder.send(np.ascontiguousarray(np.asarray(canvas)))  # (H, W, 3) uint8
     finally:
         encoder.close()
@@ -236,7 +238,9 @@ def save_frames(frames: list[Image.Image], path: str | Path, fps: float = 10,
     with atomic_path(path, force=force, suffix=suffix) as tmp:
         try:
             chosen.write(list(frames), tmp, float(fps))
-        except OSError as exc:  # a full disk or quota (ENOSPC, EFBIG), a vanished folder
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise  # not the disk: Pillow's format errors are OSErrors too
             raise FlipSketchError(f"cannot write '{path}' ({exc.strerror or exc}); free some "
                                   "disk space or pick another output path") from exc
         if not tmp.exists():

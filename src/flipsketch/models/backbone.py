@@ -91,14 +91,14 @@ def load_modelscope(model: str, *, unet: str | None = None, device: str | None =
     transformers_logging.disable_progress_bar()  # our own progress is on screen
     try:
         unet = load_unet(parts["unet"], dtype=torch_dtype,
-                         **_weights_format(model, "unet", parts["unet"], allow_pickle))
+                         **weights_format(model, "unet", parts["unet"], allow_pickle))
         # The VAE stays in fp32: it is small next to the UNet and fp16 VAEs overflow.
         vae = AutoencoderKL.from_pretrained(
             parts["vae"], dtype=torch.float32,
-            **_weights_format(model, "vae", parts["vae"], allow_pickle))
+            **weights_format(model, "vae", parts["vae"], allow_pickle))
         text_encoder = CLIPTextModel.from_pretrained(
             parts["text_encoder"], dtype=torch_dtype,
-            **_weights_format(model, "text_encoder", parts["text_encoder"], allow_pickle))
+            **weights_format(model, "text_encoder", parts["text_encoder"], allow_pickle))
         tokenizer = CLIPTokenizer.from_pretrained(parts["tokenizer"])
         scheduler = DDIMScheduler.from_pretrained(parts["scheduler"])
     except (OSError, ValueError) as exc:
@@ -110,13 +110,15 @@ def load_modelscope(model: str, *, unet: str | None = None, device: str | None =
     return pipe.to(target)
 
 
-def _weights_format(model: str, part: str, folder: Path, allow_pickle: bool) -> dict:
+def weights_format(model: str, part: str, folder: Path, allow_pickle: bool) -> dict:
     """``use_safetensors`` for one part's folder: safetensors where there are any, pickled
     ``.bin`` weights only with ``allow_pickle``, because unpickling runs code from the file.
 
     Decided from the folder's files, so that a pickled part is refused by name before any
-    loader opens it, and an allowed one loads without the loaders' fallback noise.
+    loader opens it, and an allowed one loads without the loaders' fallback noise. Public: a
+    backbone plugin loading its own parts refuses pickles the same way.
     """
+    folder = Path(folder)
     if any(folder.glob("*.safetensors")):
         return {"use_safetensors": True}
     if allow_pickle:

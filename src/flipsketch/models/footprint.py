@@ -28,9 +28,6 @@ from flipsketch.errors import ModelLoadError
 # loads as a fixed class (the scheduler's config is read as DDIM whatever it names).
 PART_CLASSES = {"unet": "UNet3DConditionModel", "vae": "AutoencoderKL",
                 "text_encoder": "CLIPTextModel"}
-DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2,
-               "BF16": 2, "I16": 2, "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1,
-               "BOOL": 1}
 
 # Calibration of ``estimate_peak_bytes`` (see there), measured on the embedded model on a
 # CPU (fp32, 3 steps, alignment on): the peak resident memory over the loaded model grew by
@@ -77,6 +74,7 @@ def read_footprint(parts: Mapping[str, Path], model: str) -> ModelFootprint:
         latent_size=int(unet.get("sample_size", 32)),
         latent_channels=int(unet.get("in_channels", 4)),
         resolution=int(unet.get("sample_size", 32)) * factor,
+        # frame_positions.CONFIG_KEY; that module imports torch, this one must not
         frame_positions=unet.get("frame_positions") or None,
     )
 

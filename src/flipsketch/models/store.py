@@ -37,6 +37,10 @@ from flipsketch.models.presets import (
     resolve_model,
 )
 
+# What else a user can pass when a hub model is out of reach; a backbone plugin names its own.
+LOCAL_INSTEAD = "use --model tiny or a local folder"
+
+
 # progress(bytes done, bytes to fetch) while a download runs; the total grows as files start.
 Progress = Callable[[int, int], None]
 
@@ -135,14 +139,16 @@ def download(name: str, *, allow_pickle: bool = False,
 
 
 def locate(name: str, spec: ModelSpec | None = None, *, allow_pickle: bool = False,
-           download: bool = True, progress: Progress | None = None) -> ModelFiles:
+           download: bool = True, progress: Progress | None = None,
+           instead: str = LOCAL_INSTEAD) -> ModelFiles:
     """Each part of model ``name`` (``spec``: its resolution, by default ``resolve_model``)
     as a folder on disk, fetching what is missing when ``download`` and the hub is reachable.
 
     Each part comes from the model's own folder where it has one, else from ``spec.fallback``
     (only the lacking parts are fetched from it); ``--unet`` replaces the UNet. Raises a
     one-line ``ModelLoadError`` for a model that is not here and cannot be fetched, or that
-    lacks a part.
+    lacks a part. ``instead``: what else to pass when a hub model is out of reach (a backbone
+    plugin's own advice rather than ``--model tiny``).
     """
     spec = spec or resolve_model(name)
     counter = _ByteCounter(progress) if progress is not None else None
@@ -155,7 +161,7 @@ def locate(name: str, spec: ModelSpec | None = None, *, allow_pickle: bool = Fal
                 raise ModelLoadError(f"{what} folder '{source}' has no subfolder '{subfolder}'; "
                                      "point it at the folder holding unet/, vae/, ...")
             return folder
-        return _hub_folder(source, subfolder, parts, what=what, fix=fix,
+        return _hub_folder(source, subfolder, parts, what=what, fix=fix, instead=instead,
                            allow_pickle=allow_pickle, download=download, counter=counter)
 
     own = [part for part in PARTS if not (part == "unet" and spec.unet_source)]
@@ -208,17 +214,34 @@ def _incomplete(name: str, spec: ModelSpec, root: Path, missing: Iterable[str],
 
 
 def _hub_folder(repo: str, subfolder: str, parts: list[str], *, what: str, fix: str,
-                allow_pickle: bool, download: bool, counter: _ByteCounter | None) -> Path:
+                instead: str, allow_pickle: bool, download: bool,
+                counter: _ByteCounter | None) -> Path:
     """The cached snapshot's ``subfolder`` of hub model ``repo`` holding ``parts``, fetched
     first unless ``download`` is False or the hub is off; every failure is one line."""
+    patterns = download_patterns(subfolder, parts, allow_pickle=allow_pickle)
+    return hub_snapshot(repo, patterns, what=what, fix=fix, instead=instead,
+                        download=download, counter=counter) / subfolder
+
+
+def hub_snapshot(repo: str, allow_patterns: list[str], *, what: str, fix: str,
+                 instead: str = LOCAL_INSTEAD, download: bool = True,
+                 counter: _ByteCounter | None = None) -> Path:
+    """The cached snapshot folder of hub repository ``repo``: its files matching
+    ``allow_patterns`` (never the reduced-precision copies, ``VARIANT_PATTERNS``), fetched
+    first unless ``download`` is False or the hub is off (``HF_HUB_OFFLINE``).
+
+    Every failure is a one-line ``ModelLoadError`` about ``what`` (e.g. "model 'org/name'"):
+    not downloaded while offline or unreachable (run ``fix``, or ``instead``), gated (accept
+    the terms, log in), no such repository, or a download error. Public for backbone plugins
+    that fetch parts of their own (a motion adapter, say).
+    """
     from huggingface_hub import errors, snapshot_download
 
     try:
         snapshot = snapshot_download(
             repo, cache_dir=hub_cache_dir(), endpoint=hub_endpoint(),
             local_files_only=not download or hub_offline(),
-            allow_patterns=download_patterns(subfolder, parts, allow_pickle=allow_pickle),
-            ignore_patterns=list(VARIANT_PATTERNS),
+            allow_patterns=list(allow_patterns), ignore_patterns=list(VARIANT_PATTERNS),
             tqdm_class=counter.bar_class() if counter is not None else None)
     except errors.LocalEntryNotFoundError as exc:  # not (all) cached; the hub is off or away
         partly = isinstance(exc, getattr(errors, "IncompleteSnapshotError", ()))
@@ -227,9 +250,8 @@ def _hub_folder(repo: str, subfolder: str, parts: list[str], *, what: str, fix: 
             why, how = "HF_HUB_OFFLINE is set", f"unset it and run `{fix}`"
         else:
             why, how = "the Hugging Face hub cannot be reached", f"run `{fix}` when online"
-        raise ModelLoadError(f"{what} {state} and {why}; {how}, or use --model tiny or a "
-                             "local folder") from exc
-    except errors.GatedRepoError as exc:
+        raise ModelLoadError(f"{what} {state} and {why}; {how}, or {instead}") from exc
+    except errors.GatedRepoError as exc:  # before its base class, RepositoryNotFoundError
         raise ModelLoadError(f"{what} is gated on the hub: accept its terms at "
                              f"https://huggingface.co/{repo}, log in with `hf auth login`, "
                              f"then run `{fix}`") from exc
@@ -243,7 +265,7 @@ def _hub_folder(repo: str, subfolder: str, parts: list[str], *, what: str, fix: 
     finally:
         if counter is not None:
             counter.finish_repository()
-    return Path(snapshot) / subfolder
+    return Path(snapshot)
 
 
 class _NullFile:

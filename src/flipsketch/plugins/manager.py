@@ -215,7 +215,7 @@ class PluginManager:
                 module = importlib.import_module(module_name)
             except Exception as exc:  # flipsketch itself is broken: not contained
                 raise PluginError(f"plugin '{name}' ({OWN_DISTRIBUTION}) failed to import: "
-                                  f"{_one_line(exc)}; reinstall flipsketch with its "
+                                  f"{one_line(exc)}; reinstall flipsketch with its "
                                   f"dependencies") from exc
             self._add(module, name, OWN_DISTRIBUTION, __version__, builtin=True)
 
@@ -235,7 +235,7 @@ class PluginManager:
             try:
                 module = ep.load()
             except Exception as exc:  # a broken package must not stop every command
-                self._mark_broken(BrokenPlugin(ep.name, dist, version, _one_line(exc)))
+                self._mark_broken(BrokenPlugin(ep.name, dist, version, one_line(exc)))
                 continue
             self._add(module, ep.name, dist, version)
 
@@ -338,7 +338,7 @@ class PluginManager:
                     function(register=register)
                 except Exception as exc:
                     error = (str(exc) if isinstance(exc, _Clash)
-                             else f"raised in {stage.hook}: {_one_line(exc)}")
+                             else f"raised in {stage.hook}: {one_line(exc)}")
                     if owner in builtin:
                         raise PluginError(f"plugin '{owner}' {error}; reinstall "
                                           f"flipsketch") from exc
@@ -394,7 +394,7 @@ class _Clash(Exception):
     """A plugin registered a name another plugin (or it, earlier) already took."""
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """``ImportError: needs libfoo``: an exception as one line of a message."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -364,9 +364,7 @@ def test_the_command_runs_through_flipsketch(capsys):
 class Skeleton:
     """The files of one plugin package, by path relative to its folder."""
 
-    name: str  # the entry-point name, as ``flipsketch plugins`` lists it
-    distribution: str  # flipsketch-NAME
-    module: str  # flipsketch_NAME
+    distribution: str  # flipsketch-NAME, the folder's name too
     files: dict[str, str]
 
 
@@ -395,7 +393,7 @@ def skeleton(name: str, kind: str) -> Skeleton:
     def fill(template: str) -> str:
         return Template(template).substitute(values)
 
-    return Skeleton(name, PREFIX + name, module, {
+    return Skeleton(PREFIX + name, {
         "pyproject.toml": fill(PYPROJECT),
         "README.md": fill(README),
         f"{module}/__init__.py": fill(spec.module),

@@ -21,15 +21,15 @@ def step_keys(recipe: Recipe) -> dict[str, str]:
     """Each step's cache key: a hash of all it depends on, its inputs' keys included, so that
     a change anywhere reaches every step downstream of it."""
     keys: dict[str, str] = {}
-    model = _model_fingerprint(recipe.model)
+    model = model_fingerprint(recipe.model)
     for step in recipe.steps:
         params = {}
         for key, spec in step.step_type.fields.items():
             value = step.params.get(key)
             if spec.kind == "file" and value is not None:
-                value = _fingerprint(Path(value))
+                value = fingerprint(Path(value))
             elif spec.kind == "model" and value is not None:
-                value = _model_fingerprint(value)
+                value = model_fingerprint(value)
             params[key] = value
         material = {
             "flipsketch": __version__, "type": step.type, "params": params,
@@ -42,7 +42,7 @@ def step_keys(recipe: Recipe) -> dict[str, str]:
     return keys
 
 
-def _fingerprint(path: Path) -> str | None:
+def fingerprint(path: Path) -> str | None:
     """Content hash of a file, or of a folder's files and their names; None if missing."""
     digest = hashlib.sha256()
     if path.is_file():
@@ -51,13 +51,13 @@ def _fingerprint(path: Path) -> str | None:
                 digest.update(block)
     elif path.is_dir():
         for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(f"{file.relative_to(path).as_posix()}\0{_fingerprint(file)}\0".encode())
+            digest.update(f"{file.relative_to(path).as_posix()}\0{fingerprint(file)}\0".encode())
     else:
         return None
     return digest.hexdigest()
 
 
-def _model_fingerprint(model: str) -> str:
+def model_fingerprint(model: str) -> str:
     """A local model folder (a preset's too) by its files' names, sizes and times (hashing
     gigabytes of weights on every run would cost more than it saves); a hub id by its name."""
     try:
@@ -96,12 +96,12 @@ class StepCache:
         if step.clips and not (self.dir / f"{step.name}.npz").is_file():
             return False
         files = entry.get("files", {})
-        return all(out in files and _fingerprint(self.outdir / out) == files[out]
+        return all(out in files and fingerprint(self.outdir / out) == files[out]
                    for out in step.outputs)
 
     def owns(self, out: str) -> bool:
         """Whether the file at ``out`` is exactly as a previous run of a recipe wrote it."""
-        current = _fingerprint(self.outdir / out)
+        current = fingerprint(self.outdir / out)
         return any(entry.get("files", {}).get(out) == current
                    for entry in self.manifest["steps"].values())
 
@@ -121,7 +121,7 @@ class StepCache:
         self.manifest["steps"][step.name] = {
             "key": key, "type": step.type, "fps": [c.fps for c in clips or []],
             "frames": [len(c.frames) for c in clips or []],
-            "files": {out: _fingerprint(self.outdir / out) for out in step.outputs},
+            "files": {out: fingerprint(self.outdir / out) for out in step.outputs},
         }
         write_text_atomic(self.dir / "manifest.json", json.dumps(self.manifest, indent=1),
                           force=True)

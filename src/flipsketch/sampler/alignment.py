@@ -20,13 +20,13 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from flipsketch.plugins import ALIGN_OPTIMIZERS, AlignSettings, hookimpl
+from flipsketch.plugins import AlignSettings, hookimpl
 
 # AlignSettings.checkpointing None: checkpoint UNets with more parameters than this.
 CHECKPOINT_ABOVE = 100_000_000
 
 
-OPTIMIZERS = dict(zip(ALIGN_OPTIMIZERS, (torch.optim.Adam, torch.optim.SGD), strict=True))
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}  # keys: ALIGN_OPTIMIZERS
 
 
 @contextmanager

@@ -15,6 +15,7 @@ cache that cannot be read or written never fails a run: it is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -75,8 +76,10 @@ class CachedInverter:
     def key(self, pipe, latent: torch.Tensor, null_embeds: torch.Tensor,
             timesteps: torch.Tensor) -> str:
         digest = hashlib.sha256(f"flipsketch-inversion/{FORMAT}/{self.name}".encode())
-        digest.update(json.dumps(dict(pipe.scheduler.config), sort_keys=True,
-                                 default=str).encode())
+        # Not diffusers' bookkeeping ("_use_default_values" is a list built from a set: its
+        # order changes between processes, which made every run a miss).
+        config = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         digest.update(f"{pipe.unet.device.type}|{module_fingerprint(pipe.unet)}".encode())
         for tensor in (latent, null_embeds, timesteps):
             _update_with_tensor(digest, tensor)
@@ -101,7 +104,8 @@ class CachedInverter:
             noise = load_file(path)["noise"]
         except (OSError, KeyError, SafetensorError):  # absent, unreadable or damaged
             return None
-        path.touch()  # recently used: kept when the folder is trimmed
+        with contextlib.suppress(OSError):  # a read-only or shared cache is still a hit
+            path.touch()  # recently used: kept when the folder is trimmed
         return noise
 
     def _write(self, path: Path, noise: torch.Tensor) -> None:

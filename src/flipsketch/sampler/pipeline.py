@@ -103,8 +103,9 @@ class FlipSketchPipeline(DiffusionPipeline):
         for prompt, length in zip(prompts, lengths, strict=True):
             if length > max_length:
                 start = prompt if len(prompt) <= 24 else f"{prompt[:24]}..."
-                warnings.warn(f"the prompt '{start}' is longer than the {max_length} tokens "
-                              "the text encoder reads; the rest was ignored (shorten it)",
+                # Worded for any of them: the negative prompt is encoded here too.
+                warnings.warn(f"'{start}' is longer than the {max_length} tokens the text "
+                              "encoder reads; the rest was ignored (shorten it)",
                               FlipSketchWarning, stacklevel=2)
         ids = self.tokenizer(list(prompts), padding="max_length", max_length=max_length,
                              truncation=True, return_tensors="pt").input_ids

@@ -51,10 +51,10 @@ MOTION_UNET_CLASSES = ("UNetMotionModel", "FlipSketchMotionUNet")
 # betas taken linearly (not "scaled_linear"), without sample clipping.
 DDIM_SETTINGS = {"beta_schedule": "linear", "clip_sample": False,
                  "timestep_spacing": "linspace", "steps_offset": 1}
-# Reduced-precision copies beside the full weights: the full weights are loaded and cast.
-VARIANT_PATTERNS = ["*.fp16.*", "*.bf16.*"]
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# What to use when a hub model is out of reach (the core's own advice names its tiny model).
+_INSTEAD = "use a local Stable Diffusion 1.5 folder"
 _SYNTAX = (f"pass --model {PRESET} (the default hub models), a Stable Diffusion 1.5 folder or "
            "hub id, or BASE+ADAPTER")
 
@@ -91,7 +91,7 @@ def load_animatediff(model: str, *, unet: str | None, device: str | None, dtype:
     """The ``animatediff`` backbone (``flipsketch.plugins.Backbone``): see the module doc."""
     import torch
 
-    from flipsketch.models.backbone import resolve_device, resolve_dtype
+    from flipsketch.models.backbone import resolve_device, resolve_dtype, weights_format
     from flipsketch.models.presets import ModelSpec
     from flipsketch.models.store import locate
 
@@ -102,11 +102,8 @@ def load_animatediff(model: str, *, unet: str | None, device: str | None, dtype:
     if unet is not None:
         unet_source, _, unet_subfolder = unet.partition(":")
         spec = ModelSpec(base, unet_source=unet_source, unet_subfolder=unet_subfolder)
-    try:
-        files = locate(base, spec, allow_pickle=allow_pickle)  # each part's folder, fetched once
-    except ModelLoadError as exc:  # its way out names the modelscope backbone's tiny model
-        raise ModelLoadError(str(exc).replace("--model tiny or a local folder",
-                                              "a local Stable Diffusion 1.5 folder")) from exc
+    # Each part's folder, fetched once; out of reach, the way out is not the core's tiny model.
+    files = locate(base, spec, allow_pickle=allow_pickle, instead=_INSTEAD)
     parts = files.parts
     # A UNet saved with its motion modules (AnimateDiffPipeline's) needs an adapter only when
     # one is named; a 2D UNet takes the folder's own adapter, else the default one.
@@ -133,25 +130,25 @@ def load_animatediff(model: str, *, unet: str | None, device: str | None, dtype:
         if adapter_folder is not None:
             adapter = MotionAdapter.from_pretrained(
                 adapter_folder, dtype=torch_dtype,
-                **_weights_format("motion adapter", adapter_folder, allow_pickle))
+                **weights_format(model, "motion adapter", adapter_folder, allow_pickle))
         if motion_ready:  # an AnimateDiffPipeline folder: the adapter is in the UNet already
             motion = FlipSketchMotionUNet.from_pretrained(
                 parts["unet"], dtype=torch_dtype,
-                **_weights_format("unet", parts["unet"], allow_pickle))
+                **weights_format(model, "unet", parts["unet"], allow_pickle))
             if adapter is not None:  # BASE+ADAPTER: the named adapter's motion modules win
                 motion.load_motion_modules(adapter)
         else:
             unet2d = UNet2DConditionModel.from_pretrained(
                 parts["unet"], dtype=torch_dtype,
-                **_weights_format("unet", parts["unet"], allow_pickle))
+                **weights_format(model, "unet", parts["unet"], allow_pickle))
             motion = motion_unet(unet2d, adapter)
         # The VAE stays in fp32, as in the modelscope backbone: SD's VAE overflows in fp16.
         vae = AutoencoderKL.from_pretrained(
             parts["vae"], dtype=torch.float32,
-            **_weights_format("vae", parts["vae"], allow_pickle))
+            **weights_format(model, "vae", parts["vae"], allow_pickle))
         text_encoder = CLIPTextModel.from_pretrained(
             parts["text_encoder"], dtype=torch_dtype,
-            **_weights_format("text_encoder", parts["text_encoder"], allow_pickle))
+            **weights_format(model, "text_encoder", parts["text_encoder"], allow_pickle))
         tokenizer = CLIPTokenizer.from_pretrained(parts["tokenizer"])
         scheduler = DDIMScheduler.from_pretrained(parts["scheduler"], **DDIM_SETTINGS)
     except (OSError, ValueError) as exc:
@@ -178,42 +175,12 @@ def _adapter_folder(source: str, allow_pickle: bool) -> Path:
     Hugging Face cache (its config and full-precision weights only) unless it is there."""
     if _is_folder(source):
         return Path(source)
-    from huggingface_hub import errors, snapshot_download
-
-    from flipsketch.models.store import hub_cache_dir, hub_endpoint, hub_offline
+    from flipsketch.models.store import hub_snapshot
 
     kinds = ["*.json", "*.safetensors", *(["*.bin"] if allow_pickle else [])]
-    fix = f"hf download {source} --exclude '*.fp16.*'"
-    try:
-        return Path(snapshot_download(source, cache_dir=hub_cache_dir(), endpoint=hub_endpoint(),
-                                      local_files_only=hub_offline(), allow_patterns=kinds,
-                                      ignore_patterns=VARIANT_PATTERNS))
-    except errors.LocalEntryNotFoundError as exc:
-        raise ModelLoadError(f"motion adapter '{source}' is not downloaded and the hub cannot "
-                             f"be reached (or HF_HUB_OFFLINE is set); run `{fix}` when "
-                             "online, or pass BASE+ADAPTER with a local adapter folder") from exc
-    except errors.RepositoryNotFoundError as exc:
-        raise ModelLoadError(f"no motion adapter '{source}' on the Hugging Face hub; check the "
-                             f"name (default: {DEFAULT_ADAPTER})") from exc
-    except (OSError, ValueError) as exc:
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise ModelLoadError(f"cannot download motion adapter '{source}' ({reason}); fix that "
-                             f"and run `{fix}`") from exc
-
-
-def _weights_format(part: str, folder: Path, allow_pickle: bool) -> dict:
-    """``use_safetensors`` for one part's folder: safetensors where there are any, pickled
-    ``.bin`` weights only with ``allow_pickle`` (unpickling runs code from the file), refused
-    by name before any loader opens them."""
-    folder = Path(folder)
-    if any(folder.glob("*.safetensors")):
-        return {"use_safetensors": True}
-    if allow_pickle:
-        return {"use_safetensors": False}
-    if any(folder.glob("*.bin")):
-        raise ModelLoadError(f"the {part} in {folder} has only pickled weights; pass "
-                             "--allow-pickle to load them (unpickling runs code from the file)")
-    return {"use_safetensors": True}  # no weights at all: the loader names the missing file
+    return hub_snapshot(source, kinds, what=f"motion adapter '{source}'",
+                        fix=f"hf download {source} --exclude '*.fp16.*'",
+                        instead="pass BASE+ADAPTER with a local adapter folder")
 
 
 @hookimpl

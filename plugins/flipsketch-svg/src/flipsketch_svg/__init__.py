@@ -22,6 +22,7 @@ so a writer here only encodes into the path it is given.
 
 from __future__ import annotations
 
+import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -29,14 +30,17 @@ import numpy as np
 import vtracer
 from PIL import Image
 
+from flipsketch.evaluation.metrics import INK_THRESHOLD
+from flipsketch.frames.writers import on_white
 from flipsketch.plugins import Register, Writer, hookimpl
 
 SVG_NS = "http://www.w3.org/2000/svg"
 INK = "#000000"
-# A pixel is ink when, laid on white paper, it is darker than half grey: the same line the
-# built-in "binarize" post-processor draws, so lineart, binarize and --transparent frames all
-# trace to the strokes a viewer sees.
-INK_BELOW = 128
+# A pixel is ink when, laid on white paper, it is darker than half grey: flipsketch's own ink
+# line (evaluation.metrics.INK_THRESHOLD, 0.5 on a [0, 1] scale; on 0-255 grey "< 127.5" is
+# "< 128"), so lineart, binarize and --transparent frames all trace to the strokes a viewer
+# sees and the evaluation scores.
+INK_BELOW = INK_THRESHOLD * 255
 # Tracing options. Smooth splines with vtracer's own fitting thresholds: tighter corner or
 # splice thresholds, or polygons, moved the ink-mask IoU against the PNG by under 0.02, while
 # smooth curves are why an artist wants vectors. No speckle filter: which dots are noise is
@@ -52,10 +56,7 @@ ET.register_namespace("", SVG_NS)
 def ink_mask(frame: Image.Image) -> np.ndarray:
     """(H, W) bool: where the frame has ink, whatever its mode (grey, RGB, or black on
     transparent, whose darkness is its opacity)."""
-    rgba = frame.convert("RGBA")
-    paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    grey = np.asarray(Image.alpha_composite(paper, rgba).convert("L"))
-    return grey < INK_BELOW
+    return np.asarray(on_white(frame).convert("L")) < INK_BELOW
 
 
 def trace(frame: Image.Image) -> list[ET.Element]:
@@ -68,11 +69,12 @@ def trace(frame: Image.Image) -> list[ET.Element]:
     mask = ink_mask(frame)
     if not mask.any():
         return []
-    w, h = frame.size
-    rgba = np.where(mask[..., None], np.uint8(0), np.uint8(255)).repeat(4, axis=2)
-    rgba[..., 3] = 255
-    pixels = [tuple(p) for p in rgba.reshape(-1, 4).tolist()]
-    traced = ET.fromstring(vtracer.convert_pixels_to_svg(pixels, (w, h), **TRACE_OPTIONS))
+    # Handed over as an uncompressed 1-bit PNG: vtracer decodes it natively, where a Python
+    # list of one RGBA tuple per pixel (convert_pixels_to_svg) cost ~10x the tracing itself.
+    png = io.BytesIO()
+    Image.fromarray(~mask).save(png, format="PNG", compress_level=0)  # ink black, paper white
+    traced = ET.fromstring(vtracer.convert_raw_image_to_svg(png.getvalue(), img_format="png",
+                                                            **TRACE_OPTIONS))
     paths = []
     for element in traced.iter(f"{{{SVG_NS}}}path"):
         if element.get("fill", "").lower() not in (INK, "#000", "black"):

@@ -10,7 +10,11 @@
 - ``GET /api/jobs/{id}/files/sample-N/NAME`` a result file.
 
 The model is loaded once (when the app starts, unless the caller passes a loaded one) and used
-by one worker thread; results live in a temporary folder that is removed when the app stops.
+by one worker thread; results live in a temporary folder that is removed when the app stops,
+and the last ``jobs.KEEP_FINISHED`` finished jobs keep theirs.
+
+Requests must name this server in their ``Host`` header (the bound address or localhost), so
+a page on another site cannot reach it through DNS rebinding.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,22 +33,28 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from flipsketch.cli import message
 from flipsketch.errors import FlipSketchError, UsageError
 from flipsketch.plugins import PluginManager, get_manager
 from flipsketch_web import options as job_options
-from flipsketch_web.jobs import FINISHED, Job, JobQueue, QueueFull
+from flipsketch_web.jobs import FINISHED, KEEP_FINISHED, Job, JobQueue, QueueFull
 from flipsketch_web.render import formats, run_job
 
 STATIC = Path(__file__).parent / "static"
 # An upload larger than this is refused before it is decoded; Pillow's decompression-bomb
-# guard (in load_sketch, as for the command line) covers small files that decode huge.
+# guard (in decode_sketch, as for the command line) covers small files that decode huge.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-EVENT_POLL_S = 0.05
+# The names this server answers to, besides the address it is bound to; a wildcard address
+# (0.0.0.0, ::) answers to any, as the user chose to serve the network.
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+ANY_ADDRESS = ("0.0.0.0", "::", "[::]", "")
 
 
 class _TooLarge(UsageError):
@@ -56,23 +67,39 @@ class Service:
 
     model: str
     queue: JobQueue
-    folder: Path  # results and uploads, removed when the app stops
+    folder: Path  # results, removed when the app stops
     manager: PluginManager
     stopping: bool = False
+    device: str | None = None
+    dtype: str | None = None
 
 
 def error(status: int, text: str) -> JSONResponse:
     return JSONResponse({"error": text}, status_code=status)
 
 
+def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The ``Host`` names the app bound to ``host`` answers to (``["*"]``: any)."""
+    if host in ANY_ADDRESS:
+        return ["*"]
+    names = [host, f"[{host}]" if ":" in host and not host.startswith("[") else host]
+    return list(dict.fromkeys([*names, *LOCAL_NAMES, *extra]))
+
+
 def create_app(model: str | None = None, *, pipe: Any = None, device: str | None = None,
                dtype: str | None = None, max_waiting: int = 8,
-               manager: PluginManager | None = None) -> Starlette:
+               manager: PluginManager | None = None, host: str = "127.0.0.1",
+               extra_hosts: Sequence[str] = (),
+               keep_finished: int = KEEP_FINISHED) -> Starlette:
     """The app for ``model`` (None: the default model), or for the already loaded ``pipe``.
 
     ``flipsketch serve`` loads the model before it binds the port and passes ``pipe``, so a
     model that fails to load is a one-line error and no server; without ``pipe`` the model is
     loaded when the app starts (the tests, or another ASGI server).
+
+    ``host`` is the address the server is bound to: requests naming another host are refused
+    (400), besides localhost and ``extra_hosts`` (a test client's ``testserver``).
+    ``keep_finished`` finished jobs keep their records and files; older ones are removed.
     """
 
     @asynccontextmanager
@@ -94,8 +121,12 @@ def create_app(model: str | None = None, *, pipe: Any = None, device: str | None
             def runner(job: Job, progress) -> dict[str, Any]:
                 return run_job(loaded, job, progress, results / job.id, plugins)
 
-            queue = JobQueue(runner, max_waiting=max_waiting)
-            service = Service(name, queue, Path(folder), plugins)
+            def drop(job: Job) -> None:
+                shutil.rmtree(results / job.id, ignore_errors=True)
+
+            queue = JobQueue(runner, max_waiting=max_waiting, keep_finished=keep_finished,
+                             on_drop=drop)
+            service = Service(name, queue, Path(folder), plugins, device=device, dtype=dtype)
             app.state.service = service
             queue.start()
             try:
@@ -115,7 +146,9 @@ def create_app(model: str | None = None, *, pipe: Any = None, device: str | None
         Route("/api/jobs/{id}/events", job_events),
         Route("/api/jobs/{id}/files/{sample}/{name}", job_file),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ], lifespan=lifespan)
+    ], lifespan=lifespan, middleware=[
+        Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host, extra_hosts),
+                   www_redirect=False)])
 
 
 def service_of(request: Request) -> Service:
@@ -153,6 +186,7 @@ async def info(request: Request) -> Response:
         "formats": formats(service.manager),
         "queue": service.queue.counts(),
         "max_upload_bytes": MAX_UPLOAD_BYTES,
+        "max_samples": job_options.MAX_SAMPLES,
     })
 
 
@@ -174,8 +208,15 @@ async def create_job(request: Request) -> Response:
     service = service_of(request)
     if _cross_site(request):
         return error(403, "jobs are accepted from this server's own page only")
+    # The size limit needs the size first: a body without Content-Length (chunked) is
+    # refused, and one with it cannot run longer than it says (the HTTP server enforces that).
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 2 ** 20:
+    if length is None or "transfer-encoding" in request.headers:
+        return error(411, "the request has no Content-Length; send the form in one piece "
+                          "(curl -F does)")
+    if not length.isdigit():
+        return error(400, f"the Content-Length '{length}' is not a number of bytes")
+    if int(length) > MAX_UPLOAD_BYTES + 2 ** 20:
         return error(413, f"the upload is larger than {MAX_UPLOAD_BYTES // 2 ** 20} MB; "
                           f"scale the drawing down")
     try:
@@ -190,7 +231,7 @@ async def create_job(request: Request) -> Response:
     except _TooLarge as exc:
         return error(413, str(exc))
     except FlipSketchError as exc:
-        return error(400, job_options.message(exc))
+        return error(400, message(exc))
     finally:
         await form.close()
     return JSONResponse(with_urls(service.queue.record(job)), status_code=202,
@@ -198,7 +239,8 @@ async def create_job(request: Request) -> Response:
 
 
 async def _submit(service: Service, form: FormData) -> Job:
-    """The form's job, checked whole (options, prompt, drawing) and queued."""
+    """The form's job, checked whole as ``flipsketch animate`` checks it (options, prompt,
+    drawing, a blank drawing, the model's frames and the device's memory) and queued."""
     fields: dict[str, str] = {}
     upload: UploadFile | None = None
     for key, value in form.multi_items():
@@ -215,34 +257,38 @@ async def _submit(service: Service, form: FormData) -> Job:
             raise UsageError(f"--{job_options.option_name(key)} is given twice; pass it once")
         else:
             fields[key] = value
-    job = Job(job_options.parse(fields, service.manager))
+    request = job_options.parse(fields, service.manager)
+    job = Job(request)
     if upload is not None and (upload.filename or upload.size):
         job.sketch_name = Path(upload.filename or "sketch.png").name
-        job.sketch = await _load_upload(upload, service.folder / "uploads" / job.id,
-                                        job.sketch_name)
+        job.sketch = await _load_upload(upload, job.sketch_name)
+    await run_in_threadpool(_check_job, service, job)
     return service.queue.submit(job)
 
 
-async def _load_upload(upload: UploadFile, folder: Path, name: str):
-    """The upload, checked and decoded by the command line's own loader (``load_sketch``), so
-    a broken, empty or huge file gets the message ``flipsketch animate`` gives for it."""
-    from flipsketch.frames.images import load_sketch
+def _check_job(service: Service, job: Job) -> None:
+    """The command line's checks after the options (``flipsketch.cli.animate._run``): a
+    drawing with nothing to animate, then what the model and the device can take."""
+    from flipsketch.api import check_resources
+    from flipsketch.frames.images import check_drawing
 
-    safe = re.sub(r"[^\w.-]", "_", name).lstrip(".") or "sketch.png"
+    if job.sketch is not None:
+        check_drawing(job.sketch, f"sketch '{job.sketch_name}'")
+    check_resources(service.model, job.request.settings, job.request.size,
+                    device=service.device, dtype=service.dtype)
+
+
+async def _load_upload(upload: UploadFile, name: str):
+    """The upload, checked and decoded by the command line's own decoder (``decode_sketch``,
+    behind ``load_sketch``), so a broken, empty or huge file gets the message ``flipsketch
+    animate`` gives for it."""
+    from flipsketch.frames.images import decode_sketch
+
     data = await upload.read(MAX_UPLOAD_BYTES + 1)
     if len(data) > MAX_UPLOAD_BYTES:
         raise _TooLarge(f"sketch '{name}' is larger than {MAX_UPLOAD_BYTES // 2 ** 20} MB; "
                         f"scale it down")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / safe
-    path.write_bytes(data)
-    try:
-        return await run_in_threadpool(load_sketch, path)
-    except UsageError as exc:  # the message names our copy; name the user's file instead
-        raise UsageError(str(exc).replace(f"sketch '{path}'", f"sketch '{name}'")) from None
-    finally:  # decoded into memory: the copy is not needed any more
-        path.unlink(missing_ok=True)
-        folder.rmdir()
+    return await run_in_threadpool(decode_sketch, data, name)
 
 
 def _job(request: Request) -> Job | None:
@@ -251,7 +297,8 @@ def _job(request: Request) -> Job | None:
 
 def _no_job(request: Request) -> Response:
     return error(404, f"no job '{request.path_params['id']}' on this server; jobs last until "
-                      f"it stops (GET /api/jobs lists them)")
+                      f"it stops, the last {service_of(request).queue.keep_finished} finished "
+                      f"ones (GET /api/jobs lists them)")
 
 
 async def get_job(request: Request) -> Response:
@@ -284,20 +331,35 @@ async def job_events(request: Request) -> Response:
     start = int(last) + 1 if last.isdigit() else 0
 
     async def stream() -> AsyncIterator[str]:
+        # Woken by the worker thread (through the loop) at each new event of the job.
+        changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(changed.set)
+            except RuntimeError:  # the loop has closed: nobody is listening any more
+                pass
+
+        unlisten = service.queue.listen(job, wake)
         index = start
-        yield "retry: 1000\n\n"
-        while True:
-            events, finished = service.queue.events_since(job, index)
-            for event in events:
-                data = with_urls(event.data) if event.kind == "state" else event.data
-                yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(data)}\n\n"
-            index += len(events)
-            if finished and not events:
-                return
-            if not events:
-                if service.stopping:
+        try:
+            yield "retry: 1000\n\n"
+            while True:
+                changed.clear()  # before reading: an event after the read sets it again
+                events, finished = service.queue.events_since(job, index)
+                for event in events:
+                    data = with_urls(event.data) if event.kind == "state" else event.data
+                    yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(data)}\n\n"
+                index += len(events)
+                if finished and not events:
                     return
-                await asyncio.sleep(EVENT_POLL_S)
+                if not events:
+                    if service.stopping:
+                        return
+                    await changed.wait()
+        finally:
+            unlisten()
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -8,6 +8,10 @@ A job's history is a list of events (state changes, progress), appended under th
 lock and read by the server-sent-events stream from any index, so a client that connects
 late, or reconnects with ``Last-Event-ID``, sees every event once and in order.
 
+Finished jobs are kept for their records and downloads, the last ``KEEP_FINISHED`` of them:
+when one more finishes, the oldest finished job is forgotten and its results removed
+(``on_drop``), so a server that runs for weeks does not fill its disk.
+
 Cancelling a waiting job removes it from the queue; a running job stops at its next progress
 report: the worker's progress callback raises ``Cancelled``, which unwinds the sampler (its
 ``finally`` removes the attention hooks, so the model is clean for the next job).
@@ -24,13 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flipsketch.cli import message
 from flipsketch.errors import FlipSketchError, UsageError
-from flipsketch_web.options import JobRequest, message
+from flipsketch_web.options import JobRequest
 
 log = logging.getLogger("flipsketch_web")
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
+# Finished jobs kept (records and result files); the oldest beyond this is forgotten.
+KEEP_FINISHED = 50
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total), the library's callback
 # Runs one job: (job, progress) -> the result record; raises to fail.
@@ -68,6 +75,8 @@ class Job:
     finished: float | None = None
     events: list[Event] = field(default_factory=list)
     cancel_requested: bool = False
+    # Called (under the queue's lock) after each new event: the event streams' wake-ups.
+    listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def record(self) -> dict[str, Any]:
         """What the API says about the job (JSON)."""
@@ -83,13 +92,22 @@ class Job:
 
 
 class JobQueue:
-    """Jobs in order, run one at a time by one worker thread through ``runner``."""
+    """Jobs in order, run one at a time by one worker thread through ``runner``.
 
-    def __init__(self, runner: Runner, max_waiting: int = 8) -> None:
+    The last ``keep_finished`` finished jobs are kept; an older one is forgotten and handed
+    to ``on_drop`` (under the lock), which removes its files.
+    """
+
+    def __init__(self, runner: Runner, max_waiting: int = 8,
+                 keep_finished: int = KEEP_FINISHED,
+                 on_drop: Callable[[Job], None] | None = None) -> None:
         self.runner = runner
         self.max_waiting = max_waiting
+        self.keep_finished = keep_finished
+        self.on_drop = on_drop
         self.jobs: dict[str, Job] = {}
         self.waiting: deque[Job] = deque()
+        self.finished: deque[Job] = deque()  # oldest first
         self.running: Job | None = None
         self._lock = threading.Condition()
         self._stopping = False
@@ -109,6 +127,8 @@ class JobQueue:
             self.waiting.clear()
             if self.running is not None:
                 self.running.cancel_requested = True
+            for job in self.jobs.values():  # wake every event stream: the server is stopping
+                self._wake(job)
             self._lock.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -149,6 +169,19 @@ class JobQueue:
         """Events from ``index`` on, and whether the job has finished (no more will come)."""
         with self._lock:
             return job.events[index:], job.state in FINISHED
+
+    def listen(self, job: Job, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` (from any thread, under the lock) after each new event of ``job``;
+        returns the function that stops it."""
+        with self._lock:
+            job.listeners.append(wake)
+
+        def stop() -> None:
+            with self._lock:
+                if wake in job.listeners:
+                    job.listeners.remove(wake)
+
+        return stop
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -200,6 +233,15 @@ class JobQueue:
     def _finish(self, job: Job, state: str) -> None:
         job.state, job.position, job.finished = state, None, time.time()
         self._emit(job, "state", job.record())
+        self.finished.append(job)
+        while len(self.finished) > self.keep_finished:
+            old = self.finished.popleft()
+            self.jobs.pop(old.id, None)
+            if self.on_drop is not None:
+                try:
+                    self.on_drop(old)
+                except Exception:  # its files stay until the server stops; keep serving
+                    log.exception("removing job %s's results failed", old.id)
 
     def _renumber(self) -> None:
         """Tell each waiting job its new place after the queue moved."""
@@ -211,3 +253,9 @@ class JobQueue:
 
     def _emit(self, job: Job, kind: str, data: dict[str, Any]) -> None:
         job.events.append(Event(len(job.events), kind, data))
+        self._wake(job)
+
+    @staticmethod
+    def _wake(job: Job) -> None:
+        for wake in list(job.listeners):
+            wake()

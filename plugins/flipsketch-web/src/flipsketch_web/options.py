@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flipsketch.api import (
-    DEFAULT_LAMBDA,
     OFF,
     SamplerSettings,
     check_prompt,
@@ -25,7 +24,8 @@ from flipsketch.api import (
     sampler_stages,
 )
 from flipsketch.cli import flag_for
-from flipsketch.errors import FlipSketchError, SettingsError, UsageError
+from flipsketch.cli.animate import lambda_from
+from flipsketch.errors import UsageError
 from flipsketch.plugins import PluginManager
 
 # Form fields that are not options.
@@ -45,6 +45,10 @@ OPTIONS = (*SAMPLER_OPTIONS, "motion", *FLAGS, *STAGE_OPTIONS, *OUTPUT_OPTIONS)
 SERVER_OPTIONS = ("model", "unet", "lora", "allow-pickle", "device", "dtype", "backbone")
 
 DEFAULT_SIZE = 512
+# The most samples one job may ask for: each sample is a whole animation sampled on the one
+# model, so a job is refused before it can hold the queue for hours (the command line has
+# no such limit: the person running it waits for their own job).
+MAX_SAMPLES = 16
 DEFAULT_FPS = 10.0
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -61,13 +65,6 @@ class JobRequest:
     fps: float = DEFAULT_FPS
     transparent: bool = False
     options: dict[str, str] = field(default_factory=dict)  # as sent, for the job's record
-
-
-def message(exc: FlipSketchError) -> str:
-    """The error's one line as the command line prints it: a settings field by its flag."""
-    if isinstance(exc, SettingsError):
-        return f"{flag_for(exc.field)} {exc.problem}"
-    return str(exc)
 
 
 def option_name(key: str) -> str:
@@ -143,8 +140,7 @@ def parse(fields: Mapping[str, str], manager: PluginManager) -> JobRequest:
     stages = {name: values[name].strip() for name in STAGE_OPTIONS if name in values}
 
     # The command line's own checks, in its order (flipsketch.cli.animate._run).
-    if "lambda_" in sampler and motion is not None:
-        raise UsageError("pass either --lambda or --motion (= 1 - lambda), not both")
+    sampler["lambda_"] = lambda_from(sampler.get("lambda_"), motion)
     raw = flags.get("raw", False)
     postprocessor = stages.pop("postprocessor", None)
     if raw and postprocessor not in (None, "raw"):
@@ -162,15 +158,15 @@ def parse(fields: Mapping[str, str], manager: PluginManager) -> JobRequest:
         sampler["align_checkpointing"] = False
     elif "align-checkpointing" in flags:
         sampler["align_checkpointing"] = flags["align-checkpointing"]
-    if motion is not None:
-        sampler["lambda_"] = 1 - motion
-    sampler.setdefault("lambda_", DEFAULT_LAMBDA)
 
     settings, names = sampler_stages(
         SamplerSettings(**sampler), stages.get("inverter"),
         OFF if flags.get("no-align") else stages.get("aligner"),
         OFF if flags.get("no-compose") else stages.get("composer"))
     settings.validate()
+    if settings.samples > MAX_SAMPLES:
+        raise UsageError(f"--samples must be at most {MAX_SAMPLES} on this server (got "
+                         f"{settings.samples}); run 'flipsketch animate --samples K' for more")
     prompt = fields.get(PROMPT, "")
     check_prompt(prompt)
     size = output.get("size", DEFAULT_SIZE)

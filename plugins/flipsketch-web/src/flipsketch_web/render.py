@@ -8,7 +8,8 @@ command line's are the same file. The drawing's inversion is cached between jobs
 
 from __future__ import annotations
 
-import shutil
+import io
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ from flipsketch.plugins import PluginManager
 from flipsketch_web.jobs import Job, Progress
 
 # The downloads of each sample: kind -> file name (the suffix picks the writer). "zip" is
-# the PNG-frames folder, zipped so that it is one download; "svg" only where the SVG plugin
-# registered its writer.
+# the PNG-frames folder's frames (frame_000.png ...) as one download, written straight into
+# the archive; "svg" only where the SVG plugin registered its writer.
 FILES = {"gif": "animation.gif", "mp4": "animation.mp4", "zip": "frames.zip",
          "svg": "animation.svg"}
 WRITERS = {"gif": "gif", "mp4": "mp4", "zip": FOLDER_WRITER, "svg": "svg"}
@@ -29,6 +30,17 @@ def formats(manager: PluginManager) -> list[str]:
     """The download kinds this server can write: the writers that are registered."""
     writers = manager.registry("writer").impls
     return [kind for kind, writer in WRITERS.items() if writer in writers]
+
+
+def write_zip(images: list, path: Path) -> None:
+    """The frames as ``frame_000.png`` ... in one zip (the PNG-frames writer's names);
+    PNG is compressed already, so the archive stores them as they are."""
+    digits = max(3, len(str(len(images) - 1)))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for number, image in enumerate(images):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            archive.writestr(f"frame_{number:0{digits}d}.png", buffer.getvalue())
 
 
 def run_job(pipe, job: Job, progress: Progress, folder: Path,
@@ -62,9 +74,7 @@ def run_job(pipe, job: Job, progress: Progress, folder: Path,
         for kind in kinds:
             path = target / FILES[kind]
             if kind == "zip":
-                frames = save(images, target / "frames", fps=request.fps, manager=manager)
-                shutil.make_archive(str(path.with_suffix("")), "zip", frames)
-                shutil.rmtree(frames)
+                write_zip(images, path)
             else:
                 save(images, path, fps=request.fps, manager=manager)
             files[kind] = f"{target.name}/{path.name}"

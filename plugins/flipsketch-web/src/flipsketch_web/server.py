@@ -63,7 +63,8 @@ def serve(host: str, port: int, model: str | None, device: str | None, dtype: st
                       f"127.0.0.1 to keep it to this machine", highlight=False, soft_wrap=True)
     with console.status(f"loading model '{model}'"):
         pipe = load_pipeline(model, device=device, dtype=dtype)
-    app = create_app(model, pipe=pipe, max_waiting=max_waiting)
+    app = create_app(model, pipe=pipe, device=device, dtype=dtype, max_waiting=max_waiting,
+                     host=host)
     # An open event stream must not keep Ctrl-C waiting for a job to end: after 3 s the
     # remaining connections are closed and the app's shutdown cancels the job.
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
