@@ -41,6 +41,11 @@ TEST_DEVICE = torch.device(os.environ.get("FLIPSKETCH_TEST_DEVICE") or "cpu")
 if TEST_DEVICE.type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    # Two runs must agree bit for bit (test_pipeline), backward passes through the UNet
+    # included: deterministic cuDNN and cuBLAS kernels, set before CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def pytest_configure(config) -> None:

@@ -193,9 +193,17 @@ def test_gradient_checkpointing_changes_memory_not_results(tiny_pipe, device):
     cond = pipe.encode_prompt(["a fish"])
     with torch.no_grad():
         target = pipe.predict(reference, t, pipe.encode_prompt([""]))
-    results = [gradient_align(pipe, latents, reference, t, cond, target,
-                              AlignSettings(iterations=3, checkpointing=flag))
-               for flag in (True, False)]
+    # Checkpointing shows as the recomputation: a layer inside a block runs again in the
+    # backward pass.
+    calls = []
+    pipe.unet.down_blocks[0].resnets[0].register_forward_hook(lambda *_: calls.append(1))
+    results, counts = [], []
+    for flag in (True, False):
+        calls.clear()
+        results.append(gradient_align(pipe, latents, reference, t, cond, target,
+                                      AlignSettings(iterations=3, checkpointing=flag)))
+        counts.append(len(calls))
+    assert counts[0] == 2 * counts[1] > 0
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
     # The UNet's blocks are back to their own forward afterwards.

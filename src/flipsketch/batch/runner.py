@@ -170,20 +170,10 @@ def run_batch(manifest: Manifest, outdir: str | Path, *, model: ModelChoice | No
 
 
 def _process_state():
-    """This process's place among the processes of an ``accelerate launch`` (alone: 0 of 1).
+    """This process's place among the processes of an ``accelerate launch`` (alone: 0 of 1)."""
+    from flipsketch.models.backbone import process_state
 
-    ``--cpu`` reaches a worker only through the environment (``ACCELERATE_USE_CPU``), which
-    is read here as accelerate's own Accelerator reads it.
-    """
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-    if int(os.environ.get("WORLD_SIZE", "1")) > state.num_processes:
-        raise UsageError("accelerate started processes that cannot reach each other (no GPU); "
-                         "on CPUs run ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu ..., "
-                         "or flipsketch batch --processes N")
-    return state
+    return process_state(", or flipsketch batch --processes N")
 
 
 # -- one job -----------------------------------------------------------------------------------

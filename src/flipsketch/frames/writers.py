@@ -24,7 +24,8 @@ from flipsketch.files import atomic_path, check_writable
 from flipsketch.plugins import PluginManager, Register, Registry, Writer, get_manager, hookimpl
 
 FOLDER_WRITER = "png-frames"
-_FRAME_NAME = re.compile(r"frame_\d+\.(png|svg)")  # frames folders: PNG, or SVG (plugin)
+# What a frames folder holds, whichever folder writer made it (frame_000.png, .svg ...).
+_FRAME_NAME = re.compile(r"frame_\d+\.[a-z0-9]+")
 
 
 # -- built-in encoders -------------------------------------------------------------------------

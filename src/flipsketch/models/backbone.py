@@ -49,6 +49,25 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
+def process_state(fix: str):
+    """This process's place among those of an ``accelerate launch`` (alone: 0 of 1) and its
+    device; ``fix`` completes the error when the processes cannot reach each other.
+
+    ``--cpu`` reaches a worker only through the environment (``ACCELERATE_USE_CPU``), read
+    here as accelerate's own ``Accelerator`` reads it, so the two agree.
+    """
+    import os
+
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > state.num_processes:
+        raise UsageError("accelerate started processes that cannot reach each other (no GPU); "
+                         f"on CPUs run ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu ...{fix}")
+    return state
+
+
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 

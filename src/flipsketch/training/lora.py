@@ -181,10 +181,8 @@ def train_lora(data: str | os.PathLike, out_dir: str | os.PathLike,
     writes. Nothing is written before the data, the model and the settings have been checked.
     ``log`` and ``progress`` report to the caller, as in ``loop.train_denoiser``.
     """
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
     from flipsketch.api import load_pipeline
+    from flipsketch.models.backbone import process_state
     from flipsketch.training.data import ClipFolder
     from flipsketch.training.loop import LoopConfig, train_denoiser
 
@@ -193,12 +191,7 @@ def train_lora(data: str | os.PathLike, out_dir: str | os.PathLike,
     settings.model = _base_name(settings.model or default_model())
     data, out_dir = Path(data), Path(out_dir)
     _check_out_dir(out_dir, resume, force)
-    # Joins the other processes under `accelerate launch`. `--cpu` reaches us only through the
-    # environment; Accelerator reads it the same way, so the two agree.
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-    if int(os.environ.get("WORLD_SIZE", "1")) > state.num_processes:
-        raise UsageError("accelerate started processes that cannot reach each other (no GPU); "
-                         "on CPUs run ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu ...")
+    state = process_state("")  # joins the other processes under `accelerate launch`
     if settings.mixed_precision == "fp16" and state.device.type == "cpu":
         raise UsageError("fp16 mixed precision needs a GPU; use --mixed-precision bf16 or no")
 
