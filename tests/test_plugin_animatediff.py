@@ -195,6 +195,19 @@ def test_a_full_run_inverts_aligns_and_composes(pipe):
     assert not torch.allclose(temporal, plain, atol=1e-6)  # the motion modules are steered
 
 
+def test_the_motion_unet_keeps_every_tensor_on_the_models_device(plugin, model_dir):
+    """The device-discipline check of tests/test_devices.py on this backbone: the models on
+    ``meta`` (shapes and devices, no values), the scheduler's tables and the sketch on the CPU;
+    any mixing raises here as it would on CUDA."""
+    meta = load(model_dir)
+    for part in (meta.unet, meta.vae, meta.text_encoder):
+        part.to("meta")
+    out = meta("a fish", a_sketch(), num_frames=4, num_inference_steps=5, seeds=[1, 2],
+               keep_first_frame=True, align_settings=AlignSettings(iterations=2),
+               output_type="latent")
+    assert out.frames.device.type == "meta" and out.frames.shape == (2, 4, 4, 8, 8)
+
+
 def test_inverting_then_denoising_reproduces_the_sketch_latent(plugin, model_dir):
     """As for the core: a smooth (small-output) random UNet reconstructs the sketch's latent
     from its inversion, far better than from noise."""

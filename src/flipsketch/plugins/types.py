@@ -19,7 +19,7 @@ quickly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,13 +118,14 @@ class Aligner(Protocol):
     - ``target``: (1, c, 1, h, w) the model output for the reference alone, null prompt.
 
     Returns latents of the same shape with frame 0 untouched, and the alignment loss of each
-    iteration (reported, not used).
+    iteration (reported, not used): a list of floats or a 1-D tensor, which may stay on the
+    model's device (the sampler reads it on the host once, at the end).
     """
 
     def __call__(self, pipe: FlipSketchPipeline, latents: torch.Tensor,
                  ref_latent: torch.Tensor, t: torch.Tensor, cond_embeds: torch.Tensor,
                  target: torch.Tensor, settings: AlignSettings
-                 ) -> tuple[torch.Tensor, list[float]]: ...
+                 ) -> tuple[torch.Tensor, Sequence[float] | torch.Tensor]: ...
 
 
 # -- composer ----------------------------------------------------------------------------------

@@ -49,8 +49,10 @@ def gradient_checkpointing(unet) -> Iterator[None]:
 
 def gradient_align(pipe, latents: torch.Tensor, ref_latent: torch.Tensor, t,
                    cond_embeds: torch.Tensor, target: torch.Tensor,
-                   settings: AlignSettings) -> tuple[torch.Tensor, list[float]]:
-    """Optimise frames 2..M of ``latents`` (b, c, M, h, w); returns them and L_align per step.
+                   settings: AlignSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Optimise frames 2..M of ``latents`` (b, c, M, h, w); returns them and L_align per
+    iteration, (iterations,) on the model's device: reading each loss on the host would stall
+    a GPU once per iteration.
 
     ``ref_latent`` is (1, c, 1, h, w); ``target`` (1, c, 1, h, w) is the null-prompt output for
     the reference alone; ``cond_embeds`` (b, tokens, d) the input prompt's embeddings.
@@ -75,8 +77,8 @@ def gradient_align(pipe, latents: torch.Tensor, ref_latent: torch.Tensor, t,
             # Gradients for the free frames only; the UNet's weights never collect any.
             (free.grad,) = torch.autograd.grad(loss, free)
             optimizer.step()
-            losses.append(loss.item() / batch)
-    return torch.cat([reference, free.detach()], dim=2), losses
+            losses.append(loss.detach() / batch)
+    return torch.cat([reference, free.detach()], dim=2), torch.stack(losses)
 
 
 @hookimpl

@@ -67,7 +67,8 @@ class FlipSketchOutput:
     frames: torch.Tensor  # (K, M, H, W) float in [0, 1], 1 = paper white
     seeds: list[int]
     timings: dict[str, float] = field(default_factory=dict)
-    align_losses: list[list[float]] = field(default_factory=list)  # per aligned step
+    # Per aligned step: floats; with output_type="latent" what the aligner returned (tensors).
+    align_losses: list = field(default_factory=list)
 
 
 class FlipSketchPipeline(DiffusionPipeline):
@@ -153,6 +154,7 @@ class FlipSketchPipeline(DiffusionPipeline):
         align_settings: AlignSettings | None = None,
         composer: Callable | None = compose_attention,
         progress: Progress | None = None,
+        output_type: str = "frames",
     ) -> FlipSketchOutput:
         """Animate ``sketch`` ((H, W) grey in [0, 1], model resolution) as ``prompt`` says.
 
@@ -169,6 +171,11 @@ class FlipSketchPipeline(DiffusionPipeline):
         an ablation row differs from the full run only in the stage it switches off. With
         every stage off, ``tau1=0, tau2=-1`` and ``keep_first_frame=False`` this is the
         paper's naive baseline [x_T^r, f_T] (Sec. 4.1): frame 1 pinned at the start only.
+
+        ``output_type="latent"`` skips decoding and every copy to the host: ``frames`` are the
+        final latents (b, c, M, h, w) and the alignment losses stay tensors, all on the
+        model's device (for chaining, and for running the sampler on ``meta`` to prove that it
+        never mixes devices).
         """
         report = progress or (lambda stage, done, total: None)
         timings: dict[str, float] = {}
@@ -176,6 +183,8 @@ class FlipSketchPipeline(DiffusionPipeline):
         steps, frames, batch = num_inference_steps, num_frames, len(seeds)
         tau1 = 2 * steps // 5 if tau1 is None else tau1
         tau2 = 3 * steps // 5 if tau2 is None else tau2
+        if output_type not in ("frames", "latent"):
+            raise ValueError(f"output_type must be 'frames' or 'latent', not {output_type!r}")
         if compose not in COMPOSE_MODES:
             raise ValueError(f"compose must be one of {COMPOSE_MODES}, not {compose!r}")
         if sketch is None:  # text only: no reference, so nothing to align or compose with
@@ -192,7 +201,9 @@ class FlipSketchPipeline(DiffusionPipeline):
         joint_embeds = torch.cat([uncond.expand(batch, -1, -1), cond_embeds]) if use_cfg \
             else cond_embeds
         cond_rows = slice(batch, 2 * batch) if use_cfg else slice(0, batch)
-        self.scheduler.set_timesteps(steps, device=device)
+        # Timesteps stay on the host with the scheduler's tables: they are loop counters, read
+        # with .tolist() by the inversion and moved by the UNet itself.
+        self.scheduler.set_timesteps(steps)
         timesteps = self.scheduler.timesteps
 
         # 2. Reference noise x_T^r by inverting the sketch with the null prompt.
@@ -265,9 +276,13 @@ class FlipSketchPipeline(DiffusionPipeline):
                 composition.remove()
         timings["sampling_s"] = time.perf_counter() - started
 
+        if output_type == "latent":
+            return FlipSketchOutput(frames=latents, seeds=list(seeds), timings=timings,
+                                    align_losses=align_losses)
+
         # 5. Decode.
         started = time.perf_counter()
         video = self.decode(latents)
         timings["decode_s"] = time.perf_counter() - started
         return FlipSketchOutput(frames=video, seeds=list(seeds), timings=timings,
-                                align_losses=align_losses)
+                                align_losses=[torch.as_tensor(x).tolist() for x in align_losses])

@@ -17,7 +17,10 @@ def _alpha_bar(scheduler, t: torch.Tensor | int, like: torch.Tensor) -> torch.Te
     t < 0 means "after the last step": the scheduler's ``final_alpha_cumprod`` (1 when
     ``set_alpha_to_one``), the level a DDIM sampler ends at and an inversion starts from.
     """
-    t = torch.as_tensor(t, device=scheduler.alphas_cumprod.device).long().reshape(-1)
+    # Everything on the sample's device: diffusers keeps ``alphas_cumprod`` on the CPU whatever
+    # ``pipe.to()`` does, and the timestep may come from anywhere (a Python int, the scheduler's
+    # host-side timesteps); mixing a 1-D CPU tensor into a CUDA ``torch.where`` fails.
+    t = torch.as_tensor(t).to(like.device).long().reshape(-1)
     alphas = scheduler.alphas_cumprod.to(like.device, torch.float32)
     final = torch.as_tensor(getattr(scheduler, "final_alpha_cumprod", 1.0), dtype=torch.float32)
     alpha = torch.where(t >= 0, alphas[t.clamp(min=0)], final.to(like.device))
