@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SKETCH = Path(__file__).resolve().parents[2] / "shared" / "sketches" / "fish.png"
+SKETCH = Path(__file__).resolve().parents[1] / "src" / "flipsketch" / "examples" / "fish.png"
 
 
 def animate(model: str, prompt: str, seed: int, output: Path, cache: Path) -> tuple[float, dict]:

@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-SKETCHES = Path(__file__).resolve().parents[2] / "shared" / "sketches"
+# The drawings shipped with the package (example:NAME).
+SKETCHES = Path(__file__).resolve().parents[1] / "src" / "flipsketch" / "examples"
 PROMPTS = ["a fish swimming to the right", "a cat stretching", "a horse galloping",
            "a camel walking", "a cloud drifting", "a fish jumping"]
 
@@ -51,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     sketches = sorted(SKETCHES.glob("*.png"))
     if not sketches:
-        sys.exit(f"no sketches in {SKETCHES} (the shared sketches sit beside the repository)")
+        sys.exit(f"no sketches in {SKETCHES} (the example drawings shipped with flipsketch)")
     flipsketch = [sys.executable, "-m", "flipsketch"]
     # --no-cache: every way inverts every drawing (a drawing repeated in the manifest would
     # otherwise be a cache hit for one process and a miss for the other of two).

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SKETCH = Path(__file__).resolve().parents[2] / "shared" / "sketches" / "fish.png"
+SKETCH = Path(__file__).resolve().parents[1] / "src" / "flipsketch" / "examples" / "fish.png"
 PROMPT = "a fish swimming to the right"
 VARIANTS = ("plain", "compose", "full")
 LABELS = {"plain": "text only (plain)", "compose": "composition only", "full": "full method"}

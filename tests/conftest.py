@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from flipsketch.frames.examples import EXAMPLES_DIR
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The suite runs on 2 cores shared with other work (a training run, say). OpenMP's default
 # waiting policy spins: a thread waiting for a descheduled sibling burns its core, and on a
@@ -63,15 +65,17 @@ def device() -> torch.device:
     return TEST_DEVICE
 
 
-# Real drawings by people outside the project, in the shared folder beside the repository.
-SKETCHES = Path(__file__).resolve().parents[2] / "shared" / "sketches"
+# Real drawings by people outside the project (the FlipSketch authors' demo, MIT): the
+# examples shipped inside the package (``example:NAME``), so the suite needs nothing beside
+# the checkout.
+SKETCHES = EXAMPLES_DIR
 
 
 def shared_sketch(name: str) -> Path:
-    """A real sketch from ../shared/sketches; skips where the shared folder is not beside us."""
+    """A real drawing shipped with the package (``src/flipsketch/examples``); its absence is a
+    failure, not a skip: the package is broken without it."""
     path = SKETCHES / name
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared sketches sit beside the repository)")
+    assert path.is_file(), f"{path} is missing: the example drawings ship with the package"
     return path
 
 

@@ -1,6 +1,6 @@
 """The CLI through its entry point ``main`` in this process (conftest's ``cli``), on the real
-sketches in ../shared/sketches; one test starts the real ``python -m flipsketch``. The corpus
-of bad inputs is ``test_bad_inputs.py``."""
+drawings shipped in src/flipsketch/examples; one test starts the real ``python -m
+flipsketch``. The corpus of bad inputs is ``test_bad_inputs.py``."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Every fenced code block of README.md and docs/*.md runs, so the documentation cannot drift.
 
-- ```python blocks run with ``exec`` in a fresh working folder that holds the shared sketches
-  (``fish.png``, ``cat.png``, ... from ../shared/sketches), as a user runs them beside their
-  drawings;
+- ```python blocks run with ``exec`` in a fresh working folder that holds the example drawings
+  (``fish.png``, ``cat.png``, ... shipped in ``src/flipsketch/examples``), as a user runs them
+  beside their drawings;
 - ```bash blocks run command by command in such a folder; each command must be
   ``flipsketch ...`` and runs in this process through ``flipsketch.cli.main`` (the console
   entry point), and must exit 0;
@@ -111,9 +111,7 @@ def quick_sampler(monkeypatch):
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
-    """A fresh working folder holding the shared sketches, as the examples expect."""
-    if not SKETCHES.is_dir():
-        pytest.skip(f"{SKETCHES} not found (the shared sketches sit beside the repository)")
+    """A fresh working folder holding the example drawings, as the examples expect."""
     for sketch in SKETCHES.glob("*.png"):
         shutil.copy(sketch, tmp_path / sketch.name)
     monkeypatch.chdir(tmp_path)

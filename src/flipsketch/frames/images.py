@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from flipsketch.errors import FlipSketchWarning, UsageError
+from flipsketch.frames.examples import listed_examples, resolve_sketch
 
 _FIX = "pass a PNG/JPEG/WebP drawing"
 # The smallest drawing worth animating: its longer side is upscaled to the model's resolution,
@@ -31,15 +32,19 @@ MIN_CONTRAST = 0.1
 def load_sketch(path: str | Path) -> Image.Image:
     """Open a drawing and decode it now, so a broken file fails here with a one-line reason.
 
+    ``path`` may also name a drawing shipped with the package, ``example:fish``
+    (``frames.examples``).
+
     The bytes are read into memory first: the image then owns no open file handle (a
     multi-frame format would otherwise keep one), and it keeps its EXIF data for
     ``to_grey_square`` to apply the orientation. The bytes are checked and decoded by
     ``decode_sketch``.
     """
-    path = Path(path)
+    path = resolve_sketch(path)  # example:NAME is a drawing shipped with the package
     name = f"sketch '{path}'"
     if not path.exists():
-        raise UsageError(f"{name} does not exist; check the path")
+        raise UsageError(f"{name} does not exist; check the path, or start from a drawing "
+                         f"shipped with flipsketch: {listed_examples()}")
     if path.is_dir():
         raise UsageError(f"{name} is a folder; {_FIX}")
     try:
