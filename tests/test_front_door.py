@@ -64,3 +64,38 @@ def test_a_missing_drawing_points_to_the_examples(cli, tmp_path):
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert "does not exist" in line and "example:fish" in line
+
+
+# -- the arguments in the wrong order ----------------------------------------------------------
+def one_line_error(result) -> str:
+    """The one ``error:`` line of a refused command (exit 2, nothing else on stderr)."""
+    assert result.returncode == 2, result
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and "Traceback" not in result.stderr
+    return line
+
+
+def test_a_prompt_without_a_drawing_names_generate(cli, tmp_path):
+    line = one_line_error(cli("animate", "a fish swimming to the right", "-o", "b.gif",
+                              cwd=tmp_path))
+    assert "flipsketch generate 'a fish swimming to the right'" in line
+    assert "Missing argument" not in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_drawing_without_a_prompt_asks_for_the_prompt(cli, tmp_path):
+    for drawing in ("example:fish", str(EXAMPLES_DIR / "cat.png")):
+        line = one_line_error(cli("animate", drawing, cwd=tmp_path))
+        assert "missing the prompt after the drawing" in line
+        assert f"flipsketch animate {drawing} 'a fish swimming'" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sentence_where_the_drawing_goes_says_so(cli, tmp_path):
+    line = one_line_error(cli("animate", "a fish swimming", "to the right", "-o", "b.gif",
+                              cwd=tmp_path))
+    assert "the drawing 'a fish swimming' does not exist and reads like a sentence" in line
+    assert "flipsketch generate PROMPT" in line
+    # A file name with spaces is a missing file, not a sentence.
+    line = one_line_error(cli("animate", "my fish 2.png", "a fish", cwd=tmp_path))
+    assert "sketch 'my fish 2.png' does not exist" in line and "sentence" not in line

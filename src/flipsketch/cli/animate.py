@@ -9,6 +9,8 @@ output path — so bad input costs nothing and writes nothing.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated
@@ -36,8 +38,14 @@ from flipsketch.plugins import PluginManager
 DEFAULTS = SamplerSettings()
 Opt = typer.Option
 
-Sketch = Annotated[Path, typer.Argument(help="The drawing to animate (PNG, JPEG, WebP...).")]
+Sketch = Annotated[Path, typer.Argument(
+    help="The drawing to animate (PNG, JPEG, WebP...), or example:NAME for one shipped with "
+         "flipsketch (example:fish, example:cat, example:camel, example:horse, example:cloud).")]
 Prompt = Annotated[str, typer.Argument(help="How it should move, e.g. 'a fish swimming'.")]
+# animate's prompt: optional to the parser only, so that a prompt typed without a drawing (read
+# as the drawing) gets a line naming `flipsketch generate` instead of "Missing argument".
+AnimatePrompt = Annotated[str | None, typer.Argument(
+    help="How it should move, e.g. 'a fish swimming'.", metavar="PROMPT", show_default=False)]
 
 # -- output
 Output = Annotated[Path | None, Opt(
@@ -126,6 +134,37 @@ Force = Annotated[bool, Opt("--force", help="Overwrite outputs.")]
 JsonOutput = Annotated[bool, Opt("--json", help="Print a machine-readable summary on stdout.")]
 
 
+def drawing_argument(sketch: Path, prompt: str | None) -> Path:
+    """``animate``'s drawing as a file (``example:NAME`` resolved), after the two mistakes of
+    argument order a newcomer makes, each named in one line with the fix: a prompt given
+    alone (the parser took it for the drawing), and a sentence where the drawing goes."""
+    from flipsketch.frames.examples import is_example, resolve_sketch
+
+    path = resolve_sketch(sketch)
+    if prompt is None:
+        if is_example(sketch) or path.exists():
+            raise UsageError(f"missing the prompt after the drawing; say how it should move: "
+                             f"flipsketch animate {shlex.quote(str(sketch))} 'a fish swimming'")
+        raise UsageError(f"{shlex.quote(str(sketch))} was read as the drawing and no prompt "
+                         f"followed; for a prompt alone use `flipsketch generate "
+                         f"{shlex.quote(str(sketch))}`, or put a drawing first: `flipsketch "
+                         f"animate DRAWING {shlex.quote(str(sketch))}`")
+    if not path.exists() and looks_like_a_sentence(str(sketch)):
+        raise UsageError(f"the drawing '{sketch}' does not exist and reads like a sentence; "
+                         f"the drawing comes first, then the prompt (flipsketch animate "
+                         f"DRAWING PROMPT), and `flipsketch generate PROMPT` animates text "
+                         f"alone")
+    return path
+
+
+def looks_like_a_sentence(text: str) -> bool:
+    """Whether a drawing argument reads as words rather than a file name: two words or more,
+    no folder, no file suffix ("a fish swimming"; not "my drawings/fish 2.png")."""
+    suffix = Path(text).suffix
+    return (len(text.split()) >= 2 and not any(sep in text for sep in "/\\")
+            and not re.fullmatch(r"\.[A-Za-z0-9]{1,5}", suffix))
+
+
 def lambda_from(lambda_: float | None, motion: float | None) -> float:
     """``--lambda``, or ``--motion`` (the demo's slider, 1 - lambda), or the default; a bad
     ``--motion`` is named as typed rather than as the lambda it becomes."""
@@ -178,7 +217,7 @@ def checked_options(*, frames: int, steps: int, guidance: float, negative_prompt
 @app.command("animate")
 def animate_command(
     sketch: Sketch,
-    prompt: Prompt,
+    prompt: AnimatePrompt = None,
     output: Output = None,
     model: Model = None,
     unet: Unet = None,
@@ -221,6 +260,7 @@ def animate_command(
     json_output: JsonOutput = False,
 ) -> None:
     """Animate a drawing as the prompt describes (FlipSketch)."""
+    sketch = drawing_argument(sketch, prompt)
     _run(**locals())
 
 
