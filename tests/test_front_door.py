@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import fnmatch
 import sys
+import warnings
 
+import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
-from flipsketch.errors import UsageError
+from flipsketch.errors import FlipSketchWarning, UsageError
 from flipsketch.frames.examples import EXAMPLES_DIR, example_names, resolve_sketch
-from flipsketch.frames.images import load_sketch
+from flipsketch.frames.images import line_art_measures, load_sketch, warn_unless_line_art
+from flipsketch.training.synth import SketchAnimator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -99,3 +103,112 @@ def test_a_sentence_where_the_drawing_goes_says_so(cli, tmp_path):
     # A file name with spaces is a missing file, not a sentence.
     line = one_line_error(cli("animate", "my fish 2.png", "a fish", cwd=tmp_path))
     assert "sketch 'my fish 2.png' does not exist" in line and "sentence" not in line
+
+
+# -- line drawings, and what is not one --------------------------------------------------------
+FAST = ["--steps", "3", "--frames", "3", "--size", "64"]
+
+
+def photograph(size: int = 384, seed: int = 0) -> Image.Image:
+    """A photograph's statistics: smooth colour gradients, soft blobs of light and shade, and
+    sensor noise; no strokes, no white paper."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    rgb = np.stack([0.5 + 0.3 * np.sin(6 * x + 1), 0.4 + 0.3 * np.cos(5 * y),
+                    0.3 + 0.4 * x * y], axis=-1)
+    for _ in range(30):
+        cx, cy, r = rng.random(), rng.random(), rng.uniform(0.03, 0.2)
+        blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / r**2)
+        rgb += blob[..., None] * rng.uniform(-0.4, 0.4, 3)
+    rgb += rng.normal(0, 0.05, rgb.shape)
+    return Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+
+
+def circuit_board(size: int = 384, seed: int = 0) -> Image.Image:
+    """A photo of a circuit board (the issue's example): a dark green board, light pads and
+    chips, thin bright traces."""
+    rng = np.random.default_rng(seed)
+    board = Image.new("RGB", (size, size), (20, 90, 40))
+    draw = ImageDraw.Draw(board)
+    for _ in range(60):
+        x0, y0 = rng.integers(0, size - 20, 2).tolist()
+        w, h = rng.integers(4, 40, 2).tolist()
+        draw.rectangle((x0, y0, x0 + w, y0 + h),
+                       fill=tuple(rng.choice([(200, 200, 190), (30, 30, 30), (180, 150, 60)])))
+    for _ in range(40):
+        draw.line(tuple(rng.integers(0, size, 4).tolist()), fill=(90, 170, 90), width=2)
+    noisy = np.asarray(board, np.float32) + rng.normal(0, 8, (size, size, 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def painting(size: int = 384, seed: int = 0) -> Image.Image:
+    """A filled painting: flat colour fields over a coloured ground, no outlines."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (size, size), (90, 140, 200))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        draw.polygon([tuple(rng.integers(0, size, 2).tolist()) for _ in range(5)],
+                     fill=tuple(rng.integers(0, 256, 3).tolist()))
+    return image
+
+
+def warnings_of(image: Image.Image) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_unless_line_art(image, "sketch 'x'")
+    return [str(w.message) for w in caught if issubclass(w.category, FlipSketchWarning)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_real_drawing_is_line_art(name):
+    image = load_sketch(f"example:{name}")
+    measures = line_art_measures(image)
+    assert measures.problem() is None, measures
+    assert warnings_of(image) == []
+
+
+@pytest.mark.parametrize("size,doodles", [(128, 1.0), (128, 0.0), (64, 0.5)])
+def test_synthetic_doodles_are_line_art(size, doodles):
+    animator = SketchAnimator(size=size, doodle_share=doodles)
+    for i in range(150):
+        still = Image.fromarray((animator.still(i) * 255).round().astype(np.uint8))
+        measures = line_art_measures(still)
+        assert measures.problem() is None, (i, measures)
+
+
+@pytest.mark.parametrize("make", [photograph, circuit_board, painting])
+def test_photographs_and_paintings_are_not_line_art(make):
+    image = make()
+    [message] = warnings_of(image)
+    assert "sketch 'x' does not look like a line drawing" in message
+    assert "FlipSketch animates line drawings" in message and "magick photo.jpg" in message
+    assert line_art_measures(image).problem() is not None
+
+
+def test_a_drawing_on_grey_paper_is_still_line_art():
+    """The paper's level is measured, not assumed: a scan on grey paper is a drawing."""
+    scan = Image.new("L", (400, 400), 190)
+    draw = ImageDraw.Draw(scan)
+    draw.ellipse((60, 60, 340, 300), outline=40, width=4)
+    draw.line((100, 350, 300, 350), fill=40, width=3)
+    assert line_art_measures(scan).problem() is None
+
+
+def test_animating_a_photograph_warns_once_and_goes_on(cli, tiny_model_dir, tmp_path):
+    photograph().save(tmp_path / "board.jpg", quality=90)
+    result = cli("animate", tmp_path / "board.jpg", "a circuit board", "--model",
+                 tiny_model_dir, "-o", tmp_path / "board.gif", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "board.gif").exists()
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1, result.stderr
+    assert warned[0].startswith(f"warning: sketch '{tmp_path / 'board.jpg'}' does not look like "
+                                "a line drawing (")
+    assert "trace its outlines" in warned[0]
+
+
+def test_animating_a_drawing_gives_no_warning(cli, tiny_model_dir, tmp_path):
+    result = cli("animate", "example:cat", "a cat", "--model", tiny_model_dir,
+                 "-o", tmp_path / "cat.gif", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr

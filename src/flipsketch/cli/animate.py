@@ -325,7 +325,7 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     """``animate`` with ``sketch``, ``generate`` with None: check, sample, write."""
     # Imported here so that other commands and --help start without loading torch.
     from flipsketch.api import animate, load_pipeline, postprocess, save
-    from flipsketch.frames.images import check_drawing, load_sketch
+    from flipsketch.frames.images import check_drawing, load_sketch, warn_unless_line_art
     from flipsketch.frames.writers import check_output_path, numbered_paths
     from flipsketch.models.presets import default_model
     from flipsketch.plugins import get_manager
@@ -350,6 +350,7 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     image = load_sketch(sketch) if sketch is not None else None
     if image is not None:
         check_drawing(image, f"sketch '{sketch}'")
+        warn_unless_line_art(image, f"sketch '{sketch}'")  # a photo: one line, then on
     # Before anything that grows with the request (one output path per sample, say).
     check_resources(model, settings, size, device=device, dtype=dtype, unet=unet,
                     backbone=backbone)
