@@ -338,4 +338,4 @@ def test_best_of_k_ranks_by_clip_consistency_with_rank_model(cli, clip_dir, cons
     assert {s["seed"]: round(s["score"], 5) for s in ranking["samples"]} == {
         seed: round(score, 5) for seed, score in own.items()}
     assert ranking["samples"][0]["score"] == max(s["score"] for s in ranking["samples"])
-    assert [p.name for p in tmp_path.iterdir()] == ["c.gif"]
+    assert [p.name for p in tmp_path.iterdir()] == ["c-1.gif"]

@@ -5,6 +5,10 @@ first command run as written in an empty folder, and the messages of the command
 from __future__ import annotations
 
 import fnmatch
+import json
+import os
+import re
+import subprocess
 import sys
 import warnings
 
@@ -212,3 +216,52 @@ def test_animating_a_drawing_gives_no_warning(cli, tiny_model_dir, tmp_path):
                  "-o", tmp_path / "cat.gif", *FAST)
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr
+
+
+# -- best of K: one naming rule; lines and tables whole ----------------------------------------
+@pytest.mark.parametrize("output,samples,keep,written", [
+    ("cat.gif", 3, 1, ["cat-1.gif"]),  # the best is <name>-1, as --keep's help says
+    ("cat.gif", 2, None, ["cat-1.gif", "cat-2.gif"]),
+    ("frames", 3, 1, ["frames-1"]),  # a folder of PNG frames: the same rule
+    ("frames", 2, 2, ["frames-1", "frames-2"]),
+    ("cat.gif", 1, 1, ["cat.gif"]),  # one sample: nothing to number
+])
+def test_samples_and_keep_name_files_and_folders_by_one_rule(cli, tiny_model_dir, tmp_path,
+                                                             output, samples, keep, written):
+    keeping = ["--keep", str(keep)] if keep is not None else []
+    result = cli("animate", "example:cat", "a cat", "--model", tiny_model_dir, "--samples",
+                 str(samples), *keeping, "-o", tmp_path / output, "--json", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == written
+    assert json.loads(result.stdout)["outputs"] == [str(tmp_path / name) for name in written]
+    help_text = cli("animate", "--help").stdout
+    assert "<name>-1 is the best, even with --keep 1" in " ".join(help_text.split())
+
+
+def test_the_score_line_and_the_wrote_line_are_never_broken(cli, tiny_model_dir, tmp_path):
+    """Rich used to wrap at 80 columns, inside a value: '0.551 \\n(dropped)'."""
+    result = cli("animate", "example:cat", "a cat", "--model", tiny_model_dir, "--samples", "6",
+                 "--keep", "1", "-o", tmp_path / "a-rather-long-output-name-for-a-cat.gif", *FAST)
+    assert result.returncode == 0, result.stderr
+    [scores] = [line for line in result.stderr.splitlines() if line.startswith("kept the best")]
+    assert len(scores) > 80 and scores.count("(dropped)") == 5
+    assert len(re.findall(r"\b\d\.\d{3}\b", scores)) == 6
+    [wrote] = [line for line in result.stderr.splitlines() if line.startswith("wrote")]
+    assert f"{tmp_path / 'a-rather-long-output-name-for-a-cat-1.gif'} (3 frames, 64 px)" in wrote
+
+
+def test_piped_plugins_table_keeps_whole_module_names(tmp_path):
+    """``flipsketch plugins > file`` in a real process: the table is as wide as its content,
+    whatever COLUMNS says, and --help names --json as the machine-readable form."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    listing = tmp_path / "plugins.txt"
+    with open(listing, "w") as out:
+        done = subprocess.run([sys.executable, "-m", "flipsketch", "plugins"], stdout=out,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = listing.read_text(encoding="utf-8")
+    for module in ("flipsketch.models.backbone", "flipsketch.sampler.inversion",
+                   "flipsketch.frames.postprocess", "flipsketch.frames.interpolate"):
+        assert module in text
+    assert "…" not in text
+    assert max(map(len, text.splitlines())) > 80  # wider than the old fixed 80 columns

@@ -94,7 +94,7 @@ def test_keep_writes_j_outputs_from_a_model_that_keeps_little(cli, tiny_model_di
     assert result.returncode == 0, result.stderr
     ranking = json.loads(result.stdout)["ranking"]
     assert len(ranking["samples"]) == 2 and ranking["samples"][0]["output"] is not None
-    assert [p.name for p in tmp_path.iterdir()] == ["cat.gif"]
+    assert [p.name for p in tmp_path.iterdir()] == ["cat-1.gif"]  # the best, as --help says
 
 
 def test_keep_and_rank_model_refuse_what_cannot_work(cli, tiny_model_dir, tmp_path):

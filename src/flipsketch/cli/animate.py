@@ -100,11 +100,12 @@ AlignCheckpointing = Annotated[bool | None, Opt(
          "over 100 M parameters.")]
 Seed = Annotated[int, Opt("--seed")]
 Samples = Annotated[int, Opt(
-    "--samples", help="K samples with seeds seed..seed+K-1, sampled together; outputs "
-                      "numbered.")]
+    "--samples", help="K samples with seeds seed..seed+K-1, sampled together; with K > 1 "
+                      "every output is numbered, <name>-1 ... <name>-K (a folder too).")]
 Keep = Annotated[int | None, Opt(
-    "--keep", help="Write only the J samples that keep the drawing best, best first "
-                   "(<name>-1 is the best); every score is in --json. Needs a drawing.")]
+    "--keep", help="Write only the J samples that keep the drawing best, numbered by rank: "
+                   "<name>-1 is the best, even with --keep 1; every score is in --json. "
+                   "Needs a drawing.")]
 RankModel = Annotated[str | None, Opt(
     "--rank-model", metavar="CLIP_ID_OR_PATH",
     help="Rank --keep by CLIP sketch-to-video consistency with this CLIP model instead of "
@@ -363,7 +364,10 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
             raise UsageError(f"--svg writes a folder of SVG frames, and '{output.name}' names "
                              f"a file; drop its suffix (-o {output.stem}) or drop --svg")
         writer = "svg-frames"
-    outputs = numbered_paths(output, samples if keep is None else keep, manager)
+    # One rule for every writer and folder: several samples, numbered outputs, even when
+    # --keep 1 writes one of them (the best is <name>-1, as --keep's help says).
+    outputs = numbered_paths(output, samples if keep is None else keep, manager,
+                             numbered=samples > 1)
     for path in outputs:
         if sketch is not None and path.exists() and path.resolve() == sketch.resolve():
             raise UsageError(f"the output '{path}' is the drawing itself, which even --force "

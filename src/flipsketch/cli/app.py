@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 app = typer.Typer(
     name="flipsketch",
@@ -16,9 +18,37 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+# Into a file or a pipe, lines are as long as they are: a table is as wide as its content
+# (its names whole for grep and less) and no message is cut at 80 columns.
+UNLIMITED_WIDTH = 100_000
+
+
+class _Console(Console):
+    """Rich's console with flipsketch's rules for lines of text and tables.
+
+    Rich wraps every printed line at the width of the terminal, and at 80 columns when there
+    is none, inserting line breaks inside values ("0.551 (dropped)" split in two, a path cut
+    in half) and squeezing tables into ellipses ("flipsketch.models.b…"). Here a message is
+    never broken by Rich (soft wrap: the terminal folds a long line, copying it gives one
+    line), and when the output is not a terminal the width has no limit, so a table is printed
+    at the width of its content. In a terminal, tables still fit the screen.
+    """
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **options: Any) -> None:
+        # Lines of text only: a table or a live progress display is laid out to the width.
+        if soft_wrap is None and all(isinstance(o, str) for o in objects):
+            soft_wrap = True
+        super().print(*objects, soft_wrap=soft_wrap, **options)
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(UNLIMITED_WIDTH, size.height)
+
+
 # Progress and messages go to stderr so that --json output on stdout stays machine-readable.
-console = Console(stderr=True)
-stdout = Console()
+console = _Console(stderr=True)
+stdout = _Console()
 
 
 class State:

@@ -79,7 +79,9 @@ def _describe(name: str, default: str) -> dict:
 @models_app.callback(invoke_without_command=True)
 def list_command(
     ctx: typer.Context,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="JSON on stdout: the machine-readable form for scripts (the tables are "
+                       "for reading; piped to a file they keep whole names).")] = False,
 ) -> None:
     """List the models: where each comes from, size on disk, downloaded or not, its purpose."""
     if ctx.invoked_subcommand is not None:

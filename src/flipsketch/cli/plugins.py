@@ -78,7 +78,9 @@ def command_line(manager: PluginManager) -> typer.core.TyperGroup:
 @plugins_app.callback(invoke_without_command=True)
 def plugins_command(
     ctx: typer.Context,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="JSON on stdout: the machine-readable form for scripts (the tables are "
+                       "for reading; piped to a file they keep whole names).")] = False,
 ) -> None:
     """List loaded plugins, broken ones with their error, and per stage the implementations
     and the default."""

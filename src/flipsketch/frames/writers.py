@@ -195,12 +195,17 @@ def claimed_suffix(name: str, registry: Registry) -> str | None:
     return max(claimed, key=len) if claimed else None
 
 
-def numbered_paths(path: str | Path, count: int,
-                   manager: PluginManager | None = None) -> list[Path]:
+def numbered_paths(path: str | Path, count: int, manager: PluginManager | None = None, *,
+                   numbered: bool = False) -> list[Path]:
     """``cat.gif`` for one output; ``cat-1.gif`` ... ``cat-K.gif`` for K, the number going
-    before the suffix the writer claims (``cat-1.sheet.png``, not ``cat.sheet-1.png``)."""
+    before the suffix the writer claims (``cat-1.sheet.png``, not ``cat.sheet-1.png``; a
+    folder ``frames`` -> ``frames-1``).
+
+    ``numbered`` numbers a single output too: ``animate --samples K --keep 1`` writes
+    ``cat-1.gif``, the best of K, so the best sample has one name whatever J is.
+    """
     path = Path(path)
-    if count <= 1:
+    if count <= 1 and not numbered:
         return [path]
     registry = (manager or get_manager()).registry("writer")
     suffix = claimed_suffix(path.name, registry) or ""
