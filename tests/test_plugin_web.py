@@ -289,7 +289,14 @@ def test_other_mistakes_are_one_line_4xx(client, web):
         "error": "the prompt is empty; describe the motion, e.g. 'a fish swimming'"}
     response = submit(client, model="modelscope")
     assert response.status_code == 400 and "when the server starts" in response.json()["error"]
-    assert submit(client, colour="red").json()["error"].startswith("No such option: --colour")
+    assert submit(client, colour="red").json()["error"].startswith(
+        "the form field 'colour' is not known; the fields are prompt, sketch, ")
+    # A typo is named as it was sent, with the field it was meant to be; no command-line dashes.
+    response = submit(client, stepz="3")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error.startswith("the form field 'stepz' is not known (did you mean 'steps'?); ")
+    assert "--" not in error and "No such option" not in error
     huge = b"\0" * (web.MAX_UPLOAD_BYTES + 2 ** 21)
     response = submit(client, sketch=huge, name="huge.png")
     assert response.status_code == 413 and "MB" in response.json()["error"]

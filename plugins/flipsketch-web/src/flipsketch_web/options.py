@@ -4,12 +4,15 @@ The API names every option as the command line does (``steps``, ``frames``, ``la
 ``align-lr``; ``align_lr`` is accepted too), and every problem is reported in the command
 line's words (``--frames must be at least 2``), because the checks are the core's own:
 ``SamplerSettings.validate``, ``check_prompt``, ``check_size``, ``sampler_stages`` and the
-plugin registries. Nothing here loads torch, so a bad request is answered at once.
+plugin registries. A field the API does not know is the web's own error, named as it was
+sent (``the form field 'stepz' is not known (did you mean 'steps'?)``). Nothing here loads
+torch, so a bad request is answered at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import typing
 from collections.abc import Mapping
@@ -72,6 +75,15 @@ def option_name(key: str) -> str:
     return key.strip().lower().lstrip("-").rstrip("_").replace("_", "-")
 
 
+def unknown_field(key: str) -> str:
+    """The web's own words for a form field it does not know: the field as it was sent (not
+    a command-line flag the user never typed), the nearest known field, and all of them."""
+    close = difflib.get_close_matches(option_name(key), OPTIONS, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return (f"the form field '{key}' is not known{hint}; the fields are "
+            f"{', '.join((PROMPT, SKETCH, *OPTIONS))}")
+
+
 @functools.cache
 def _animate_command() -> Any:
     """``flipsketch animate`` as its command line parses it."""
@@ -125,7 +137,7 @@ def parse(fields: Mapping[str, str], manager: PluginManager) -> JobRequest:
             raise UsageError(f"--{name} is chosen when the server starts ('flipsketch serve "
                              f"--{name} ...'), not per job")
         if name not in OPTIONS:
-            raise UsageError(f"No such option: --{name}; the options are {', '.join(OPTIONS)}")
+            raise UsageError(unknown_field(key))
         if name in values:
             raise UsageError(f"--{name} is given twice; pass it once")
         if raw.strip() or name in FLAGS:  # a form's empty box: the default
