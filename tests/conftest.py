@@ -50,9 +50,24 @@ if TEST_DEVICE.type == "cuda":
     torch.backends.cudnn.benchmark = False
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin has made its factory
 def pytest_configure(config) -> None:
     if TEST_DEVICE.type == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError("FLIPSKETCH_TEST_DEVICE=cuda but torch sees no CUDA device")
+    # Hypothesis' home folder goes into pytest's temporary folder, of which pytest keeps the
+    # last few runs and removes older ones: even without an example database Hypothesis
+    # keeps caches there (Unicode tables, and constants read from the source while tests are
+    # collected, so a fixture would be too late); by default it is ./.hypothesis. Each xdist
+    # worker has its own temporary folder, so its own home. (``_tmp_path_factory`` is how
+    # plugins reach ``tmp_path_factory`` outside a fixture; pytest-xdist does the same.)
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    temporary = config._tmp_path_factory
+    set_hypothesis_home_dir(temporary.mktemp("hypothesis"))
+    # Importing diffusers makes torch create its compiler cache folder, by default
+    # torchinductor_USER in the system's temporary folder; here it goes into pytest's too
+    # (read when first used, after this; processes the tests start inherit it).
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(temporary.mktemp("torchinductor")))
 
 
 def pytest_report_header(config) -> str:

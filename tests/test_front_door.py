@@ -265,3 +265,29 @@ def test_piped_plugins_table_keeps_whole_module_names(tmp_path):
         assert module in text
     assert "…" not in text
     assert max(map(len, text.splitlines())) > 80  # wider than the old fixed 80 columns
+
+
+# -- the suite cleans up after itself ----------------------------------------------------------
+@pytest.mark.slow
+def test_the_suite_leaves_nothing_in_the_temporary_folder_or_the_working_folder(tmp_path):
+    """A run of a Hypothesis property (whose caches, by default ./.hypothesis, used to go to
+    a flipsketch-hypothesis folder in the system's temporary folder) that also imports
+    diffusers (torch's compiler cache folder, torchinductor_USER): afterwards the temporary
+    folder holds pytest's own folder only, and the working folder nothing."""
+    system_temp, workdir = tmp_path / "tmp", tmp_path / "work"
+    system_temp.mkdir()
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST_", "HYPOTHESIS_", "TORCHINDUCTOR_"))}
+    env["TMPDIR"] = str(system_temp)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(ROOT / "tests" / "test_fuzz.py"), "-k", "test_override_parser"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1 passed" in done.stdout
+    assert list(workdir.iterdir()) == []
+    [pytest_folder] = list(system_temp.iterdir())
+    assert pytest_folder.name.startswith("pytest-of-")
+    # Hypothesis did keep caches: inside pytest's folder.
+    assert list(pytest_folder.glob("pytest-*/hypothesis0/*"))

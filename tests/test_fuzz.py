@@ -3,7 +3,9 @@
 The property is always the same: a valid result or a ``FlipSketchError`` whose message is one
 line, never another exception (a traceback for the user) and never a hang. Hypothesis runs are
 bounded and seeded (``derandomize``: the same examples on every run, a failure reproduces)
-and keep no example database, so nothing is written into the repository. ``EXAMPLES`` sets
+and keep no example database; Hypothesis' other files (its caches) go into pytest's
+temporary folder (conftest's ``hypothesis_home``), so the suite leaves nothing in the
+repository or in the system's temporary folder. ``EXAMPLES`` sets
 how many examples each property gets; the README's Reliability section quotes these numbers.
 """
 
@@ -23,7 +25,6 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 
 from flipsketch.errors import FlipSketchError
@@ -36,10 +37,6 @@ from flipsketch.recipes.schema import TOP_LEVEL_KEYS
 from flipsketch.recipes.steps import BUILTIN_STEPS
 
 from conftest import shared_sketch
-
-# Even without an example database Hypothesis keeps caches (Unicode tables, constants read
-# from the source) in ./.hypothesis; keep them out of the repository.
-set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "flipsketch-hypothesis")
 
 # Examples per property: a few seconds each on a busy 2-core machine.
 EXAMPLES = {"bytes": 1000, "mutated": 1000, "recipe_tree": 300, "recipe_text": 1000,
