@@ -74,11 +74,13 @@ def test_spatial_composition_replaces_the_queries_of_conditional_frames_1_to_n(t
 
 
 @pytest.mark.parametrize("lambda_", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("frame_index_base", [1, 0])  # the toolkit's 1..M, the authors' 0..M-1
 @torch.no_grad()
 def test_temporal_composition_swaps_frame_1_key_and_scales_its_logits(tiny_components, lambda_,
-                                                                      device):
+                                                                      frame_index_base, device):
     unet = tiny_components["unet"]
-    composition = Composition(unet, CompositionSettings(lambda_=lambda_))
+    composition = Composition(unet, CompositionSettings(lambda_=lambda_,
+                                                        frame_index_base=frame_index_base))
     name, attn = find_attention(unet, "temporal")
     frames, pixels, channels = 6, 4, attn.to_q.in_features
     torch.manual_seed(2)
@@ -91,7 +93,9 @@ def test_temporal_composition_swaps_frame_1_key_and_scales_its_logits(tiny_compo
 
     q, k, v = attn.to_q(joint), attn.to_k(joint), attn.to_v(joint)
     k[pixels:, 0] = attn.to_k(reference)[:, 0]  # C^T: reference key at frame 1
-    factor = 1 + lambda_ * torch.arange(1, frames + 1, dtype=torch.float32, device=device) / 50
+    numbers = torch.arange(frame_index_base, frame_index_base + frames, dtype=torch.float32,
+                           device=device)  # query frame i's number, frame 1 first
+    factor = 1 + lambda_ * numbers / 50
     expected_cond = direct_attention(attn, q[pixels:], k[pixels:], v[pixels:], factor)
     expected_uncond = direct_attention(attn, q[:pixels], k[:pixels], v[:pixels])
     torch.testing.assert_close(composed[pixels:], expected_cond, rtol=1e-4, atol=1e-5)

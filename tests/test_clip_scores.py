@@ -277,6 +277,11 @@ def test_eval_ablate_prints_table_1_with_the_paper_numbers(cli, tiny_model_dir, 
         == ("Ours", 0.956, 0.172)
     assert rows["w/o C^T & C^S"]["paper_s2v_consistency"] == 0.876
     assert rows["naive baseline"]["paper_row"] is None  # not a row of the paper's table
+    # The paper's numbers stand beside rows sampled as the paper; the toolkit's have none.
+    assert full["sampler"] == "paper"
+    toolkit = rows["toolkit: full (lambda 0.5)"]
+    assert toolkit["sampler"] == "toolkit" and toolkit["paper_s2v_consistency"] is None
+    assert toolkit["s2v_consistency"] != full["s2v_consistency"]
     assert report["paper_table_1"]["Live-Sketch"]["t2v_alignment"] == 0.142
     table = result.stderr
     for words in ("S2V consistency", "T2V alignment", "0.956", "0.172", "0.968", "Live-Sketch",

@@ -350,11 +350,15 @@ def test_ablation_returns_every_configuration(tiny_pipe_loaded):
     settings = SamplerSettings(num_frames=4, num_inference_steps=3)
     rows = runs.run_ablation(tiny_pipe_loaded, [("cat", cat)], ["a {subject} moving to the left"],
                            seeds=(0,), settings=settings)
+    variants = ["full (lambda 0.5)", "lambda 0", "lambda 1", "w/o frame alignment",
+                "w/o C^T & C^S"]
     assert [row["config"] for row in rows] == [
-        "full (lambda 0.5)", "lambda 0", "lambda 1", "w/o frame alignment", "w/o C^T & C^S",
-        "naive baseline"]
+        *variants, "naive baseline", *(f"toolkit: {name}" for name in variants)]
+    # The paper's sampler beside the paper's numbers; the toolkit's rows have none.
+    assert [row["sampler"] for row in rows] == ["paper"] * 6 + ["toolkit"] * 5
+    assert [row["paper_row"] is not None for row in rows] == [True] * 5 + [False] * 6
     for row in rows:
-        assert set(row) == {"config", "paper_row", "paper_s2v_consistency",
+        assert set(row) == {"config", "paper_row", "sampler", "paper_s2v_consistency",
                             "paper_t2v_alignment", "s2v_consistency", "t2v_alignment",
                             "fidelity_first", "fidelity_later", "fidelity_compensated",
                             "recall_first", "motion_px", "direction_accuracy", "seconds"}
@@ -363,9 +367,11 @@ def test_ablation_returns_every_configuration(tiny_pipe_loaded):
         assert row["fidelity_later"] <= row["fidelity_compensated"] <= 1
         assert row["motion_px"] >= 0 and row["seconds"] > 0
         assert row["direction_accuracy"] in (0.0, 1.0)  # one translation prompt, one seed
-    # Each configuration reaches the sampler: its clip differs from the full method's.
+    # Each configuration reaches the sampler: its clip differs from the full method's, and
+    # each toolkit row from the same row sampled as the paper.
     scores = [(r["fidelity_first"], r["fidelity_later"], r["motion_px"]) for r in rows]
-    assert all(score != scores[0] for score in scores[1:])
+    assert all(score != scores[0] for score in scores[1:6])
+    assert all(scores[i] != scores[6 + i] for i in range(5))
 
 
 # -- the CLI (conftest's ``cli``: the entry point in this process) ---------------------------
@@ -458,7 +464,7 @@ def test_eval_ablate_writes_the_table(cli, tiny_model_dir, tmp_path):
                  "--seeds", "0", "--steps", "2", "--frames", "3", "--csv", str(table), "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["rows"]
-    assert len(rows) == 6
+    assert len(rows) == 11  # 6 with the paper's sampler, 5 with the toolkit's
     assert all(row["config"] in result.stderr for row in rows)  # the Rich table
     with open(table, newline="") as file:
         written = list(csv.DictReader(file))

@@ -51,9 +51,45 @@ MAX_FRAMES = 64
 MAX_SIZE = 4096
 
 
+@dataclass(frozen=True)
+class SamplerChoices:
+    """What the toolkit's sampler and the paper's choose where the two differ (README, "The
+    paper's sampler"). Every number of Algorithm 1 (T = 25, CFG 9, tau1 = 2T/5, tau2 = 3T/5,
+    lambda 0.5, M = 10, the model's resolution: 256 px for ModelScope) is the default of both.
+    """
+
+    # Frame 1 follows the sketch's own denoising trajectory (its DDIM inversion, denoised
+    # with the null prompt) to the last step, so frame 1 is the user's drawing; False: it
+    # starts from x_T^r and joins the guided denoising once the method's windows close.
+    keep_first_frame: bool
+    # Optimiser steps and learning rate per aligned timestep.
+    align_iterations: int
+    align_lr: float
+    # The number i of frame 1 in the temporal logit scale 1 + lambda * i / 50.
+    frame_index_base: int
+
+
+# The toolkit: frame 1 is the drawing (freed after the windows, the embedded model redraws it
+# its own way: frame-1 stroke F-score 0.50 instead of 0.89, model card); one Adam step at 1e-2
+# removes as much of L_align as the authors' 10 at 1e-3 at a tenth of the work (README,
+# Benchmarks); frames numbered 1..M, as eq. 9 reads for frame 1.
+TOOLKIT_SAMPLER = SamplerChoices(keep_first_frame=True, align_iterations=AlignSettings.iterations,
+                                 align_lr=AlignSettings.lr, frame_index_base=1)
+# The paper's sampler as the authors' code runs it: frame 1 starts from x_T^r only, their
+# alignment optimiser (10 Adam steps at 1e-3; the paper does not print these), frames
+# numbered 0..M-1 in the temporal scale.
+PAPER_SAMPLER = SamplerChoices(keep_first_frame=False, align_iterations=10, align_lr=1e-3,
+                               frame_index_base=0)
+
+
 @dataclass
 class SamplerSettings:
-    """Every sampler option, with the paper's defaults (T = 25, M = 10, CFG 9, lambda 0.5)."""
+    """Every sampler option, with the paper's defaults (T = 25, M = 10, CFG 9, lambda 0.5).
+
+    ``paper`` picks the paper's sampler instead of the toolkit's where the two differ
+    (``SamplerChoices``); a field of those set here wins over either (None: the sampler's),
+    so ``paper=True, lambda_=1.0`` is the paper's lambda = 1 row.
+    """
 
     num_frames: int = 10
     num_inference_steps: int = 25
@@ -64,13 +100,11 @@ class SamplerSettings:
     tau2: int | None = None  # composition for steps i <= tau2; default 3T/5
     compose: str = "both"
     align: bool = True
-    # Frame 1 follows the sketch's own denoising trajectory (its DDIM inversion, denoised
-    # with the null prompt) to the last step, rather than only while alignment and
-    # composition need it: frame 1 is the user's drawing. False: the paper's sampler, where
-    # frame 1 joins the guided denoising once the reference is no longer used.
-    keep_first_frame: bool = True
-    align_iterations: int = AlignSettings.iterations
-    align_lr: float = AlignSettings.lr
+    paper: bool = False  # PAPER_SAMPLER's choices instead of TOOLKIT_SAMPLER's
+    # None: the sampler's (see SamplerChoices): True for the toolkit, False for the paper.
+    keep_first_frame: bool | None = None
+    align_iterations: int | None = None  # None: 1, or 10 with paper
+    align_lr: float | None = None  # None: 1e-2, or 1e-3 with paper
     align_optimizer: str = AlignSettings.optimizer
     align_checkpointing: bool | None = AlignSettings.checkpointing  # None: for large UNets
     seed: int = 0
@@ -99,8 +133,9 @@ class SamplerSettings:
             ("samples", self.samples >= 1, "must be at least 1"),
             ("compose", self.compose in COMPOSE_MODES,
              f"must be one of {', '.join(COMPOSE_MODES)}, not '{self.compose}'"),
-            ("align_iterations", self.align_iterations >= 1, "must be at least 1"),
-            ("align_lr", self.align_lr > 0, "must be positive"),
+            ("align_iterations", self.align_iterations is None or self.align_iterations >= 1,
+             "must be at least 1"),
+            ("align_lr", self.align_lr is None or self.align_lr > 0, "must be positive"),
             ("align_optimizer", self.align_optimizer in ALIGN_OPTIMIZERS,
              f"must be {' or '.join(ALIGN_OPTIMIZERS)}, not '{self.align_optimizer}'"),
             ("tau1", self.tau1 is None or 0 <= self.tau1 <= steps,
@@ -119,6 +154,15 @@ class SamplerSettings:
     @property
     def seeds(self) -> list[int]:
         return list(range(self.seed, self.seed + self.samples))
+
+    @property
+    def choices(self) -> SamplerChoices:
+        """What runs where the samplers differ: the chosen sampler's (``paper``), with the
+        fields set here put in."""
+        chosen = PAPER_SAMPLER if self.paper else TOOLKIT_SAMPLER
+        given = {name: getattr(self, name) for name in ("keep_first_frame", "align_iterations",
+                                                        "align_lr")}
+        return replace(chosen, **{k: v for k, v in given.items() if v is not None})
 
 
 @dataclass
@@ -295,7 +339,8 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
     manager = manager or get_manager()
     stages = {stage: manager.get(stage, names[stage]) if stage in names else None
               for stage in SAMPLER_STAGES}
-    align_settings = AlignSettings(settings.align_iterations, settings.align_lr,
+    choices = settings.choices  # the toolkit's or the paper's, with explicit values put in
+    align_settings = AlignSettings(choices.align_iterations, choices.align_lr,
                                    settings.align_optimizer, settings.align_checkpointing)
     from flipsketch.models.frame_positions import CONFIG_KEY
 
@@ -314,7 +359,8 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
         guidance_scale=settings.guidance_scale, negative_prompt=settings.negative_prompt,
         seeds=settings.seeds, tau1=settings.tau1, tau2=settings.tau2,
         lambda_=settings.lambda_, compose=settings.compose,
-        keep_first_frame=settings.keep_first_frame, align_settings=align_settings,
+        keep_first_frame=choices.keep_first_frame, frame_index_base=choices.frame_index_base,
+        align_settings=align_settings,
         progress=progress, **stages,
     )
     return [Animation(frames=output.frames[k].numpy(), seed=seed, prompt=prompt,

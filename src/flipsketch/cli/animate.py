@@ -86,13 +86,19 @@ Compose = Annotated[str, Opt(
                       f"'{OFF}' switches the composer off, as --composer {OFF} does.")]
 NoCompose = Annotated[bool, Opt("--no-compose", help=f"Alias of --composer {OFF}.")]
 NoAlign = Annotated[bool, Opt("--no-align", help=f"Alias of --aligner {OFF}.")]
-KeepFirstFrame = Annotated[bool, Opt(
+Paper = Annotated[bool, Opt(
+    "--paper", help="The paper's sampler as the authors ran it: frame 1 free after the "
+                    "method's windows, their frame numbering in the temporal scale and their "
+                    "alignment (10 Adam steps at 1e-3); options you give still apply.")]
+KeepFirstFrame = Annotated[bool | None, Opt(
     "--keep-first-frame/--free-first-frame",
     help="Frame 1 stays the drawing to the last step, or (free) joins the guided denoising "
-         "after composition as in the paper.")]
-AlignIterations = Annotated[int, Opt(
-    "--align-iterations", help="Optimiser steps per aligned timestep.")]
-AlignLr = Annotated[float, Opt("--align-lr", help="Alignment learning rate.")]
+         "after composition as in the paper. [default: keep; free with --paper]")]
+AlignIterations = Annotated[int | None, Opt(
+    "--align-iterations", help="Optimiser steps per aligned timestep. [default: 1; 10 with "
+                               "--paper]")]
+AlignLr = Annotated[float | None, Opt(
+    "--align-lr", help="Alignment learning rate. [default: 0.01; 0.001 with --paper]")]
 AlignOptimizer = Annotated[str, Opt("--align-optimizer", help="adam or sgd.")]
 AlignCheckpointing = Annotated[bool | None, Opt(
     "--align-checkpointing/--no-align-checkpointing",
@@ -182,8 +188,9 @@ def lambda_from(lambda_: float | None, motion: float | None) -> float:
 def checked_options(*, frames: int, steps: int, guidance: float, negative_prompt: str,
                     lambda_: float | None, motion: float | None, tau1: int | None,
                     tau2: int | None, compose: str, no_compose: bool, no_align: bool,
-                    keep_first_frame: bool, align_iterations: int, align_lr: float,
-                    align_optimizer: str, align_checkpointing: bool | None, seed: int,
+                    paper: bool, keep_first_frame: bool | None, align_iterations: int | None,
+                    align_lr: float | None, align_optimizer: str,
+                    align_checkpointing: bool | None, seed: int,
                     samples: int, backbone: str | None, inverter: str | None,
                     aligner: str | None, composer: str | None, postprocessor: str | None,
                     raw: bool, size: int, fps: float, manager: PluginManager,
@@ -201,7 +208,7 @@ def checked_options(*, frames: int, steps: int, guidance: float, negative_prompt
     settings = SamplerSettings(
         num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
         negative_prompt=negative_prompt, lambda_=lambda_from(lambda_, motion), tau1=tau1,
-        tau2=tau2, compose=compose, keep_first_frame=keep_first_frame,
+        tau2=tau2, compose=compose, paper=paper, keep_first_frame=keep_first_frame,
         align_iterations=align_iterations, align_lr=align_lr, align_optimizer=align_optimizer,
         align_checkpointing=align_checkpointing, seed=seed, samples=samples)
     # --no-align and --no-compose are the documented short forms of naming the stage "none".
@@ -237,6 +244,7 @@ def animate_command(
     compose: Compose = DEFAULTS.compose,
     no_compose: NoCompose = False,
     no_align: NoAlign = False,
+    paper: Paper = DEFAULTS.paper,
     keep_first_frame: KeepFirstFrame = DEFAULTS.keep_first_frame,
     align_iterations: AlignIterations = DEFAULTS.align_iterations,
     align_lr: AlignLr = DEFAULTS.align_lr,
@@ -286,6 +294,7 @@ def generate_command(
     compose: Compose = DEFAULTS.compose,
     no_compose: NoCompose = False,
     no_align: NoAlign = False,
+    paper: Paper = DEFAULTS.paper,
     keep_first_frame: KeepFirstFrame = DEFAULTS.keep_first_frame,
     align_iterations: AlignIterations = DEFAULTS.align_iterations,
     align_lr: AlignLr = DEFAULTS.align_lr,
@@ -315,8 +324,9 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
          unet: str | None, lora: list[str] | None, allow_pickle: bool, device: str | None,
          dtype: str | None, frames: int, steps: int, guidance: float, negative_prompt: str,
          lambda_: float | None, motion: float | None, tau1: int | None, tau2: int | None,
-         compose: str, no_compose: bool, no_align: bool, keep_first_frame: bool,
-         align_iterations: int, align_lr: float, align_optimizer: str,
+         compose: str, no_compose: bool, no_align: bool, paper: bool,
+         keep_first_frame: bool | None, align_iterations: int | None, align_lr: float | None,
+         align_optimizer: str,
          align_checkpointing: bool | None, seed: int, samples: int, keep: int | None,
          rank_model: str | None, no_cache: bool,
          backbone: str | None,

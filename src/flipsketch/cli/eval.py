@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flipsketch.cli.animate import AllowPickle
+from flipsketch.cli.animate import AllowPickle, Inverter, Paper
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import UsageError
 from flipsketch.evaluation import metrics, runs
@@ -98,6 +98,13 @@ def progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
                   console=console, transient=not console.is_terminal) as bar:
         task = bar.add_task(what, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def check_inverter(name: str | None) -> None:
+    """Refuse an inverter no plugin registers, before anything loads."""
+    from flipsketch.plugins import get_manager
+
+    get_manager().get("inverter", name)
 
 
 def check_scorers(clip: str | None, xclip: str | None) -> None:
@@ -210,28 +217,36 @@ def sketch_command(
     seeds: SeedsOpt = "0,1",
     steps: StepsOpt = 25,
     frames: FramesOpt = 10,
+    paper: Paper = False,
+    inverter: Inverter = None,
     clip: ClipOpt = None,
     xclip: XClipOpt = None,
     allow_pickle: AllowPickle = False,
     device: DeviceOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """The sketch bar: fidelity to each drawing, and motion in the prompt's direction."""
+    """The sketch bar: fidelity to each drawing, and motion in the prompt's direction.
+
+    The toolkit's sampler by default, as ``animate``; --paper samples as the paper's Table 1
+    was, which is what its CLIP scores (--clip, --xclip) compare with."""
     seed_list = parse_ints(seeds)
     prompt_list = read_prompts(prompts) if prompts is not None else list(DEFAULT_PROMPTS)
-    settings = eval_settings(steps, frames)
+    settings = eval_settings(steps, frames, paper)
     drawings = read_sketches(sketch_dir)
     check_scorers(clip, xclip)
+    check_inverter(inverter)
     consistency, alignment = load_scorers(clip, xclip, device, allow_pickle)
     pipe = load(model, device, allow_pickle)
     sketches = as_arrays(drawings, pipe.model_resolution)
     with progress_bar("sampling") as progress:
         result = runs.evaluate_sketch(pipe, sketches, prompt_list, seed_list, settings,
                                       progress=progress, consistency=consistency,
-                                      alignment=alignment)
+                                      alignment=alignment, inverter=inverter)
     if json_output:
         emit_json(result)
-    title = f"({model}, {steps} steps, seeds {seeds})"
+    sampler = "the paper's sampler" if paper else "the toolkit's sampler, frame 1 kept"
+    title = f"({model}, {steps} steps, seeds {seeds}, {sampler}" \
+            f"{f', inverter {inverter}' if inverter else ''})"
     table = Table(title=escape(f"sketch bar {title}"))
     for column in ("sketch", "prompt", "seed", "fidelity 1st", "recall 1st (1 px)",
                    "fidelity later", "compensated", "motion px", "direction"):
@@ -251,6 +266,9 @@ def sketch_command(
     console.print(table)
     if consistency is not None or alignment is not None:
         console.print(paper_scores_table(result, f"the paper's scores {title}"))
+        if not paper:
+            console.print("frame 1 is the drawing with the toolkit's sampler; --paper scores "
+                          "as the paper's Table 1 (frame 1 generated)", highlight=False)
 
 
 @eval_app.command("motion")
@@ -352,6 +370,7 @@ def ablate_command(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --csv file.")
     ] = False,
+    inverter: Inverter = None,
     clip: ClipOpt = None,
     xclip: XClipOpt = None,
     allow_pickle: AllowPickle = False,
@@ -359,12 +378,15 @@ def ablate_command(
     json_output: JsonOpt = False,
 ) -> None:
     """The paper's Table 1 ablation: CLIP scores with --clip/--xclip, the paper's numbers
-    beside them, and the offline stroke-fidelity and motion scores."""
+    beside them, and the offline stroke-fidelity and motion scores. The rows beside the
+    paper's numbers use the paper's sampler; the 'toolkit:' rows keep frame 1 on the
+    drawing, as animate does by default."""
     seed_list = parse_ints(seeds)
     prompt_list = read_prompts(prompts_file)
     settings = eval_settings(steps, frames)
     drawings = read_sketches(sketch_dir)
     check_scorers(clip, xclip)
+    check_inverter(inverter)
     if csv_path is not None:
         check_writable(csv_path, force, what="--csv path")
     consistency, alignment = load_scorers(clip, xclip, device, allow_pickle)
@@ -373,7 +395,7 @@ def ablate_command(
     with progress_bar("sampling") as progress:
         rows = runs.run_ablation(pipe, sketches, prompt_list, seed_list, settings,
                                  progress=progress, consistency=consistency,
-                                 alignment=alignment)
+                                 alignment=alignment, inverter=inverter)
     if csv_path is not None:
         write_csv(rows, csv_path)
     if json_output:
@@ -408,8 +430,9 @@ def table_1(rows: list[dict], title: str) -> Table:
     """The paper's Table 1 layout: a row per method, each CLIP score beside the paper's
     number; the paper's other methods close the table for comparison."""
     table = Table(title=escape(title),
-                  caption="paper: FlipSketch Table 1 (ModelScope T2V + sketch LoRA); "
-                          "- where not measured or not reported")
+                  caption="paper: FlipSketch Table 1 (ModelScope T2V + sketch LoRA), beside "
+                          "rows sampled as the paper (--paper); 'toolkit:' rows keep frame 1 "
+                          "on the drawing; - where not measured or not reported")
     for column in ("method", "S2V consistency", "paper", "T2V alignment", "paper"):
         table.add_column(column, justify="left" if column == "method" else "right",
                          no_wrap=True)

@@ -60,9 +60,10 @@ def as_arrays(drawings: list[tuple[str, Image.Image]],
     return [(name, prepare_sketch(image, size).numpy()) for name, image in drawings]
 
 
-def eval_settings(steps: int, frames: int) -> SamplerSettings:
-    """The sampler settings of an evaluation run (the paper's, but for steps and frames),
-    validated now rather than at the first sample."""
-    settings = SamplerSettings(num_frames=frames, num_inference_steps=steps)
+def eval_settings(steps: int, frames: int, paper: bool = False) -> SamplerSettings:
+    """The sampler settings of an evaluation run (the paper's numbers, but for steps and
+    frames; ``paper``: the paper's sampler, else the toolkit's), validated now rather than at
+    the first sample."""
+    settings = SamplerSettings(num_frames=frames, num_inference_steps=steps, paper=paper)
     settings.validate()
     return settings

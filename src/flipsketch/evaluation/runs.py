@@ -143,23 +143,27 @@ def caption_sensitivity(pipe: FlipSketchPipeline, timesteps: Sequence[int] = (95
             clips.append(clip.frames)
             true.append(clip.caption)
             opposite.append(make_caption(subject, OPPOSITE_MOTIONS[motion], rng))
+    # Everything stays on the model's device (the scheduler moves its own tables there); the
+    # noise is drawn on the host, so a seed gives the same noise on every device, and the
+    # losses come back once per timestep.
+    device = pipe.unet.device
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         x0 = torch.stack([encode_frames(pipe.vae, torch.from_numpy(f)).float().transpose(0, 1)
-                          for f in clips])  # (n, c, F, h, w)
+                          for f in clips]).to(device)  # (n, c, F, h, w)
         embeds = {"true": pipe.encode_prompt(true), "opposite": pipe.encode_prompt(opposite),
                   "empty": pipe.encode_prompt([""] * len(clips))}
         rows = []
         for t in timesteps:
-            losses = {name: torch.zeros(len(clips)) for name in embeds}  # per clip
+            losses = {name: torch.zeros(len(clips), device=device) for name in embeds}  # (n,)
             for _ in range(repeats):
-                noise = torch.randn(x0.shape, generator=generator)
-                tt = torch.full((len(clips),), int(t))
+                noise = torch.randn(x0.shape, generator=generator).to(device)
+                tt = torch.full((len(clips),), int(t), device=device)
                 noisy, target = noised_batch(pipe.scheduler, x0, noise, tt)
                 for name, embed in embeds.items():
-                    pred = pipe.predict(noisy.to(pipe.unet.device), tt.to(pipe.unet.device),
-                                        embed).cpu()
+                    pred = pipe.predict(noisy, tt, embed)
                     losses[name] += denoising_loss(pred, target) / repeats
+            losses = {name: loss.cpu() for name, loss in losses.items()}
             per = clips_per_motion
             rows.append({"timestep": int(t),
                          **{f"loss_{k}": float(v.mean()) for k, v in losses.items()},
@@ -180,7 +184,8 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
                     settings: SamplerSettings | None = None,
                     progress: Progress | None = None,
                     consistency: ClipConsistency | None = None,
-                    alignment: XClipAlignment | None = None) -> dict:
+                    alignment: XClipAlignment | None = None,
+                    inverter: str | None = None) -> dict:
     """Animate every sketch (name, (H, W) grey) with every prompt and seed; score each clip.
 
     Per clip: fidelity of frame 1 and of the later frames to the sketch, how far the ink
@@ -190,7 +195,8 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
     grey, at the model's resolution) and text-to-video alignment (against the prompt with
     its subject filled in). ``{subject}`` in a prompt is replaced by the sketch's name, so one
     prompt list serves a folder of different drawings. The summary averages over clips;
-    ``seconds`` is the sampling time alone, without scoring.
+    ``seconds`` is the sampling time alone, without scoring. ``inverter`` names the inverter
+    (None: the default), as ``animate``'s.
     """
     from flipsketch.api import SamplerSettings, animate, prepare_sketch
     from flipsketch.frames.images import array_to_images
@@ -207,7 +213,8 @@ def evaluate_sketch(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.n
             motion = motion_of(prompt)
             for seed in seeds:
                 start = time.perf_counter()
-                [clip] = animate(pipe, prompt, image, replace(settings, seed=seed, samples=1))
+                [clip] = animate(pipe, prompt, image, replace(settings, seed=seed, samples=1),
+                                 inverter=inverter)
                 seconds += time.perf_counter() - start
                 dx, dy = translation(clip.frames)
                 scores = fidelity(reference, clip.frames)
@@ -261,19 +268,35 @@ class AblationConfig(NamedTuple):
     paper_row: str | None
 
 
+TOOLKIT_LABEL = "toolkit: "  # the prefix of the rows sampled with the toolkit's sampler
+
+
 def ablation_configs(settings: SamplerSettings) -> list[AblationConfig]:
-    """The rows of the paper's Table 1 ablation, each a variant of ``settings``."""
+    """The rows of the paper's Table 1 ablation, each a variant of ``settings``.
+
+    The rows beside the paper's numbers use the paper's sampler (``paper=True``: frame 1 free
+    after the method's windows, as the authors' code), so that a score counts frame 1 as the
+    generated frame it was in the paper. The same rows follow with the toolkit's sampler
+    (frame 1 kept on the drawing), labelled ``toolkit: ...`` and with no paper numbers.
+    """
+    def variants(base: SamplerSettings) -> list[tuple[str, SamplerSettings, str]]:
+        return [
+            (f"full (lambda {base.lambda_:g})", base, "Ours"),
+            ("lambda 0", replace(base, lambda_=0.0), "Ours @ lambda = 0"),
+            ("lambda 1", replace(base, lambda_=1.0), "Ours @ lambda = 1"),
+            ("w/o frame alignment", replace(base, align=False), "Ours w/o frame align"),
+            ("w/o C^T & C^S", replace(base, compose="none"), "Ours w/o C^T & C^S"),
+        ]
+
+    paper = replace(settings, paper=True)
+    toolkit = replace(settings, paper=False)
     return [
-        AblationConfig(f"full (lambda {settings.lambda_:g})", settings, "Ours"),
-        AblationConfig("lambda 0", replace(settings, lambda_=0.0), "Ours @ lambda = 0"),
-        AblationConfig("lambda 1", replace(settings, lambda_=1.0), "Ours @ lambda = 1"),
-        AblationConfig("w/o frame alignment", replace(settings, align=False),
-                       "Ours w/o frame align"),
-        AblationConfig("w/o C^T & C^S", replace(settings, compose="none"), "Ours w/o C^T & C^S"),
+        *(AblationConfig(name, row, paper_row) for name, row, paper_row in variants(paper)),
         # Sec. 4.1 / Fig. 8: the inverted sketch noise for frame 1 and nothing else.
         AblationConfig("naive baseline",
-                       replace(settings, align=False, compose="none", tau1=0, tau2=-1,
+                       replace(paper, align=False, compose="none", tau1=0, tau2=-1,
                                keep_first_frame=False), None),
+        *(AblationConfig(TOOLKIT_LABEL + name, row, None) for name, row, _ in variants(toolkit)),
     ]
 
 
@@ -282,7 +305,8 @@ def run_ablation(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.ndar
                  settings: SamplerSettings | None = None,
                  progress: Progress | None = None,
                  consistency: ClipConsistency | None = None,
-                 alignment: XClipAlignment | None = None) -> list[dict]:
+                 alignment: XClipAlignment | None = None,
+                 inverter: str | None = None) -> list[dict]:
     """``evaluate_sketch`` once per configuration of ``ablation_configs``: one row each.
 
     Each row carries the paper's Table 1 numbers for its configuration
@@ -302,8 +326,10 @@ def run_ablation(pipe: FlipSketchPipeline, sketches: Sequence[tuple[str, np.ndar
                 progress(offset + done, per_config * len(configs))
 
         result = evaluate_sketch(pipe, sketches, prompts, seeds, config.settings, progress=step,
-                                 consistency=consistency, alignment=alignment)
+                                 consistency=consistency, alignment=alignment,
+                                 inverter=inverter)
         rows.append({"config": config.name, "paper_row": config.paper_row,
+                     "sampler": "paper" if config.settings.paper else "toolkit",
                      **paper_columns(config.paper_row),
                      **{k: v for k, v in result.items() if k != "cases"}})
     return rows

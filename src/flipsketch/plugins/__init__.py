@@ -44,9 +44,11 @@ from flipsketch.plugins.types import (
     Inverter,
     PostProcessor,
     PostprocessSettings,
+    SketchEncoding,
     StepError,
     StepType,
     Writer,
+    sketch_encoding,
 )
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "DEFAULT_LAMBDA", "ENTRY_POINT_GROUP", "OFF", "STAGES", "AlignSettings", "Aligner", "Backbone",
     "BrokenPlugin", "Clip", "Composer", "Composition", "CompositionSettings", "Field",
     "Interpolator", "Inverter", "LoadedPlugin", "PluginManager", "PostProcessor",
-    "PostprocessSettings", "Register", "Registry", "Stage", "StepError", "StepType", "Writer",
-    "get_manager", "hookimpl", "hookspec", "writer_suffix_clashes",
+    "PostprocessSettings", "Register", "Registry", "SketchEncoding", "Stage", "StepError",
+    "StepType", "Writer", "get_manager", "hookimpl", "hookspec", "sketch_encoding",
+    "writer_suffix_clashes",
 ]

@@ -61,22 +61,54 @@ class Backbone(Protocol):
 
 
 # -- inverter ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SketchEncoding:
+    """How the drawing becomes the latent an inverter is given.
+
+    The defaults are the paper's reading: the VAE sees the drawing in [-1, 1], the range it
+    was trained on, its posterior's mode (deterministic) is taken, one frame. The authors'
+    demo differs in all three, and each is offered as an inverter of its own (``ddim-demo``
+    and friends, ``flipsketch.sampler.inversion``; docs/evaluation.md measures them).
+    """
+
+    # Feed the VAE the [0, 1] tensor (ink 0, paper 1), as the authors' demo did.
+    unit_range: bool = False
+    # A sample of the posterior instead of its mode, drawn from a generator seeded with
+    # ``sample_seed`` (fixed, so the inversion still depends on the drawing alone and stays
+    # cacheable; the demo drew from the global generator).
+    sample: bool = False
+    sample_seed: int = 0
+    # Encode this many copies of the drawing as one clip (the demo: 5); the inverter inverts
+    # the clip and the sampler averages its frames into one reference noise.
+    copies: int = 1
+
+
 class Inverter(Protocol):
     """The sketch's latent -> the reference noise x_T^r it is sampled from (paper Sec. 4.1).
 
     Called once per run, before sampling:
 
-    - ``latent``: (1, c, 1, h, w), the encoded drawing;
+    - ``latent``: (1, c, F, h, w), the encoded drawing: F = 1 unless the inverter asks for
+      copies;
     - ``null_embeds``: (1, tokens, d), the empty prompt's text embeddings;
     - ``timesteps``: (T,) the timesteps the sampler will walk down, highest first (an
       inverter walks them up).
 
     Returns noise at ``timesteps[0]`` with ``latent``'s shape; the sampler averages over the
     frame axis, so an inverter may return several frames.
+
+    An inverter may carry an ``encoding`` attribute, a ``SketchEncoding``, saying how the
+    drawing is to be encoded for it (``sketch_encoding`` reads it); without one, the default.
     """
 
     def __call__(self, pipe: FlipSketchPipeline, latent: torch.Tensor,
                  null_embeds: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor: ...
+
+
+def sketch_encoding(inverter: Any) -> SketchEncoding:
+    """How ``inverter`` wants the drawing encoded: its ``encoding``, else the default."""
+    encoding = getattr(inverter, "encoding", None)
+    return encoding if isinstance(encoding, SketchEncoding) else SketchEncoding()
 
 
 # -- aligner -----------------------------------------------------------------------------------
@@ -136,12 +168,17 @@ class CompositionSettings:
     lambda_: float = DEFAULT_LAMBDA  # fidelity to the drawing vs motion
     spatial: bool = True
     temporal: bool = True
+    # The number i of frame 1 in the temporal logit scale 1 + lambda * i / 50 (the next frames
+    # count on from it): 1, frames 1..M, the toolkit's reading of the paper; 0, frames 0..M-1,
+    # the authors' code (frame 1 unscaled, every other factor lambda / 50 smaller).
+    frame_index_base: int = 1
 
     @classmethod
-    def for_mode(cls, mode: str, lambda_: float = DEFAULT_LAMBDA) -> CompositionSettings:
+    def for_mode(cls, mode: str, lambda_: float = DEFAULT_LAMBDA,
+                 frame_index_base: int = 1) -> CompositionSettings:
         """Settings for a ``--compose`` mode of ``COMPOSE_MODES`` other than "none"."""
         return cls(lambda_=lambda_, spatial=mode in ("both", "spatial"),
-                   temporal=mode in ("both", "temporal"))
+                   temporal=mode in ("both", "temporal"), frame_index_base=frame_index_base)
 
 
 class Composition(Protocol):

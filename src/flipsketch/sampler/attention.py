@@ -6,8 +6,10 @@ Two attention processors are swapped into the UNet's self-attention layers (``at
   in the conditional branch the queries of frames 1..N become the reference pass's queries.
 - ``TemporalCompositionProcessor`` (C^T) on temporal attention, tokens = frames, batch =
   pixels: in the conditional branch frame 1's key becomes the reference key, and the logit of
-  every query frame i (1-based) towards frame 1 is multiplied by (1 + lambda * i / 50) before
-  the softmax (paper eq. 9 scales k^r by 1 + lambda * 2e-2, i.e. i = 1).
+  every query frame i towards frame 1 is multiplied by (1 + lambda * i / 50) before the
+  softmax (paper eq. 9 scales k^r by 1 + lambda * 2e-2). The toolkit numbers the frames
+  1..M, so eq. 9's factor is frame 1's; the authors' code numbers them 0..M-1, so frame 1 is
+  unscaled and eq. 9's factor is frame 2's (``CompositionSettings.frame_index_base``).
 
 Which layer is spatial or temporal is read from the module's place in the UNet, never from
 tensor shapes (a shape test breaks when H_s*W_s happens to equal the frame count).
@@ -52,9 +54,13 @@ def attention_kind(module_path: str) -> str | None:
     return None
 
 
-def temporal_logit_scale(num_frames: int, lambda_: float, device=None) -> torch.Tensor:
-    """(M,) factor applied to each query frame's logit towards frame 1: 1 + lambda * i / 50."""
-    frame_number = torch.arange(1, num_frames + 1, device=device, dtype=torch.float32)
+def temporal_logit_scale(num_frames: int, lambda_: float, device=None,
+                         frame_index_base: int = 1) -> torch.Tensor:
+    """(M,) factor applied to each query frame's logit towards frame 1: 1 + lambda * i / 50,
+    i = frame_index_base for frame 1 and one more for each next frame (1..M in the toolkit,
+    0..M-1 in the authors' code)."""
+    frame_number = torch.arange(frame_index_base, frame_index_base + num_frames, device=device,
+                                dtype=torch.float32)
     return 1 + lambda_ * frame_number / 50
 
 
@@ -204,20 +210,24 @@ class TemporalCompositionProcessor(_SelfAttentionProcessor):
         # Conditional entries of the batch, as a range of (b*hw) rows.
         cond = slice(rows.start * pixels, rows.stop * pixels)
         out = fused_attention(attn.heads, query, key, value)  # (b*hw, M, inner)
+        settings = self.composition.settings
         out[cond] = scaled_temporal_attention(
-            attn.heads, query[cond], key[cond], value[cond], self.composition.settings.lambda_
+            attn.heads, query[cond], key[cond], value[cond], settings.lambda_,
+            settings.frame_index_base,
         )
         return out
 
 
-def scaled_temporal_attention(heads: int, query, key, value, lambda_: float) -> torch.Tensor:
+def scaled_temporal_attention(heads: int, query, key, value, lambda_: float,
+                              frame_index_base: int = 1) -> torch.Tensor:
     """Softmax attention over frames with each query frame's logit to frame 1 scaled.
 
     query/key/value: (rows, M, heads*d) -> (rows, M, heads*d).
     """
     q, k, v = (split_heads(x, heads) for x in (query, key, value))  # (rows, heads, M, d)
     logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (rows, heads, M, M)
-    scale = temporal_logit_scale(q.shape[2], lambda_, q.device).to(logits.dtype)  # (M,)
+    scale = temporal_logit_scale(q.shape[2], lambda_, q.device,
+                                 frame_index_base).to(logits.dtype)  # (M,)
     logits = torch.cat([logits[..., :1] * scale[:, None], logits[..., 1:]], dim=-1)
     return merge_heads(logits.softmax(dim=-1) @ v)
 

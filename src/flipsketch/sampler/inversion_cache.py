@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from flipsketch.files import atomic_path, user_cache_dir
+from flipsketch.plugins import sketch_encoding
 
 FORMAT = 1  # bump when the stored result's meaning changes, so old entries are not reused
 MAX_ENTRIES = 2000  # ~16 KB each at ModelScope's 32 x 32 latents
@@ -72,6 +73,9 @@ class CachedInverter:
         self.inverter, self.name = inverter, name
         self.folder = folder if folder is not None else default_folder()
         self.hit: bool | None = None
+        # The drawing is encoded as the wrapped inverter asks (copies, VAE range, sampling);
+        # the key sees the encoded latent, so each encoding has entries of its own.
+        self.encoding = sketch_encoding(inverter)
 
     def key(self, pipe, latent: torch.Tensor, null_embeds: torch.Tensor,
             timesteps: torch.Tensor) -> str:

@@ -26,12 +26,17 @@ def _stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def encode_frames(vae, frames: torch.Tensor, sample: bool = False,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None,
+                  unit_range: bool = False) -> torch.Tensor:
     """(n, H, W) grey frames in [0, 1] -> (n, c, h, w) normalised latents.
 
     ``sample=False`` takes the posterior mean, which is what inversion wants (deterministic).
+    ``unit_range`` feeds the VAE the frames as they are, in [0, 1], as the authors' demo did
+    with the sketch; by default the VAE sees [-1, 1], the range it was trained on.
     """
-    x = frames.to(device=vae.device, dtype=vae.dtype)[:, None] * 2 - 1  # (n, 1, H, W)
+    x = frames.to(device=vae.device, dtype=vae.dtype)[:, None]  # (n, 1, H, W) in [0, 1]
+    if not unit_range:
+        x = x * 2 - 1
     if vae.config.in_channels == 3:
         x = x.repeat(1, 3, 1, 1)
     posterior = vae.encode(x).latent_dist

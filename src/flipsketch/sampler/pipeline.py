@@ -43,6 +43,8 @@ from flipsketch.plugins import (
     DEFAULT_LAMBDA,
     AlignSettings,
     CompositionSettings,
+    SketchEncoding,
+    sketch_encoding,
 )
 from flipsketch.sampler.alignment import gradient_align
 from flipsketch.sampler.attention import compose_attention
@@ -119,10 +121,22 @@ class FlipSketchPipeline(DiffusionPipeline):
         return out.float()
 
     @torch.no_grad()
-    def encode_sketch(self, sketch: torch.Tensor) -> torch.Tensor:
-        """(H, W) grey sketch in [0, 1] at model resolution -> (1, c, 1, h, w) latent."""
-        latent = encode_frames(self.vae, sketch[None])  # (1, c, h, w)
-        return latent.float()[:, :, None]
+    def encode_sketch(self, sketch: torch.Tensor,
+                      encoding: SketchEncoding | None = None) -> torch.Tensor:
+        """(H, W) grey sketch in [0, 1] at model resolution -> (1, c, F, h, w) latent, F =
+        ``encoding.copies`` (1 by default), encoded as ``encoding`` says (the inverter's)."""
+        encoding = encoding or SketchEncoding()
+        # Samples differ copy by copy; the mode is one latent, encoded once and repeated.
+        encoded = encoding.copies if encoding.sample else 1
+        # A host generator: diffusers draws on the host and moves the sample, so the latent is
+        # the same on every device.
+        generator = torch.Generator().manual_seed(encoding.sample_seed) \
+            if encoding.sample else None
+        latent = encode_frames(self.vae, sketch[None].expand(encoded, -1, -1),
+                               sample=encoding.sample, generator=generator,
+                               unit_range=encoding.unit_range)  # (encoded, c, h, w)
+        latent = latent.float().transpose(0, 1)[None]  # (1, c, encoded, h, w)
+        return latent.expand(-1, -1, encoding.copies, -1, -1)  # (1, c, F, h, w)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
@@ -149,6 +163,7 @@ class FlipSketchPipeline(DiffusionPipeline):
         lambda_: float = DEFAULT_LAMBDA,
         compose: str = "both",
         keep_first_frame: bool = False,
+        frame_index_base: int = 1,
         inverter: Callable | None = ddim_invert,
         aligner: Callable | None = gradient_align,
         align_settings: AlignSettings | None = None,
@@ -161,7 +176,9 @@ class FlipSketchPipeline(DiffusionPipeline):
         ``seeds`` gives one sample per seed, sampled together; a sample depends only on its
         own seed. ``tau1``/``tau2`` default to 2T/5 and 3T/5: alignment runs for steps
         i < tau1, composition for i <= tau2. ``compose`` is "both", "spatial", "temporal" or
-        "none"; ``aligner``/``composer`` None switch their stage off.
+        "none"; ``aligner``/``composer`` None switch their stage off. ``frame_index_base``
+        numbers frame 1 in the temporal logit scale (``CompositionSettings``): 1 the toolkit,
+        0 the authors' code.
 
         Frame 1, with a sketch: it starts from the sketch's inverted noise x_T^r, always, and
         is set to the reference trajectory (x_T^r denoised with the null prompt) at the start
@@ -210,7 +227,8 @@ class FlipSketchPipeline(DiffusionPipeline):
         ref_latent = None
         if sketch is not None:
             report("inversion", 0, 1)
-            latent = self.encode_sketch(sketch.to(device))  # (1, c, 1, h, w)
+            # (1, c, F, h, w): F copies of the drawing where the inverter asks for several
+            latent = self.encode_sketch(sketch.to(device), sketch_encoding(inverter))
             ref_latent = inverter(self, latent, null, timesteps).mean(dim=2, keepdim=True)
             report("inversion", 1, 1)
         timings["inversion_s"] = time.perf_counter() - started
@@ -228,7 +246,8 @@ class FlipSketchPipeline(DiffusionPipeline):
             if ref_latent is not None else 0
         composition = None
         if composer is not None:
-            composition = composer(self.unet, CompositionSettings.for_mode(compose, lambda_))
+            composition = composer(self.unet, CompositionSettings.for_mode(
+                compose, lambda_, frame_index_base))
 
         # 4. Denoising loop.
         align_losses: list[list[float]] = []

@@ -34,12 +34,13 @@ from flipsketch.plugins import PluginManager
 # Form fields that are not options.
 SKETCH, PROMPT = "sketch", "prompt"
 
-# SamplerSettings fields by their command-line name; the boolean fields have their own flags
-# on the command line (--no-align, --keep-first-frame/--free-first-frame), listed below.
+# SamplerSettings fields by their command-line name; the boolean fields (``bool`` or
+# ``bool | None``) have their own flags on the command line (--no-align, --paper,
+# --keep-first-frame/--free-first-frame), listed below.
 _HINTS = typing.get_type_hints(SamplerSettings)
 SAMPLER_OPTIONS = {flag_for(f.name)[2:]: f.name for f in dataclasses.fields(SamplerSettings)
-                   if _HINTS[f.name] is not bool and f.name != "align_checkpointing"}
-FLAGS = ("no-align", "no-compose", "keep-first-frame", "free-first-frame",
+                   if bool not in (_HINTS[f.name], *typing.get_args(_HINTS[f.name]))}
+FLAGS = ("no-align", "no-compose", "paper", "keep-first-frame", "free-first-frame",
          "align-checkpointing", "no-align-checkpointing", "raw", "transparent")
 STAGE_OPTIONS = ("inverter", "aligner", "composer", "postprocessor")
 OUTPUT_OPTIONS = {"size": int, "fps": float}
@@ -160,6 +161,8 @@ def parse(fields: Mapping[str, str], manager: PluginManager) -> JobRequest:
     fps = output.get("fps", DEFAULT_FPS)
     if fps <= 0:
         raise UsageError("--fps must be positive")
+    if "paper" in flags:
+        sampler["paper"] = flags["paper"]
     if "keep-first-frame" in flags and "free-first-frame" in flags:
         raise UsageError("pass either --keep-first-frame or --free-first-frame, not both")
     if flags.get("free-first-frame"):
