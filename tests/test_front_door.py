@@ -21,6 +21,8 @@ from flipsketch.frames.examples import EXAMPLES_DIR, example_names, resolve_sket
 from flipsketch.frames.images import line_art_measures, load_sketch, warn_unless_line_art
 from flipsketch.training.synth import SketchAnimator
 
+from conftest import read_animation
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -291,3 +293,34 @@ def test_the_suite_leaves_nothing_in_the_temporary_folder_or_the_working_folder(
     assert pytest_folder.name.startswith("pytest-of-")
     # Hypothesis did keep caches: inside pytest's folder.
     assert list(pytest_folder.glob("pytest-*/hypothesis0/*"))
+
+
+# -- the README's first command, as written ----------------------------------------------------
+@pytest.mark.slow  # the shipped model's load and ten 512-px frames: 10-17 s on 2 busy cores
+def test_the_readme_first_command_runs_as_written_in_an_empty_folder(cli, tmp_path):
+    """Right after the install block comes the main job; it runs as written (the shipped tiny
+    model, 10 frames, 512 px) in a folder holding nothing, with only --steps 3 added to keep
+    the test cheaper (the README's 25 steps took 68 s on 2 busy cores); frame 1 is close to
+    the drawing, as the README says (measured at the model's 128 px). test_docs runs the same
+    block again, with its quick sampler, among the others."""
+    from test_docs import code_blocks, commands
+
+    from flipsketch.evaluation.metrics import stroke_fscore
+    from flipsketch.frames.images import images_to_array, to_grey_square
+
+    install, first = [b for b in code_blocks(ROOT / "README.md") if b.lang == "bash"][:2]
+    assert "pip install" in install.code and install.not_tested
+    assert first.not_tested is None
+    [words] = commands(first.code)
+    assert words == ["flipsketch", "animate", "example:fish", "a fish swimming to the right",
+                     "-o", "fish.gif"]
+    result = cli(*words[1:], "--steps", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["fish.gif"]
+    assert "warning" not in result.stderr
+    frames = read_animation(tmp_path / "fish.gif")
+    assert frames.shape == (10, 512, 512)
+    drawing = images_to_array([to_grey_square(load_sketch("example:fish"), 128)])[0]
+    first_frame = images_to_array([Image.fromarray(frames[0]).resize((128, 128),
+                                                                   Image.BILINEAR)])[0]
+    assert stroke_fscore(drawing, first_frame) > 0.6
