@@ -121,7 +121,7 @@ def run_batch(manifest: Manifest, outdir: str | Path, *, model: ModelChoice | No
     def pipeline():
         """This process's pipeline, loaded on the first job that samples."""
         if "pipe" not in loaded:
-            where = device or (str(proc.device) if processes > 1 else None)
+            where = process_device(device, proc.device, processes)
             loaded["pipe"] = load_pipeline(
                 model.model, device=where, dtype=model.dtype, allow_pickle=model.allow_pickle,
                 loras=model.loras, unet=model.unet, backbone=model.backbone, manager=manager)
@@ -167,6 +167,19 @@ def run_batch(manifest: Manifest, outdir: str | Path, *, model: ModelChoice | No
             _merge(outdir, state_dir, manifest.jobs, previous, delete_parts=processes == 1)
         raise
     return BatchResult(reports, processes, True, time.perf_counter() - started)
+
+
+def process_device(requested: str | None, own, processes: int) -> str | None:
+    """The device this process loads the model on: ``requested`` (``--device``; None: the
+    best available) when it runs alone; one of several processes takes ``own``, its
+    accelerator from accelerate (``cuda:RANK``), unless ``requested`` names another kind of
+    device or a device with an index. So ``--device cuda`` with two processes uses two GPUs,
+    not cuda:0 twice."""
+    if processes == 1:
+        return requested
+    if requested is None or requested == own.type:
+        return str(own)
+    return requested
 
 
 def _process_state():
