@@ -45,7 +45,8 @@ Prompt = Annotated[str, typer.Argument(help="How it should move, e.g. 'a fish sw
 # animate's prompt: optional to the parser only, so that a prompt typed without a drawing (read
 # as the drawing) gets a line naming `flipsketch generate` instead of "Missing argument".
 AnimatePrompt = Annotated[str | None, typer.Argument(
-    help="How it should move, e.g. 'a fish swimming'.", metavar="PROMPT", show_default=False)]
+    help="How it should move, e.g. 'a fish swimming'. Required; for a prompt alone, "
+         "use flipsketch generate.", show_default=False)]
 
 # -- output
 Output = Annotated[Path | None, Opt(
