@@ -15,13 +15,17 @@ import pytest
 from PIL import Image, ImageSequence
 
 from flipsketch.errors import UsageError
+from flipsketch.training.deform import DEFORMATIONS
 from flipsketch.training.synth import (
+    ARTICULATIONS,
     DOODLES,
     GENERIC_NOUNS,
+    GENTLE_TRAVEL,
     HELD_OUT_PAIRS,
     LETTER_STROKES,
     LOCOMOTION,
     MOTIONS,
+    OPPOSITES,
     SUBJECTS,
     SketchAnimator,
     write_dataset,
@@ -424,7 +428,144 @@ def test_the_stick_alphabet_has_every_capital_letter_inside_its_box():
 def test_doodle_shares_are_checked():
     with pytest.raises(UsageError, match="doodle_share must be between 0 and 1"):
         SketchAnimator(doodle_share=1.5)
-    with pytest.raises(UsageError, match="held-out clips are named subjects only"):
-        SketchAnimator(held_out=True, doodle_share=0.5)
+    for shares in ({"doodle_share": 0.5}, {"part_share": 0.5}):
+        with pytest.raises(UsageError, match="held-out clips are named subjects making global"):
+            SketchAnimator(held_out=True, **shares)
+    with pytest.raises(UsageError, match="travel must be two fractions"):
+        SketchAnimator(travel=(0.3, 0.1))
+    with pytest.raises(UsageError, match="unknown motion 'dance'"):
+        SketchAnimator().render("fish", "dance", np.random.default_rng(0))
     with pytest.raises(UsageError, match="unknown subject 'dragon'"):
         SketchAnimator().render("dragon", "grow", np.random.default_rng(0))
+
+
+# -- part motions (Live-Sketch's kind): strokes move, the drawing stays ------------------------
+
+
+def ink_mask(frame: np.ndarray) -> np.ndarray:
+    return frame < 0.5
+
+
+def moved_ink(a: np.ndarray, b: np.ndarray, tolerance: int = 2) -> np.ndarray:
+    """Ink of ``b`` farther than ``tolerance`` px from any ink of ``a``: what moved."""
+    near = cv2.dilate(ink_mask(a).astype(np.uint8), np.ones((2 * tolerance + 1,) * 2, np.uint8))
+    return ink_mask(b) & ~near.astype(bool)
+
+
+def kept_share(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of ``a``'s ink that ``b`` still has within 2 px."""
+    return 1 - moved_ink(b, a).sum() / ink_mask(a).sum()
+
+
+def part_motion_measures(frames: np.ndarray) -> dict:
+    """How far the drawing travels, how much of it moves, and where the moving ink is
+    relative to the drawing's centre (in units of the drawing's spread)."""
+    track = np.array([centroid(f) for f in frames])
+    moved = np.zeros(frames.shape[1:], bool)
+    for frame in frames[1:]:
+        moved |= moved_ink(frames[0], frame)
+    ys, xs = np.nonzero(moved)
+    cx, cy = centroid(frames[0])
+    return {
+        "travel": float(np.abs(track - track[0]).max()),
+        # Either way round: a part may move onto ink (the arm over the head) or away from it.
+        "moved": float(np.mean([max(1 - kept_share(frames[0], f), 1 - kept_share(f, frames[0]))
+                                for f in frames[1:]])),
+        "kept": float(min(kept_share(frames[0], f) for f in frames[1:])),
+        "where": ((xs.mean() - cx) / spread(frames[0]), (ys.mean() - cy) / spread(frames[0]))
+        if len(xs) else (0.0, 0.0),
+    }
+
+
+# subject -> where its moving part is: "side" (one end along x: the fish's tail), "above" or
+# "below" the drawing's centre (y grows downwards); the bird's wing sweeps from above its back
+# to below it, so its moved ink has no one side.
+PARTS_AT = {"fish": "side", "bird": None, "person": "above", "cat": "below",
+            "flower": "above", "tree": "above"}
+
+
+@pytest.mark.parametrize("subject", sorted(ARTICULATIONS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_articulation_moves_the_named_part_and_keeps_the_rest_in_place(subject, seed):
+    clip = motion_clip(subject, "articulate", seed=seed)
+    m = part_motion_measures(clip.frames)
+    assert m["travel"] < 0.06 * SIZE, m  # the drawing stays where it is
+    assert m["moved"] > 0.04, m  # a part really moves
+    assert m["kept"] > 0.5, m  # the rest stays
+    dx, dy = m["where"]
+    if PARTS_AT[subject] == "side":
+        assert abs(dx) > 0.5, m
+    elif PARTS_AT[subject] == "above":
+        assert dy < -0.3, m
+    elif PARTS_AT[subject] == "below":
+        assert dy > 0.3, m
+    assert any(phrase in clip.caption for phrase in ARTICULATIONS[subject]), clip.caption
+
+
+@pytest.mark.parametrize("kind", sorted(DEFORMATIONS))
+@pytest.mark.parametrize("subject", ["squiggle", "shape", "parts", "house", "fish"])
+def test_deformations_move_strokes_within_a_drawing_that_stays(kind, subject):
+    clip = motion_clip(subject, kind, seed=3)
+    m = part_motion_measures(clip.frames)
+    assert m["travel"] < 0.05 * SIZE, m
+    assert m["moved"] > 0.03, m
+    if kind != "breathe":  # breathing moves every stroke a little; the centre holds
+        assert m["kept"] > 0.3, m
+    if kind == "bend":  # the base stays, the top swings
+        assert m["where"][1] < 0, m
+    assert any(phrase in clip.caption for phrase in DEFORMATIONS[kind]), clip.caption
+
+
+def test_articulation_is_refused_for_drawings_without_a_part():
+    with pytest.raises(UsageError, match="no part to articulate"):
+        motion_clip("ball", "articulate")
+
+
+@pytest.mark.parametrize("motion, direction", [("move_right", 1), ("move_left", -1)])
+def test_gentle_travel_keeps_the_drawing_roughly_in_place(motion, direction):
+    animator = SketchAnimator(size=SIZE, num_frames=10, travel=GENTLE_TRAVEL)
+    for seed in range(4):
+        frames = animator.render("fish", motion, np.random.default_rng(seed)).frames
+        along = direction * (centroid(frames[-1]) - centroid(frames[0]))[0]
+        assert 0.04 * SIZE < along < 0.17 * SIZE, along
+
+
+def test_part_share_mixes_part_motions_into_training_clips():
+    animator = SketchAnimator(size=64, num_frames=4, seed=2, part_share=0.5, doodle_share=0.4)
+    motions = Counter(animator.clip(i).motion for i in range(200))
+    parts = sum(motions[m] for m in ("articulate", *DEFORMATIONS))
+    assert 70 <= parts <= 130, motions
+    assert all(motions[m] for m in DEFORMATIONS) and motions["articulate"]
+
+
+def phrase_of(caption: str, motion: str) -> tuple[str, int, str]:
+    """(phrase, its index in MOTIONS[motion], the caption before it)."""
+    verbs = [*LOCOMOTION.values(), ("moves", "moving")]
+    for index, phrase in enumerate(MOTIONS[motion]):
+        for third, participle in verbs:
+            said = phrase.format(verbs=third, verbing=participle)
+            if caption.endswith(" " + said):
+                return said, index, caption[: -len(said)]
+    raise AssertionError(f"{caption!r} says no phrase of {motion}")
+
+
+def test_paired_clips_are_one_drawing_going_opposite_ways():
+    animator = SketchAnimator(size=64, num_frames=6, seed=4, paired=True, doodle_share=0.4,
+                              part_share=0.3, travel=GENTLE_TRAVEL)
+    opposite_pairs = 0
+    for pair in range(40):
+        a, b = animator.clip(2 * pair), animator.clip(2 * pair + 1)
+        if a.motion not in OPPOSITES:
+            continue  # nothing to mirror: the partner is another clip
+        if (a.subject, OPPOSITES[a.motion]) in HELD_OUT_PAIRS:
+            assert b.motion not in (OPPOSITES[a.motion],)
+            continue
+        opposite_pairs += 1
+        assert (b.subject, b.motion) == (a.subject, OPPOSITES[a.motion])
+        # The same words but the motion phrase, and the same paraphrase of it.
+        assert phrase_of(a.caption, a.motion)[1:] == phrase_of(b.caption, b.motion)[1:], \
+            (a.caption, b.caption)
+        # Same drawing: mirrored when the pair travels sideways, else the same first frame.
+        first_b = b.frames[0][:, ::-1] if a.motion in ("move_left", "move_right") else b.frames[0]
+        assert ink_mask(a.frames[0]).sum() == pytest.approx(ink_mask(first_b).sum(), rel=0.15)
+    assert opposite_pairs >= 10

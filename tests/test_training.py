@@ -298,3 +298,74 @@ def test_init_parts_start_from_a_model_folder_and_must_fit(tmp_path):
     with pytest.raises(UsageError, match="init.parts names scheduler"):
         train_base({**config, "init": {"from": str(source), "parts": ["scheduler"]}},
                    tmp_path / "run3")
+
+
+class _TwinClips(torch.utils.data.Dataset):
+    """Items 2k and 2k+1 are the same clip with the same caption: whatever the loop feeds the
+    UNet for a pair differs only if their noise, timestep or caption dropout differ."""
+
+    def __init__(self, pairs: int):
+        self.clips = AnimatorClips(pairs, num_frames=6, resolution=64, seed=5)
+
+    def __len__(self) -> int:
+        return 2 * len(self.clips)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.clips[index // 2]
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_paired_items_share_a_batch_their_noise_timestep_and_dropout(tmp_path, paired):
+    parts = small_components()
+    seen = []  # (noisy latents, timesteps, text) of every UNet call
+    parts["unet"].register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(
+            (args[0].detach().clone(), args[1].clone(),
+             kwargs["encoder_hidden_states"].detach().clone())),
+        with_kwargs=True)
+    models = {"unet": parts["unet"], "text_encoder": parts["text_encoder"]}
+    config = LoopConfig(steps=6, batch_size=4, lr=1e-3, caption_dropout=0.5,
+                        checkpoint_every=100, paired=paired, seed=0)
+    train_denoiser(parts, models, _TwinClips(4), tmp_path, config)
+    assert len(seen) == 6
+    twins = [torch.equal(noisy[k], noisy[k + 1]) and t[k] == t[k + 1]
+             and torch.equal(text[k], text[k + 1])
+             for noisy, t, text in seen for k in (0, 2)]
+    assert all(twins) if paired else not any(twins)
+
+
+def test_paired_batches_keep_pairs_together_in_every_process():
+    from flipsketch.training.loop import _index_batches
+
+    for world in (1, 2):
+        for rank in range(world):
+            stream = _index_batches(10, 4, seed=3, rank=rank, world=world, start_batch=1,
+                                    paired=True)
+            for _ in range(8):
+                batch = next(stream)
+                assert all(batch[k] % 2 == 0 and batch[k + 1] == batch[k] + 1
+                           for k in range(0, 4, 2)), batch
+
+
+def test_paired_training_needs_an_even_batch():
+    with pytest.raises(UsageError, match="even batch_size"):
+        LoopConfig.from_dict({"steps": 1, "batch_size": 3, "lr": 1e-3, "paired": True})
+
+
+def test_train_base_reads_the_data_settings_of_its_config(tmp_path, monkeypatch):
+    """tiny.yaml's v3 data keys (travel, part_share, paired) reach the clips and the loop."""
+    from flipsketch.training import base
+
+    made = []
+    real = base.AnimatorClips
+    monkeypatch.setattr(base, "AnimatorClips",
+                        lambda *args, **kwargs: made.append(real(*args, **kwargs)) or made[-1])
+    data = {"travel": [0.06, 0.15], "part_share": 0.5, "paired": True, "doodle_share": 0.4}
+    config = {**SMALL, "init": {"from": "shipped", "parts": []},
+              "stages": {**SMALL["stages"], "vae": {**SMALL["stages"]["vae"], "steps": 0},
+                         "base": {**SMALL["stages"]["base"], "steps": 1, **data}}}
+    train_base(config, tmp_path / "run")
+    animator = made[0].animator
+    assert (animator.travel, animator.part_share, animator.paired, animator.doodle_share) == \
+        ((0.06, 0.15), 0.5, True, 0.4)
+    assert checkpoints(tmp_path / "run")  # and the paired loop ran

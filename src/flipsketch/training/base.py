@@ -218,13 +218,17 @@ def train_base(config: dict, run_dir: str | os.PathLike, resume: bool = False,
     base = dict(stages["base"])
     clips = int(base.pop("clips"))
     motion_weights = base.pop("motion_weights", None)
-    shares = {k: float(base.pop(k, 0.0)) for k in ("doodle_share", "generic_share")}
+    data = {k: float(base.pop(k)) for k in ("doodle_share", "generic_share", "part_share")
+            if k in base}
+    if "travel" in base:
+        data["travel"] = tuple(base.pop("travel"))
+    data["paired"] = bool(base.get("paired", False))  # the loop keeps pairs together too
     loop = LoopConfig.from_dict(base, seed=seed,
                                 # YAML reads a bare `no` (e.g. from --set) as false
                                 mixed_precision=config.get("mixed_precision") or "no",
                                 **({"steps": steps} if steps else {}))
     dataset = AnimatorClips(clips, int(model_cfg["num_frames"]), int(model_cfg["resolution"]),
-                            seed=seed, motion_weights=motion_weights, **shares)
+                            seed=seed, motion_weights=motion_weights, **data)
     for name in ("unet", "text_encoder"):
         components[name].requires_grad_(True)
     out = Path(export_dir) if export_dir else run_dir / "model"

@@ -20,6 +20,7 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -197,11 +198,11 @@ class AnimatorClips(torch.utils.data.Dataset):
     """
 
     def __init__(self, size: int, num_frames: int, resolution: int, seed: int = 0,
-                 motion_weights: dict[str, float] | None = None, doodle_share: float = 0.0,
-                 generic_share: float = 0.0):
+                 **animator: Any):
+        """``animator``: ``SketchAnimator``'s data settings (motion_weights, shares, travel,
+        paired)."""
         self.animator = SketchAnimator(size=resolution, num_frames=num_frames, seed=seed,
-                                       motion_weights=motion_weights, doodle_share=doodle_share,
-                                       generic_share=generic_share)
+                                       **animator)
         self.size = size
 
     def __len__(self) -> int:

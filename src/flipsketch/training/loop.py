@@ -77,6 +77,11 @@ class LoopConfig:
     # Processes rendering/decoding clips ahead of the loop (0: in the loop). A GPU outruns one
     # core drawing synthetic clips; the data stays the same for any number of workers.
     num_workers: int = 0
+    # Items 2k and 2k+1 are one pair (the same drawing and caption words, opposite
+    # directions: ``SketchAnimator(paired=True)``). A pair shares a batch, its noise, its
+    # timestep and its caption dropout, so the only thing that tells its two targets apart
+    # is the direction word: the gradient separates opposite words from the first step.
+    paired: bool = False
     seed: int = 0
     mixed_precision: str = "no"
 
@@ -88,6 +93,9 @@ class LoopConfig:
             raise UsageError(f"unknown training setting(s) {', '.join(unknown)}; "
                              f"use only {', '.join(sorted(known))}")
         config = cls(**{k: v for k, v in {**values, **overrides}.items() if k in known})
+        if config.paired and config.batch_size % 2:
+            raise UsageError(f"paired training needs an even batch_size, got "
+                             f"{config.batch_size}; pass an even one")
         if config.timestep_sampling not in TIMESTEP_SAMPLING:
             raise UsageError(f"unknown timestep_sampling {config.timestep_sampling!r}; "
                              f"use {' or '.join(TIMESTEP_SAMPLING)}")
@@ -108,24 +116,30 @@ def sample_timesteps(n: int, num_train_timesteps: int, how: str = "uniform",
     return (u * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
 
 
-def _indices(length: int, seed: int, start: int):
+def _indices(length: int, seed: int, start: int, paired: bool = False):
     """Dataset indices for stream positions ``start, start+1, ...``: a fresh seeded
-    permutation per epoch, so position p always maps to the same item."""
+    permutation per epoch, so position p always maps to the same item. ``paired`` permutes
+    pairs (2k, 2k+1) and keeps each pair's two items next to each other."""
+    group = 2 if paired else 1
+    length -= length % group
     epoch, offset = divmod(start, length)
     while True:
-        order = torch.randperm(length, generator=torch.Generator().manual_seed(seed + epoch))
-        yield from order[offset:].tolist()
+        order = torch.randperm(length // group,
+                               generator=torch.Generator().manual_seed(seed + epoch))
+        items = (order[:, None] * group + torch.arange(group)).flatten()  # pairs stay adjacent
+        yield from items[offset:].tolist()
         epoch, offset = epoch + 1, 0
 
 
 def _index_batches(length: int, batch_size: int, seed: int, rank: int, world: int,
-                   start_batch: int) -> Iterator[list[int]]:
+                   start_batch: int, paired: bool = False) -> Iterator[list[int]]:
     """This process's dataset indices of each batch, from global batch ``start_batch``.
 
     Global batch g covers stream positions [g*world*B, (g+1)*world*B); process r takes its
-    r-th slice, so any number of processes sees the same data as one process would.
+    r-th slice, so any number of processes sees the same data as one process would (an even
+    B keeps pairs within one process's slice).
     """
-    stream = _indices(length, seed, start_batch * world * batch_size)
+    stream = _indices(length, seed, start_batch * world * batch_size, paired)
     while True:
         chunk = [next(stream) for _ in range(world * batch_size)]
         yield chunk[rank * batch_size:(rank + 1) * batch_size]
@@ -151,10 +165,11 @@ def _collate(items: list[tuple[int, dict]]) -> tuple[list[int], dict]:
 
 
 def _batches(dataset, batch_size: int, seed: int, rank: int, world: int, start_batch: int,
-             num_workers: int = 0) -> Iterator[tuple[list[int], dict]]:
+             num_workers: int = 0, paired: bool = False) -> Iterator[tuple[list[int], dict]]:
     """(indices, batch) pairs for this process from global batch ``start_batch``; with
     ``num_workers`` the items are made in that many worker processes, in the same order."""
-    index_batches = _index_batches(len(dataset), batch_size, seed, rank, world, start_batch)
+    index_batches = _index_batches(len(dataset), batch_size, seed, rank, world, start_batch,
+                                   paired)
     if num_workers == 0:
         for mine in index_batches:
             yield _collate([(i, dataset[i]) for i in mine])
@@ -370,7 +385,7 @@ def train_denoiser(
     accum = config.gradient_accumulation_steps
     data = _batches(dataset, config.batch_size, config.seed, accelerator.process_index,
                     accelerator.num_processes, start_batch=step * accum,
-                    num_workers=config.num_workers)
+                    num_workers=config.num_workers, paired=config.paired)
     log_path = run_dir / "loss.jsonl"
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -391,11 +406,12 @@ def train_denoiser(
         with accelerator.accumulate(*wrapped.values()):
             x0 = latents_of(indices, batch["frames"])  # (b, c, f, h, w)
             b = x0.shape[0]
-            captions = ["" if random.random() < config.caption_dropout else c
-                        for c in batch["caption"]]
-            noise = torch.randn_like(x0)
-            t = sample_timesteps(b, scheduler.config.num_train_timesteps,
-                                 config.timestep_sampling, device)
+            group = 2 if config.paired else 1  # a pair shares noise, timestep and dropout
+            dropped = [random.random() < config.caption_dropout for _ in range(b // group)]
+            captions = ["" if dropped[k // group] else c for k, c in enumerate(batch["caption"])]
+            noise = torch.randn_like(x0[::group]).repeat_interleave(group, dim=0)
+            t = sample_timesteps(b // group, scheduler.config.num_train_timesteps,
+                                 config.timestep_sampling, device).repeat_interleave(group)
             noisy, target = noised_batch(scheduler, x0, noise, t)
             with accelerator.autocast():
                 text = text_encoder(tokens(captions))[0]  # (b, 77, d)

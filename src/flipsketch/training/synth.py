@@ -46,6 +46,7 @@ from flipsketch.errors import UsageError
 from flipsketch.files import check_writable_folder, remove, replace_atomically, staging_folder
 from flipsketch.frames.images import array_to_images
 from flipsketch.frames.writers import write_gif, write_mp4, write_png_frames, write_webp
+from flipsketch.training.deform import DEFORMATIONS, bounds, deform, draw_params
 
 # -- vocabulary --------------------------------------------------------------------------------
 
@@ -141,6 +142,7 @@ MOTIONS: dict[str, tuple[str, ...]] = {
         "shrinks",
         "becoming smaller",
         "shrinking in size",
+        "contracting",
     ),
     "bounce": (
         "bouncing",
@@ -171,8 +173,27 @@ HELD_OUT_PAIRS: tuple[tuple[str, str], ...] = (
 
 TRANSLATIONS = {"move_right": (1, 0), "move_left": (-1, 0), "move_up": (0, -1), "move_down": (0, 1)}
 
+# Each directional motion and its mirror image: a paired animator draws both from one drawing.
+OPPOSITES = {"move_right": "move_left", "move_left": "move_right", "move_up": "move_down",
+             "move_down": "move_up", "spin_cw": "spin_ccw", "spin_ccw": "spin_cw",
+             "grow": "shrink", "shrink": "grow"}
+
+# Part motions (Live-Sketch's kind): the drawing stays where it is and its strokes move.
+# "articulate" moves a named subject's own part about its joint; its phrases depend on the
+# subject. The deformations (training.deform) apply to any drawing.
+ARTICULATIONS: dict[str, tuple[str, ...]] = {
+    "fish": ("wagging its tail", "flicking its tail", "swishing its tail", "wags its tail"),
+    "bird": ("flapping its wings", "beating its wings", "flaps its wings", "flapping"),
+    "person": ("waving", "waving its arm", "waves hello", "waving hello"),
+    "cat": ("wagging its tail", "swishing its tail", "flicking its tail", "wags its tail"),
+    "flower": ("nodding in the breeze", "nodding its head", "nods gently", "nodding"),
+    "tree": ("rustling in the wind", "shaking its crown", "rustling", "rocking its crown"),
+}
+PART_MOTIONS = ("articulate", *DEFORMATIONS)
+
 # Motion sizes, as fractions of the frame width, degrees and factors.
 TRAVEL = (0.25, 0.45)
+GENTLE_TRAVEL = (0.06, 0.15)  # Live-Sketch-like: the drawing stays roughly where it was
 SPIN_DEGREES = (90.0, 180.0)
 GROW_FACTOR = (1.5, 1.7)
 BOUNCE_HEIGHT = (0.25, 0.35)
@@ -198,7 +219,9 @@ def make_caption(subject: str, motion: str, rng: np.random.Generator,
     """One random paraphrase following the caption grammar in the module docstring; ``noun``
     replaces the subject's own (a generic caption: its locomotion verbs go too)."""
     verbs, verbing = ("moves", "moving") if noun else LOCOMOTION.get(subject, ("moves", "moving"))
-    phrase = MOTIONS[motion][rng.integers(len(MOTIONS[motion]))]
+    phrases = (ARTICULATIONS[subject] if motion == "articulate"
+               else DEFORMATIONS.get(motion) or MOTIONS[motion])
+    phrase = phrases[rng.integers(len(phrases))]
     noun = noun or SUBJECTS[subject]
     determiner = ("an" if noun[0] in "aeiou" else "a", "the")[rng.integers(2)]
     phrase = phrase.format(verbs=verbs, verbing=verbing)
@@ -278,7 +301,7 @@ def _star(rng: np.random.Generator, t: float, motion: str | None) -> list[Stroke
 
 
 def _fish(rng: np.random.Generator, t: float, motion: str | None) -> list[Stroke]:
-    wag = 18 * np.sin(2 * np.pi * 2 * t)
+    wag = (30 if motion == "articulate" else 18) * np.sin(2 * np.pi * 2 * t)
     tail = _pts((-0.45, 0), (-1, -0.45), (-0.88, 0), (-1, 0.45), (-0.45, 0))
     tail = _rotate(tail, (-0.45, 0), wag)
     return [
@@ -312,7 +335,7 @@ def _person(rng: np.random.Generator, t: float, motion: str | None) -> list[Stro
         arms = (-12 - 25 * swing, 12 + 25 * swing)
     else:
         legs = (18.0, -18.0)
-        arms = (140 + 25 * swing, -20.0)
+        arms = ((130 + 40 * swing) if motion == "articulate" else (140 + 25 * swing), -20.0)
     return [
         _ellipse(0, -0.72, 0.2, 0.2, rng),
         _pts((0, -0.52), hip),
@@ -324,6 +347,7 @@ def _person(rng: np.random.Generator, t: float, motion: str | None) -> list[Stro
 
 
 def _flower(rng: np.random.Generator, t: float, motion: str | None) -> list[Stroke]:
+    """Articulating, the head nods about the top of the stem."""
     petals = int(rng.integers(5, 8))
     turn = rng.uniform(0, 2 * np.pi)
     strokes = [_ellipse(0, -0.45, 0.15, 0.15, rng)]
@@ -332,6 +356,9 @@ def _flower(rng: np.random.Generator, t: float, motion: str | None) -> list[Stro
         strokes.append(
             _ellipse(0.34 * np.cos(a), -0.45 + 0.34 * np.sin(a), 0.2, 0.1, rng, tilt=a)
         )
+    if motion == "articulate":
+        nod = 30 * np.sin(2 * np.pi * t)
+        strokes = [_rotate(s, (0, -0.2), nod) for s in strokes]
     strokes.append(_curve((0, -0.3), (0.12, 0.35), (0, 1)))
     strokes.append(_curve((0.04, 0.55), (0.3, 0.25), (0.45, 0.35), n=8))
     strokes.append(_curve((0.04, 0.55), (0.3, 0.55), (0.45, 0.35), n=8))
@@ -339,10 +366,14 @@ def _flower(rng: np.random.Generator, t: float, motion: str | None) -> list[Stro
 
 
 def _tree(rng: np.random.Generator, t: float, motion: str | None) -> list[Stroke]:
+    """Articulating, the crown rocks about the top of the trunk."""
+    crown = _bumpy(0, -0.35, 0.65, 0.62, int(rng.integers(6, 9)), rng)
+    if motion == "articulate":
+        crown = _rotate(crown, (0, 0.15), 18 * np.sin(2 * np.pi * t))
     return [
         _pts((-0.15, 1), (-0.11, 0.15)),
         _pts((0.15, 1), (0.11, 0.15)),
-        _bumpy(0, -0.35, 0.65, 0.62, int(rng.integers(6, 9)), rng),
+        crown,
         _pts((0.02, 0.1), (0.15, -0.15)),
     ]
 
@@ -388,7 +419,10 @@ def _car(rng: np.random.Generator, t: float, motion: str | None) -> list[Stroke]
 
 
 def _cat(rng: np.random.Generator, t: float, motion: str | None) -> list[Stroke]:
-    """Sitting, tail curling up on the right."""
+    """Sitting, tail curling up on the right; it swishes when articulating or travelling."""
+    tail = _curve((0.3, 0.9), (0.95, 0.75), (0.75, 0.1))
+    if motion == "articulate" or motion in TRANSLATIONS:
+        tail = _rotate(tail, (0.3, 0.9), 35 * np.sin(2 * np.pi * 2 * t))
     return [
         _ellipse(0, -0.45, 0.32, 0.29, rng),
         _pts((-0.27, -0.58), (-0.25, -0.95), (-0.06, -0.72)),
@@ -400,7 +434,7 @@ def _cat(rng: np.random.Generator, t: float, motion: str | None) -> list[Stroke]
         _curve((-0.2, -0.18), (-0.55, 0.45), (-0.2, 1.0)),
         _curve((0.2, -0.18), (0.55, 0.45), (0.2, 1.0)),
         _pts((-0.2, 1.0), (0.2, 1.0)),
-        _curve((0.3, 0.9), (0.95, 0.75), (0.75, 0.1)),
+        tail,
     ]
 
 
@@ -629,13 +663,14 @@ class _Track:
     pivot_bottom: bool = False  # rotate about the bottom of the drawing (sway) not its centre
 
 
-def _track(motion: str | None, t: np.ndarray, size: int, rng: np.random.Generator) -> _Track:
+def _track(motion: str | None, t: np.ndarray, size: int, rng: np.random.Generator,
+           travel: tuple[float, float] = TRAVEL) -> _Track:
     zero, one = np.zeros_like(t), np.ones_like(t)
-    if motion is None:
+    if motion is None or motion in PART_MOTIONS:  # part motions leave the drawing in place
         return _Track(zero, one, zero, zero)
     if motion in TRANSLATIONS:
         ux, uy = TRANSLATIONS[motion]
-        distance = rng.uniform(*TRAVEL) * size * t  # constant speed
+        distance = rng.uniform(*travel) * size * t  # constant speed
         return _Track(zero, one, ux * distance, uy * distance)
     if motion in ("spin_cw", "spin_ccw"):
         sign = 1 if motion == "spin_cw" else -1
@@ -674,26 +709,40 @@ class SketchAnimator:
     unless ``motion_weights`` (motion -> relative weight, 1 for motions not named) says
     otherwise: a training run can show more of the motions that are hard to learn.
     ``doodle_share`` of the clips (training only) show a doodle instead of a named subject, and
-    ``generic_share`` of the named subjects' captions call them by a generic noun. Both default
-    to 0, which leaves the clips of earlier versions unchanged.
+    ``generic_share`` of the named subjects' captions call them by a generic noun.
+    ``part_share`` of the clips (training only) make a part motion in place instead
+    (``PART_MOTIONS``: a named subject's articulation, or a deformation of any drawing).
+    ``travel`` is the range of a translation's distance, as a fraction of the frame
+    (``GENTLE_TRAVEL`` for Live-Sketch-like clips). With ``paired``, clips 2k and 2k+1 are
+    one drawing doing opposite directional motions (``OPPOSITES``), same placement and caption
+    words but the direction; a non-directional clip's partner is an independent clip. The
+    defaults (shares 0, ``TRAVEL``, unpaired) leave the clips of earlier versions unchanged.
     """
 
     def __init__(
         self, size: int = 128, num_frames: int = 10, seed: int = 0, held_out: bool = False,
         motion_weights: dict[str, float] | None = None, doodle_share: float = 0.0,
-        generic_share: float = 0.0,
+        generic_share: float = 0.0, part_share: float = 0.0,
+        travel: tuple[float, float] = TRAVEL, paired: bool = False,
     ):
         if size < 16:
             raise UsageError(f"clip size must be at least 16 pixels, got {size}; pass --size 128")
         if num_frames < 1:
             raise UsageError(f"clips need at least 1 frame, got {num_frames}; pass more frames")
-        for name, share in (("doodle_share", doodle_share), ("generic_share", generic_share)):
+        for name, share in (("doodle_share", doodle_share), ("generic_share", generic_share),
+                            ("part_share", part_share)):
             if not 0 <= share <= 1:
                 raise UsageError(f"{name} must be between 0 and 1, got {share}")
-        if held_out and doodle_share:
-            raise UsageError("held-out clips are named subjects only; use doodle_share 0")
+        if held_out and (doodle_share or part_share):
+            raise UsageError("held-out clips are named subjects making global motions; use "
+                             "doodle_share 0 and part_share 0")
+        low, high = (float(x) for x in travel)
+        if not 0 < low <= high < 1:
+            raise UsageError(f"travel must be two fractions of the frame, 0 < low <= high < 1, "
+                             f"got {list(travel)}")
         self.size, self.num_frames, self.seed, self.held_out = size, num_frames, seed, held_out
         self.doodle_share, self.generic_share = doodle_share, generic_share
+        self.part_share, self.travel, self.paired = part_share, (low, high), paired
         held = set(HELD_OUT_PAIRS)
         pairs = [(s, m) for s in SUBJECTS for m in MOTIONS]
         self.pairs = [p for p in pairs if (p in held) == held_out]
@@ -705,16 +754,35 @@ class SketchAnimator:
                 [(None, m) for m in MOTIONS], motion_weights)
 
     def clip(self, index: int) -> SyntheticClip:
-        rng = np.random.default_rng([self.seed, index])
+        if not self.paired:
+            return self._clip(np.random.default_rng([self.seed, index]))
+        pair, second = divmod(index, 2)
+        rng = np.random.default_rng([self.seed, pair])
+        subject, motion = self._choose(rng)
+        if second:
+            opposite = OPPOSITES.get(motion)
+            if opposite is None or (subject in SUBJECTS and (subject, opposite) not in
+                                    self.pairs):  # nothing to mirror, or a held-out pair
+                return self._clip(np.random.default_rng([self.seed, index, 2]))
+            motion = opposite
+        # Both clips continue from the same generator state: one drawing, one placement.
+        return self.render(subject, motion, rng)
+
+    def _clip(self, rng: np.random.Generator) -> SyntheticClip:
+        return self.render(*self._choose(rng), rng)
+
+    def _choose(self, rng: np.random.Generator) -> tuple[str, str]:
+        """(subject or doodle kind, motion) of a clip, drawn from ``rng``."""
         if self.doodle_share and rng.random() < self.doodle_share:
             kind = list(DOODLES)[rng.integers(len(DOODLES))]
             motion = list(MOTIONS)[rng.choice(len(MOTIONS), p=self.motion_probabilities)]
-            return self.render(kind, motion, rng)
-        if self.probabilities is None:
-            subject, motion = self.pairs[rng.integers(len(self.pairs))]
+        elif self.probabilities is None:
+            kind, motion = self.pairs[rng.integers(len(self.pairs))]
         else:
-            subject, motion = self.pairs[rng.choice(len(self.pairs), p=self.probabilities)]
-        return self.render(subject, motion, rng)
+            kind, motion = self.pairs[rng.choice(len(self.pairs), p=self.probabilities)]
+        if self.part_share and rng.random() < self.part_share:
+            motion = part_motion_for(kind, rng)
+        return kind, motion
 
     def render(self, subject: str, motion: str, rng: np.random.Generator) -> SyntheticClip:
         """A clip of one given pair (evaluation asks for specific ones, held out or not);
@@ -722,6 +790,13 @@ class SketchAnimator:
         if subject not in DRAWERS and subject not in DOODLE_DRAWERS:
             raise UsageError(f"unknown subject {subject!r}; use one of "
                              f"{', '.join([*SUBJECTS, *DOODLES])}")
+        if motion not in MOTIONS and motion not in PART_MOTIONS:
+            raise UsageError(f"unknown motion {motion!r}; use one of "
+                             f"{', '.join([*MOTIONS, *PART_MOTIONS])}")
+        if motion == "articulate" and subject not in ARTICULATIONS:
+            raise UsageError(f"{subject!r} has no part to articulate; articulate one of "
+                             f"{', '.join(ARTICULATIONS)}, or deform it "
+                             f"({', '.join(DEFORMATIONS)})")
         frames = self._draw(subject, motion, rng, self.num_frames)
         noun = None
         if subject in DOODLES:
@@ -753,13 +828,16 @@ class SketchAnimator:
         size = self.size
         shape_seed = int(rng.integers(2**63))
         t = np.linspace(0, 1, num_frames) if num_frames > 1 else rng.random(1)
-        track = _track(motion, t, size, rng)
+        track = _track(motion, t, size, rng, self.travel)
         # Travelling subjects face the way they go; the others face either way.
         mirror = -1.0 if motion == "move_left" else 1.0
         if motion not in TRANSLATIONS and rng.random() < 0.5:
             mirror = -1.0
         tilt = rng.uniform(-12, 12)
-        scale = rng.uniform(0.18, 0.3) * size  # pixels per unit: the drawing is ~2 units wide
+        # Pixels per unit: the drawing is ~2 units wide. One that stays roughly in place (a part
+        # motion, a gentle travel) fills more of the frame, as a user's drawing does.
+        in_place = motion in PART_MOTIONS or (motion in TRANSLATIONS and self.travel[1] < 0.2)
+        scale = rng.uniform(*((0.28, 0.4) if in_place else (0.18, 0.3))) * size
         pen = rng.uniform(PEN_WIDTH[0] + 0.2, PEN_WIDTH[1] - 0.5) * size / 128
 
         # The strokes of every frame in unit coordinates; the shape rng restarts each frame.
@@ -769,6 +847,10 @@ class SketchAnimator:
             drawer = DRAWERS.get(subject) or DOODLE_DRAWERS[subject]
             strokes = drawer(shape_rng, float(time), motion)
             shapes.append([_hand_drawn(s, shape_rng) for s in strokes])
+        if motion in DEFORMATIONS:  # one law for the clip, about the drawing at rest
+            law, rest = draw_params(motion, rng), bounds(shapes[0])
+            shapes = [deform(strokes, motion, time, law, rest)
+                      for strokes, time in zip(shapes, t, strict=True)]
         widths = np.clip(pen * rng.uniform(0.75, 1.3, len(shapes[0])), *PEN_WIDTH)  # per stroke
         bottom = max(s[:, 1].max() for s in shapes[0])
 
@@ -805,6 +887,14 @@ class SketchAnimator:
         pivot = (0.0, bottom if track.pivot_bottom else 0.0)
         pts = _rotate(stroke * (mirror, 1.0), pivot, tilt + track.degrees[i])
         return pts * scale * track.scale[i] + (track.dx[i], track.dy[i])
+
+
+def part_motion_for(subject: str, rng: np.random.Generator) -> str:
+    """A part motion that ``subject`` (or doodle kind) can make: its own articulation half the
+    time where it has one, else one of the deformations."""
+    if subject in ARTICULATIONS and rng.random() < 0.5:
+        return "articulate"
+    return list(DEFORMATIONS)[rng.integers(len(DEFORMATIONS))]
 
 
 def _pair_probabilities(pairs: list[tuple[str, str]], weights: dict[str, float]) -> np.ndarray:
