@@ -1,27 +1,40 @@
 #!/usr/bin/env bash
-# The GPU check: the sampler tests on CUDA, then what the method costs at full size.
+# The GPU check: the sampler tests on CUDA, the main job end to end, then what the method
+# costs at full size.
 #
 #   scripts/gpu_check.sh [--cpu] [OUTDIR]
 #
 # 1. runs the sampler tests (tests/test_pipeline.py, tests/test_attention.py) with
 #    FLIPSKETCH_TEST_DEVICE=cuda, so every tensor and module of theirs lives on the GPU;
-# 2. runs benchmarks/bench_sampler.py --arch modelscope-full --steps 25 --frames 10 on CUDA:
-#    ModelScope T2V 1.7B's architecture with random weights in bf16 (speed and memory, not
-#    quality), text only vs composition only vs the full method, each in a fresh process;
-# 3. prints the seconds, the time ratios compose/plain and full/plain and the peak CUDA memory
+# 2. runs `flipsketch animate` with a real drawing end to end, one process per command as a
+#    user runs it, on two models: ModelScope T2V 1.7B's full-size architecture with random
+#    weights (bf16, saved as a model folder first, so loading is the real code) and the
+#    embedded `tiny`. Per model: the inversion cache (the drawing twice: a miss, then a hit),
+#    --paper, best-of-K (--samples 3 --keep 1) and `flipsketch batch` on two jobs; each
+#    command's --json and outputs are kept in OUTDIR/e2e/MODEL/, the checks and seconds in
+#    OUTDIR/e2e/summary.txt (scripts/gpu_check_e2e.py);
+# 3. runs benchmarks/bench_sampler.py --arch modelscope-full --steps 25 --frames 10 on CUDA:
+#    the same architecture (speed and memory, not quality), text only vs composition only vs
+#    the full method, each in a fresh process;
+# 4. prints the seconds, the time ratios compose/plain and full/plain and the peak CUDA memory
 #    ratio, and writes OUTDIR/gpu_check.log and OUTDIR/bench_sampler.json.
 #
 # OUTDIR: the argument, else $OUT (the device machine's folder that comes back), else
 # runs/gpu-check. Without a CUDA GPU it stops with one line and exit code 1, unless --cpu (or
 # GPU_CHECK_DEVICE=cpu) asks for the CPU smoke test that tests/test_gpu_check.py runs: the same
-# steps on the CPU with the benchmark's tiny random-weight model, 3 steps (one aligned), 4 frames.
+# steps on the CPU, the end-to-end commands on the benchmark's tiny random-weight architecture
+# and on `tiny` (2 steps, 3 frames, 64 px), the benchmark on its tiny model with 3 steps (one
+# aligned) and 4 frames.
 #
 # Needs: a Python whose torch sees the GPU (a CUDA build), and flipsketch's dependencies:
 # diffusers, transformers, accelerate, peft, safetensors, pillow, imageio, pyyaml, typer, rich,
 # pluggy, numpy, opencv-python-headless, plus pytest. flipsketch itself need not be installed:
 # src/ goes on PYTHONPATH. Python is $PYTHON, else `python`, else `python3`, from PATH.
 # Other settings: GPU_CHECK_TESTS (test files or node ids to run instead of the two above),
-# GPU_CHECK_REPEATS (benchmark rounds; default 2 on CUDA, 1 on CPU).
+# GPU_CHECK_REPEATS (benchmark rounds; default 2 on CUDA, 1 on CPU), GPU_CHECK_SKETCH (the
+# drawing; default src/flipsketch/examples/fish.png, else ../shared/sketches/fish.png),
+# GPU_CHECK_MODELS (where the random-weight model folder goes, about 3.5 GB on CUDA; default a
+# temporary folder, deleted at the end).
 set -euo pipefail
 
 device="${GPU_CHECK_DEVICE:-cuda}"
@@ -90,6 +103,19 @@ EOF
 )"
 [[ -z "$missing" ]] || fail "missing Python packages: $missing (pip install -e '.[dev]')"
 
+sketch="${GPU_CHECK_SKETCH:-}"
+if [[ -z "$sketch" ]]; then
+    for candidate in "$root/src/flipsketch/examples/fish.png" "$root/../shared/sketches/fish.png"
+    do
+        if [[ -f "$candidate" ]]; then
+            sketch="$candidate"
+            break
+        fi
+    done
+fi
+[[ -n "$sketch" && -f "$sketch" ]] \
+    || fail "no drawing for the end-to-end commands; set GPU_CHECK_SKETCH to a PNG drawing"
+
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 exec > >(tee "$out/gpu_check.log") 2>&1
@@ -102,6 +128,64 @@ read -ra tests <<< "${GPU_CHECK_TESTS:-tests/test_pipeline.py tests/test_attenti
 tests_status=passed
 FLIPSKETCH_TEST_DEVICE="$device" "$python" -m pytest -p no:cacheprovider "${tests[@]}" \
     || tests_status=FAILED
+
+echo "== end to end: flipsketch animate and batch on $device ($SECONDS s in)"
+# A random-weight model folder of the full-size architecture (on the CPU the benchmark's tiny
+# one), loaded by `--model FOLDER` like any downloaded model; then the shipped `tiny`.
+if [[ "$device" == cuda* ]]; then
+    arch=modelscope-full
+    quick=()
+else
+    arch=tiny
+    quick=(--steps 2 --frames 3 --size 64)
+fi
+models_dir="${GPU_CHECK_MODELS:-}"
+if [[ -z "$models_dir" ]]; then
+    models_dir="$(mktemp -d)"
+    trap 'rm -rf "$models_dir"' EXIT
+fi
+random_model="$models_dir/random-$arch"
+e2e_status=passed
+"$python" scripts/gpu_check_e2e.py save-model "$arch" "$device" "$random_model" \
+    || e2e_status=FAILED
+
+prompt="a fish swimming to the right"
+run_e2e() {  # DIR NAME ARGS...: one flipsketch command, its stdout (--json) kept as NAME.json
+    local dir="$1" name="$2" start=$SECONDS code=0
+    shift 2
+    echo "-- $name: flipsketch $*"
+    "$python" -m flipsketch "$@" > "$dir/$name.json" || code=$?
+    if [[ "$code" == 0 ]]; then
+        echo "   done in $((SECONDS - start)) s"
+    else
+        echo "   FAILED with exit code $code"
+        e2e_status=FAILED
+    fi
+}
+for model in "$random_model" tiny; do
+    dir="$out/e2e/$(basename "$model")"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$sketch" "$dir/sketch.png"
+    printf 'sketch,prompt,seed,paper\nsketch.png,%s,1,\nsketch.png,%s,2,yes\n' \
+        "$prompt" "$prompt" > "$dir/jobs.csv"
+    common=(--model "$model" --device "$device" "${quick[@]}")
+    # Its own inversion cache, empty: the first run inverts, the second (another seed) reuses.
+    export FLIPSKETCH_CACHE="$dir/cache"
+    run_e2e "$dir" cache-1 animate "$dir/sketch.png" "$prompt" "${common[@]}" \
+        -o "$dir/cache-1.gif" --json
+    run_e2e "$dir" cache-2 animate "$dir/sketch.png" "$prompt" "${common[@]}" --seed 1 \
+        -o "$dir/cache-2.gif" --json
+    run_e2e "$dir" paper animate "$dir/sketch.png" "$prompt" "${common[@]}" --paper \
+        -o "$dir/paper.gif" --json
+    run_e2e "$dir" best-of-3 animate "$dir/sketch.png" "$prompt" "${common[@]}" \
+        --samples 3 --keep 1 -o "$dir/best.gif" --json
+    run_e2e "$dir" batch batch "$dir/jobs.csv" -o "$dir/batch" "${common[@]}" --json
+    unset FLIPSKETCH_CACHE
+done
+"$python" scripts/gpu_check_e2e.py summary "$out/e2e" "$(basename "$random_model")" tiny \
+    > "$out/e2e/summary.txt" || e2e_status=FAILED
+cat "$out/e2e/summary.txt"
 
 echo "== benchmark on $device ($SECONDS s in)"
 if [[ "$device" == cuda* ]]; then
@@ -125,5 +209,8 @@ print(f"compose ratio {s['compose_ratio']}, full ratio {s['full_ratio']}; memory
       f"compose {s['compose_mem_ratio']}, full {s['full_mem_ratio']} (peaks {s['plain_peak_mib']}"
       f" / {s['compose_peak_mib']} / {s['full_peak_mib']} MiB, {s['memory']})")
 EOF
+echo "end-to-end commands on $device: $e2e_status (e2e/summary.txt)"
 [[ "$tests_status" == passed ]] || fail "sampler tests failed on $device (see $out/gpu_check.log)"
+[[ "$e2e_status" == passed ]] \
+    || fail "end-to-end commands failed on $device (see $out/gpu_check.log)"
 echo "gpu_check: done"

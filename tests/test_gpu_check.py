@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shared_sketch
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 
@@ -38,7 +40,7 @@ def run_check(*args: str, **env: str) -> subprocess.CompletedProcess:
         pytest.skip("bash is not installed")
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
                           env={**os.environ, "PYTHON": sys.executable, **env}, check=False,
-                          timeout=600)
+                          timeout=1800)
 
 
 def parameters(module) -> int:
@@ -90,15 +92,37 @@ def test_without_a_gpu_the_check_stops_with_one_line(tmp_path):
     assert bad.returncode == 2 and "unknown option '--bogus'" in bad.stderr
 
 
-@pytest.mark.slow  # a real run of the script: a pytest process and three benchmark processes
-def test_the_cpu_smoke_run_tests_the_sampler_and_prints_the_ratios(tmp_path):
+@pytest.mark.slow  # a real run of the script: pytest, 10 flipsketch commands, 3 benchmarks
+def test_the_cpu_smoke_run_tests_the_sampler_runs_the_main_job_and_prints_the_ratios(tmp_path):
     # Two sampler tests stand for the lot (all of them take ~30 s on 2 busy cores).
     tests = ("tests/test_pipeline.py::test_text_only_mode_is_plain_guided_sampling "
              "tests/test_attention.py::"
              "test_composition_acts_on_the_conditional_branch_only_end_to_end")
-    result = run_check("--cpu", str(tmp_path / "out"), GPU_CHECK_TESTS=tests)
+    result = run_check("--cpu", str(tmp_path / "out"), GPU_CHECK_TESTS=tests,
+                       GPU_CHECK_SKETCH=str(shared_sketch("fish.png")),
+                       GPU_CHECK_MODELS=str(tmp_path / "models"))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
+    # The main job end to end, a process per command, on the random-weight architecture
+    # (saved as a model folder) and on the shipped tiny model.
+    e2e = tmp_path / "out" / "e2e"
+    assert (tmp_path / "models" / "random-tiny" / "model_index.json").is_file()
+    for label in ("random-tiny", "tiny"):
+        for name in ("cache-1", "cache-2", "paper", "best-of-3", "batch"):
+            assert f"-- {name}: flipsketch" in output
+        first, again, paper, best = (
+            json.loads((e2e / label / f"{name}.json").read_text())
+            for name in ("cache-1", "cache-2", "paper", "best-of-3"))
+        assert (first["inversion_cached"], again["inversion_cached"]) == (False, True)
+        assert first["model"] == (label if label == "tiny" else
+                                  str(tmp_path / "models" / label))
+        assert Path(paper["outputs"][0]).is_file()
+        assert len(best["ranking"]["samples"]) == 3 and len(best["outputs"]) == 1
+        batch = json.loads((e2e / label / "batch.json").read_text())
+        assert (batch["done"], batch["failed"]) == (2, 0)
+    summary = (e2e / "summary.txt").read_text()
+    assert "end to end: passed" in summary and "random-tiny best-of-3 scores" in summary
+    assert "end-to-end commands on cpu: passed" in output
     assert "flipsketch test device: cpu" in output  # the tests ran on the chosen device
     assert "2 passed" in output and "sampler tests on cpu: passed" in output
     for words in ("text only (plain)", "composition only", "full method", "compose ratio",
