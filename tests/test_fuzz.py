@@ -158,7 +158,7 @@ STEP_KEYS = sorted({"name", "type", *(key for step in BUILTIN_STEPS.values()
                                       for key in step.fields)})
 OPTION_KEYS = ["num_frames", "num_inference_steps", "guidance_scale", "lambda", "motion",
                "seed", "samples", "tau1", "tau2", "compose", "align", "aligner", "composer",
-               "inverter", "keep_first_frame", "align_iterations", "align_lr"]
+               "inverter", "paper", "keep_first_frame", "align_iterations", "align_lr"]
 KEYS = st.one_of(st.sampled_from([*TOP_LEVEL_KEYS, *STEP_KEYS, *OPTION_KEYS]),
                  st.text(max_size=8))
 SCALARS = st.one_of(
