@@ -122,7 +122,10 @@ NoCache = Annotated[bool, Opt(
                        "inversion (kept in the user cache folder).")]
 # -- stages, by plugin name
 Backbone = Annotated[str | None, Opt("--backbone")]
-Inverter = Annotated[str | None, Opt("--inverter")]
+Inverter = Annotated[str | None, Opt(
+    "--inverter", help="Inverter by name: ddim, or ddim-unit-range, ddim-sampled, "
+                       "ddim-5-copies, ddim-demo (the drawing encoded as the authors' demo "
+                       "did). [default: ddim]")]
 Aligner = Annotated[str | None, Opt(
     "--aligner", help=f"Aligner by name; '{OFF}' switches alignment off.")]
 Composer = Annotated[str | None, Opt(
