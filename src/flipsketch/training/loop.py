@@ -40,6 +40,7 @@ from flipsketch.errors import UsageError
 from flipsketch.files import replace_atomically
 from flipsketch.sampler.latents import encode_frames
 from flipsketch.training.noise import denoising_loss, noised_batch
+from flipsketch.training.profiling import StepProfiler
 
 CHECKPOINT_PREFIX = "checkpoint-"
 
@@ -82,6 +83,14 @@ class LoopConfig:
     # timestep and its caption dropout, so the only thing that tells its two targets apart
     # is the direction word: the gradient separates opposite words from the first step.
     paired: bool = False
+    # Run the first N steps under torch.profiler, with each part of a step timed, and write
+    # the tables to RUN_DIR/profile (``training.profiling``): where a step's time goes.
+    profile_steps: int = 0
+    # Frames per VAE encode call (0: all frames of the batch at once). On a CPU, 4 frames at
+    # a time encode 1.3-2x faster than 40 and give the same latents bit for bit: a 128 px
+    # frame's activations (32 channels, 2 MB) then stay in the caches instead of streaming
+    # tensors of 84 MB through memory. A GPU wants them all at once.
+    vae_chunk: int = 0
     seed: int = 0
     mixed_precision: str = "no"
 
@@ -221,8 +230,9 @@ class _EMA:
     @torch.no_grad()
     def update(self, named: dict[str, torch.Tensor], step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))
-        for k, v in named.items():
-            self.shadow[k].lerp_(v.detach().float(), 1 - decay)
+        # One multi-tensor call instead of a kernel per tensor (hundreds of them).
+        torch._foreach_lerp_([self.shadow[k] for k in named],
+                             [v.detach().float() for v in named.values()], 1 - decay)
 
 
 def _named_trainable(models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Parameter]:
@@ -325,8 +335,11 @@ def train_denoiser(
     named = _named_trainable(models)
     if not named:
         raise UsageError("nothing to train: no parameter has requires_grad; check the stage")
+    # The fused kernel updates every tensor in one pass (2.6x faster than the per-tensor loop
+    # that is the CPU default); it exists for CPU and CUDA float tensors.
+    fused = device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in named.values())
     optimizer = torch.optim.AdamW(named.values(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+                                  weight_decay=config.weight_decay, fused=fused or None)
     # Accelerate steps a prepared scheduler once per process, hence the multiplications.
     lr_scheduler = get_scheduler("constant_with_warmup", optimizer,
                                  num_warmup_steps=config.warmup_steps * accelerator.num_processes,
@@ -374,7 +387,10 @@ def train_denoiser(
         if todo:
             with torch.no_grad():
                 fresh = frames[todo].to(device)  # (n, F, H, W)
-                z = encode_frames(vae, fresh.flatten(0, 1)).float()  # (n*F, c, h, w)
+                flat = fresh.flatten(0, 1)
+                chunk = config.vae_chunk or len(flat)
+                z = torch.cat([encode_frames(vae, flat[i:i + chunk]).float()
+                               for i in range(0, len(flat), chunk)])  # (n*F, c, h, w)
                 z = z.unflatten(0, fresh.shape[:2]).permute(0, 2, 1, 3, 4)  # (n, c, F, h, w)
             if not config.cache_latents:
                 return z
@@ -398,34 +414,48 @@ def train_denoiser(
     deadline = started + time_limit if time_limit else None
     for model in wrapped.values():
         model.train()
+    profiler = StepProfiler(config.profile_steps if accelerator.is_main_process else 0,
+                            run_dir / "profile", device, config.batch_size)
+    section = profiler.sections.section
 
     while step < config.steps:
+        profiler.sections.start_step()
         tic = time.perf_counter()
-        indices, batch = next(data)
+        with section("data"):
+            indices, batch = next(data)
         waited += time.perf_counter() - tic
         with accelerator.accumulate(*wrapped.values()):
-            x0 = latents_of(indices, batch["frames"])  # (b, c, f, h, w)
+            with section("vae_encode"):
+                x0 = latents_of(indices, batch["frames"])  # (b, c, f, h, w)
             b = x0.shape[0]
             group = 2 if config.paired else 1  # a pair shares noise, timestep and dropout
-            dropped = [random.random() < config.caption_dropout for _ in range(b // group)]
-            captions = ["" if dropped[k // group] else c for k, c in enumerate(batch["caption"])]
-            noise = torch.randn_like(x0[::group]).repeat_interleave(group, dim=0)
-            t = sample_timesteps(b // group, scheduler.config.num_train_timesteps,
-                                 config.timestep_sampling, device).repeat_interleave(group)
-            noisy, target = noised_batch(scheduler, x0, noise, t)
+            with section("noise"):
+                dropped = [random.random() < config.caption_dropout for _ in range(b // group)]
+                captions = ["" if dropped[k // group] else c
+                            for k, c in enumerate(batch["caption"])]
+                noise = torch.randn_like(x0[::group]).repeat_interleave(group, dim=0)
+                t = sample_timesteps(b // group, scheduler.config.num_train_timesteps,
+                                     config.timestep_sampling, device).repeat_interleave(group)
+                noisy, target = noised_batch(scheduler, x0, noise, t)
             with accelerator.autocast():
-                text = text_encoder(tokens(captions))[0]  # (b, 77, d)
-                pred = unet(noisy, t, encoder_hidden_states=text).sample  # (b, c, f, h, w)
-            per_sample = denoising_loss(pred, target)  # (b,)
-            loss = (per_sample * loss_weights(scheduler, t, config.snr_gamma)).mean()
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and config.max_grad_norm:
-                accelerator.clip_grad_norm_(list(named.values()), config.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        losses.append(accelerator.gather(loss.detach()[None]).mean().item())
+                with section("text_encoder"):
+                    text = text_encoder(tokens(captions))[0]  # (b, 77, d)
+                with section("unet_forward"):
+                    pred = unet(noisy, t, encoder_hidden_states=text).sample  # (b, c, f, h, w)
+                    per_sample = denoising_loss(pred, target)  # (b,)
+                    loss = (per_sample * loss_weights(scheduler, t, config.snr_gamma)).mean()
+            with section("backward"):
+                accelerator.backward(loss)
+            with section("optimizer"):
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(list(named.values()), config.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        with section("bookkeeping"):
+            losses.append(accelerator.gather(loss.detach()[None]).mean().item())
         if not accelerator.sync_gradients:
+            profiler.sections.end_step()
             continue
 
         step += 1
@@ -435,7 +465,8 @@ def train_denoiser(
             out_of_time = bool(accelerator.reduce(flag, reduction="sum").item())
         last = step == config.steps or out_of_time
         if ema is not None:
-            ema.update(named, step)
+            with section("ema"):
+                ema.update(named, step)
         rate = (step - started_step) / (time.perf_counter() - started)
         last_loss = float(np.mean(losses))
         if accelerator.is_main_process:
@@ -448,17 +479,21 @@ def train_denoiser(
                 with log_path.open("a") as fh:
                     fh.write(json.dumps(entry) + "\n")
             losses = []
-        if step % config.checkpoint_every == 0 or last:
-            _save_checkpoint(run_dir, step, accelerator, named, optimizer, lr_scheduler,
-                             ema, config.keep_checkpoints)
-        export_now = config.export_every and step % config.export_every == 0
-        if on_export and accelerator.is_main_process and (export_now or last):
-            on_export(_export_weights(named, ema), step)
-        accelerator.wait_for_everyone()
+        with section("bookkeeping"):
+            if step % config.checkpoint_every == 0 or last:
+                _save_checkpoint(run_dir, step, accelerator, named, optimizer, lr_scheduler,
+                                 ema, config.keep_checkpoints)
+            export_now = config.export_every and step % config.export_every == 0
+            if on_export and accelerator.is_main_process and (export_now or last):
+                on_export(_export_weights(named, ema), step)
+            accelerator.wait_for_everyone()
+        profiler.sections.end_step()
+        profiler.step_done()
         if out_of_time:
             if accelerator.is_main_process:
                 log(f"time limit reached at step {step}")
             break
+    profiler.close()  # a run shorter than profile_steps still writes its profile
     accelerator.end_training()
     return {"step": step, "loss": last_loss}
 
