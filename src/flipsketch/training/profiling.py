@@ -153,9 +153,10 @@ class StepProfiler:
         out.mkdir(parents=True, exist_ok=True)
         summary = self.sections.summary(self.batch_size)
         (out / "sections.json").write_text(json.dumps(summary, indent=1) + "\n")
-        table = format_sections({"first step": summary["first"],
-                                 f"later steps (mean of {max(len(self.sections.steps) - 1, 1)})":
-                                 summary["later"]}, self.batch_size)
+        n = len(self.sections.steps)
+        later = f"steps 2-{n} mean" if n > 2 else "step 2" if n == 2 else "step 1"
+        table = format_sections({"step 1": summary["first"], later: summary["later"]},
+                                self.batch_size)
         (out / "sections.txt").write_text(table + "\n" + legend() + "\n")
         sort = "self_device_time_total" if self.sections.sync else "self_cpu_time_total"
         (out / "ops.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=40))
