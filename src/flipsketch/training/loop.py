@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from flipsketch.errors import UsageError
 from flipsketch.files import replace_atomically
 from flipsketch.sampler.latents import encode_frames
+from flipsketch.training.latent_store import LatentStore
 from flipsketch.training.noise import denoising_loss, noised_batch
 from flipsketch.training.profiling import StepProfiler
 
@@ -373,17 +374,21 @@ def train_denoiser(
         return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids.to(device)
 
-    cache: dict[int, torch.Tensor] = {}
+    # The cache is kept in RUN_DIR/latents too, so a resumed run does not encode its pool again.
+    cache = (LatentStore(run_dir / "latents", vae, accelerator.process_index)
+             if config.cache_latents else None)
+    if cache is not None and (found := cache.load()) and accelerator.is_main_process:
+        log(f"{found} cached latents in {cache.folder}")
 
     def latents_of(indices: list[int], frames: torch.Tensor) -> torch.Tensor:
         """(b, F, H, W) frames -> (b, c, F, h, w) normalised latents.
 
         With caching, latents are always served from the (float16) cache, also on first use,
-        so a resumed run (empty cache) sees exactly the numbers an uninterrupted one does.
+        so a resumed run sees exactly the numbers an uninterrupted one does.
         """
-        todo = [j for j, i in enumerate(indices) if i not in cache]
-        if not config.cache_latents:
-            todo = list(range(len(indices)))
+        todo = list(range(len(indices)))
+        if cache is not None:
+            todo = [j for j, i in enumerate(indices) if cache.get(i, frames[j]) is None]
         if todo:
             with torch.no_grad():
                 fresh = frames[todo].to(device)  # (n, F, H, W)
@@ -392,11 +397,11 @@ def train_denoiser(
                 z = torch.cat([encode_frames(vae, flat[i:i + chunk]).float()
                                for i in range(0, len(flat), chunk)])  # (n*F, c, h, w)
                 z = z.unflatten(0, fresh.shape[:2]).permute(0, 2, 1, 3, 4)  # (n, c, F, h, w)
-            if not config.cache_latents:
+            if cache is None:
                 return z
             for j, zj in zip(todo, z, strict=True):
-                cache[indices[j]] = zj.to("cpu", torch.float16)
-        return torch.stack([cache[i] for i in indices]).to(device, torch.float32)
+                cache.put(indices[j], zj, frames[j])
+        return torch.stack([cache.latents[i] for i in indices]).to(device, torch.float32)
 
     accum = config.gradient_accumulation_steps
     data = _batches(dataset, config.batch_size, config.seed, accelerator.process_index,
@@ -483,6 +488,8 @@ def train_denoiser(
             if step % config.checkpoint_every == 0 or last:
                 _save_checkpoint(run_dir, step, accelerator, named, optimizer, lr_scheduler,
                                  ema, config.keep_checkpoints)
+                if cache is not None:
+                    cache.save(step)
             export_now = config.export_every and step % config.export_every == 0
             if on_export and accelerator.is_main_process and (export_now or last):
                 on_export(_export_weights(named, ema), step)
