@@ -78,7 +78,7 @@ def test_a_resumed_run_reads_its_cached_latents_instead_of_encoding_again(tmp_pa
     assert encodes(tmp_path / "run", steps=6, seed=4, resume=True) > 0
 
 
-@pytest.mark.slow  # four training processes
+@pytest.mark.slow  # eight training processes
 def test_the_cost_benchmark_runs_for_a_few_steps(tmp_path):
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump(SMALL))
@@ -88,12 +88,16 @@ def test_the_cost_benchmark_runs_for_a_few_steps(tmp_path):
         capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
-    assert any(line.startswith("old run 1: ") and "s per new clip" in line for line in lines)
+    assert any(line.startswith("old run 1: ") and "s per clip (resumed)" in line
+               for line in lines)
     ratio = [line for line in lines if line.startswith("ratio old/new: ")]
-    assert len(ratio) == 1 and "x on new clips" in ratio[0] and "x on cached clips" in ratio[0]
+    assert len(ratio) == 1
+    for kind in ("new clips", "cached clips", "resumed"):
+        assert f"x on {kind}" in ratio[0]
     assert "| unet_forward |" in done.stdout
     for name in ("old", "new"):
-        assert (tmp_path / "profiles" / name / "sections.txt").is_file()
+        for part in ("profile-first", "profile-resumed"):
+            assert (tmp_path / "profiles" / name / part / "sections.txt").is_file()
 
 
 @pytest.mark.slow  # trains, evaluates and exports through four commands

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +48,16 @@ class LatentStore:
     in ``folder/<vae fingerprint>/`` as one safetensors file per write."""
 
     def __init__(self, folder: Path, vae, rank: int = 0):
-        self.folder = Path(folder) / vae_fingerprint(vae)
-        self.rank = rank
+        self.root, self.vae, self.rank = Path(folder), vae, rank
         self.latents: dict[int, torch.Tensor] = {}
         self.hashes: dict[int, int] = {}
         self._unsaved: set[int] = set()
         self._unchecked: set[int] = set()  # read from disk, frames not compared yet
+
+    @cached_property
+    def folder(self) -> Path:
+        """Where this VAE's entries live (hashing the VAE only when the disk is used)."""
+        return self.root / vae_fingerprint(self.vae)
 
     def load(self) -> int:
         """Read every entry written before (any process's); returns how many."""

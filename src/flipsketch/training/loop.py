@@ -72,6 +72,9 @@ class LoopConfig:
     log_every: int = 10
     export_every: int | None = None
     cache_latents: bool = False  # only for datasets whose item i never changes
+    # Keep that cache in RUN_DIR/latents too, so a resumed run reads its pool's latents back
+    # instead of encoding them again (``training.latent_store``; fp16, 80 kB a tiny clip).
+    store_latents: bool = True
     # "uniform" over the training timesteps, or "high_noise": density rising linearly with t
     # (3/4 of the draws in the noisiest half), for a model that already draws well but has
     # yet to learn what the noisy steps decide: layout and motion.
@@ -377,8 +380,10 @@ def train_denoiser(
     # The cache is kept in RUN_DIR/latents too, so a resumed run does not encode its pool again.
     cache = (LatentStore(run_dir / "latents", vae, accelerator.process_index)
              if config.cache_latents else None)
-    if cache is not None and (found := cache.load()) and accelerator.is_main_process:
-        log(f"{found} cached latents in {cache.folder}")
+    if cache is not None and config.store_latents:
+        found = cache.load()
+        if found and accelerator.is_main_process:
+            log(f"{found} cached latents in {cache.folder}")
 
     def latents_of(indices: list[int], frames: torch.Tensor) -> torch.Tensor:
         """(b, F, H, W) frames -> (b, c, F, h, w) normalised latents.
@@ -488,7 +493,7 @@ def train_denoiser(
             if step % config.checkpoint_every == 0 or last:
                 _save_checkpoint(run_dir, step, accelerator, named, optimizer, lr_scheduler,
                                  ema, config.keep_checkpoints)
-                if cache is not None:
+                if cache is not None and config.store_latents:
                     cache.save(step)
             export_now = config.export_every and step % config.export_every == 0
             if on_export and accelerator.is_main_process and (export_now or last):
