@@ -324,3 +324,46 @@ def test_the_readme_first_command_runs_as_written_in_an_empty_folder(cli, tmp_pa
     first_frame = images_to_array([Image.fromarray(frames[0]).resize((128, 128),
                                                                    Image.BILINEAR)])[0]
     assert stroke_fscore(drawing, first_frame) > 0.6
+
+
+# -- the other front ends: batch manifests and recipes take example:NAME and warn on photos --
+
+
+def test_batch_manifests_take_example_drawings_and_warn_on_photos(tmp_path):
+    from flipsketch.batch import ManifestError, read_manifest
+
+    photograph().save(tmp_path / "photo.png")
+    manifest = tmp_path / "jobs.csv"
+    manifest.write_text("sketch,prompt,output\nexample:fish,a fish swimming,a.gif\n"
+                        "photo.png,a photo moving,b.gif\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        jobs = read_manifest(manifest).jobs
+    assert jobs[0].sketch == resolve_sketch("example:fish")
+    said = [str(w.message) for w in caught if issubclass(w.category, FlipSketchWarning)]
+    assert len(said) == 1 and "photo.png" in said[0] and "line drawing" in said[0]
+    manifest.write_text("sketch,prompt,output\nexample:dragon,a dragon,a.gif\n")
+    with pytest.raises(ManifestError, match=r"jobs.csv:2: column 'sketch': there is no example "
+                                            r"drawing 'dragon'; the examples are example:camel"):
+        read_manifest(manifest)
+
+
+def test_recipes_take_example_drawings_and_warn_on_photos(tmp_path):
+    from flipsketch.recipes.parsing import load_recipe
+
+    photograph().save(tmp_path / "photo.png")
+    recipe = tmp_path / "r.yaml"
+    for sketch, warned in (("example:cat", False), ("photo.png", True)):
+        recipe.write_text(f"version: 1\nsteps:\n  - name: a\n    type: animate\n"
+                          f"    sketch: {sketch}\n    prompt: it moves\n")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = load_recipe(recipe)
+        said = [w for w in caught if issubclass(w.category, FlipSketchWarning)]
+        assert len(said) == int(warned), [str(w.message) for w in said]
+        if not warned:
+            assert loaded.steps[0].params["sketch"] == resolve_sketch(sketch)
+    recipe.write_text("version: 1\nsteps:\n  - name: a\n    type: animate\n"
+                      "    sketch: example:dragon\n    prompt: it moves\n")
+    with pytest.raises(UsageError, match="r.yaml:5.*there is no example drawing 'dragon'"):
+        load_recipe(recipe)

@@ -26,7 +26,8 @@ from typing import Any
 from flipsketch import __version__
 from flipsketch.api import SamplerSettings, check_prompt, check_size
 from flipsketch.errors import FlipSketchError, SettingsError, UsageError
-from flipsketch.frames.images import check_drawing, load_sketch
+from flipsketch.frames.examples import is_example, resolve_sketch
+from flipsketch.frames.images import check_drawing, load_sketch, warn_unless_line_art
 from flipsketch.frames.writers import numbered_paths
 from flipsketch.models.lora import parse_lora
 from flipsketch.models.presets import default_model
@@ -315,10 +316,16 @@ class _RowChecker:
             return None
         if not isinstance(value, str):
             self.fail(line, column, f"expected a file name, got {value!r}")
-        path = (self.base / value.strip()).resolve()
+        try:  # example:NAME is a drawing shipped with the package, as on the command line
+            path = resolve_sketch(value.strip()) if is_example(value.strip()) \
+                else (self.base / value.strip()).resolve()
+        except UsageError as exc:
+            self.fail(line, column, str(exc))
         if path not in self.hashes:
             try:
-                check_drawing(load_sketch(path), f"sketch '{value.strip()}'")
+                image = load_sketch(path)
+                check_drawing(image, f"sketch '{value.strip()}'")
+                warn_unless_line_art(image, f"sketch '{value.strip()}'")  # once per drawing
                 digest = fingerprint(path)
                 if digest is None:
                     raise OSError(f"sketch '{value.strip()}' disappeared while being read")

@@ -18,6 +18,7 @@ from flipsketch.frames.images import (
     images_to_array,
     load_sketch,
     render_text,
+    warn_unless_line_art,
 )
 from flipsketch.frames.writers import save_frames
 from flipsketch.models.video import VideoModels, sketch_to_video
@@ -77,9 +78,11 @@ def _sketch_file(path: Path) -> str | None:
     """A drawing that opens and has strokes, checked when the recipe is read (as ``animate``
     checks it before the model loads)."""
     try:
-        check_drawing(load_sketch(path), f"sketch '{path.name}'")
+        image = load_sketch(path)
+        check_drawing(image, f"sketch '{path.name}'")
     except UsageError as exc:
         return str(exc)
+    warn_unless_line_art(image, f"sketch '{path.name}'")  # a photo: one line, then on
     return None
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from flipsketch.api import SamplerSettings, sampler_stages
 from flipsketch.errors import FlipSketchError, SettingsError, UsageError
+from flipsketch.frames.examples import is_example, resolve_sketch
 from flipsketch.frames.writers import claimed_suffix, numbered_paths
 from flipsketch.models.backbone import resolve_device, resolve_dtype
 from flipsketch.models.presets import default_model, resolve_model
@@ -197,7 +198,12 @@ class Validator:
     def value(self, path: tuple, value: Any, spec: Field, earlier: list[Step]) -> Any:
         """A step key's value, type-checked and resolved according to its field's kind."""
         value = self.typed(path, value, spec.type)
-        if spec.kind == "file":
+        if spec.kind == "file" and is_example(value):  # a drawing shipped with the package
+            try:
+                value = resolve_sketch(value)
+            except UsageError as exc:
+                self.fail(path, str(exc))
+        elif spec.kind == "file":
             value = (self.base_for(path) / value).resolve()
             if not value.is_file():
                 self.fail(path, f"file not found: {value} (paths in a recipe are relative to "
