@@ -2,7 +2,8 @@
 
     python scripts/inverter_fidelity.py [SKETCH_DIR] [--model tiny] [--steps 25]
 
-For every drawing in SKETCH_DIR (default ../shared/sketches) and every built-in inverter
+For every drawing in SKETCH_DIR (default: the example drawings that ship with the package,
+the authors' five) and every built-in inverter
 (``ddim`` and the authors' demo's encodings), invert the drawing and denoise the reference
 noise again with the null prompt, unguided, one frame: what the toolkit's frame 1 follows
 (the reference trajectory), without any other frame or prompt. Prints per inverter the mean
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sketch_dir", nargs="?", type=Path,
-                        default=ROOT.parent / "shared" / "sketches")
+                        default=ROOT / "src" / "flipsketch" / "examples")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--device", default=None)
