@@ -142,7 +142,8 @@ lines = [
     "eval captions (loss rise with the opposite motion's caption):",
     *(f"  t = {row['timestep']}: {row['gap']:+.1%} (empty prompt {row['empty_gap']:+.1%})"
       for row in captions["timesteps"]),
-    f"eval motion, text only: direction accuracy {motion['accuracy']:.0%}",
+    "eval motion, text only: direction accuracy "
+    + ("n/a" if motion["accuracy"] is None else f"{motion['accuracy']:.0%}"),
     "",
     f"OUT_DIR holds {size / 2**20:.1f} MiB",
 ]
