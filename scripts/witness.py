@@ -256,6 +256,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--evaluate-only", metavar="MODEL", help="skip training")
+    parser.add_argument("--train-only", action="store_true", help="skip the evaluation")
     parser.add_argument("--sketches", type=int, default=2, help="held-out drawings per family")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--sampling-steps", type=int, default=25)
@@ -279,6 +280,8 @@ def main() -> None:
     if model is None:
         model = str(train(args.out, args.minutes, args.steps, args.clips, args.batch, args.lr,
                           log))
+    if args.train_only:
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     results = evaluate(model, args.out, args.sketches, seeds, args.sampling_steps, families, log)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))

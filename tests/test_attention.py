@@ -19,8 +19,11 @@ def find_attention(unet, kind: str):
     raise AssertionError(f"no {kind} attention in the UNet")
 
 
-def direct_attention(attn, q, k, v, logit_factor=None):
-    """softmax(q k^T / sqrt(d)) v per head, then the output projection; logits (rows, M, M)."""
+def direct_attention(attn, q, k, v, logit_factor=None, weight_factor=None):
+    """softmax(q k^T / sqrt(d)) v per head, then the output projection; logits (rows, M, M).
+
+    ``logit_factor`` (M,) multiplies query frame i's logit to frame 1; ``weight_factor`` (M,)
+    multiplies its unnormalised weight exp(logit), then the row is renormalised."""
     heads = attn.heads
     rows, tokens, inner = q.shape
     d = inner // heads
@@ -31,7 +34,12 @@ def direct_attention(attn, q, k, v, logit_factor=None):
     if logit_factor is not None:
         logits = logits.clone()
         logits[..., :, 0] = logits[..., :, 0] * logit_factor  # query frame i -> frame 1
-    out = torch.einsum("bhij,bhjd->bhid", logits.softmax(-1), vh)
+    weights = logits.softmax(-1)
+    if weight_factor is not None:
+        weights = weights.clone()
+        weights[..., :, 0] = weights[..., :, 0] * weight_factor
+        weights = weights / weights.sum(-1, keepdim=True)
+    out = torch.einsum("bhij,bhjd->bhid", weights, vh)
     out = out.permute(0, 2, 1, 3).reshape(rows, tokens, inner)
     return attn.to_out[1](attn.to_out[0](out))
 
@@ -75,12 +83,13 @@ def test_spatial_composition_replaces_the_queries_of_conditional_frames_1_to_n(t
 
 @pytest.mark.parametrize("lambda_", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("frame_index_base", [1, 0])  # the toolkit's 1..M, the authors' 0..M-1
+@pytest.mark.parametrize("rule", ["logit", "weight"])
 @torch.no_grad()
-def test_temporal_composition_swaps_frame_1_key_and_scales_its_logits(tiny_components, lambda_,
-                                                                      frame_index_base, device):
+def test_temporal_composition_swaps_frame_1_key_and_scales_its_attention(
+        tiny_components, lambda_, frame_index_base, rule, device):
     unet = tiny_components["unet"]
-    composition = Composition(unet, CompositionSettings(lambda_=lambda_,
-                                                        frame_index_base=frame_index_base))
+    composition = Composition(unet, CompositionSettings(
+        lambda_=lambda_, frame_index_base=frame_index_base, lambda_rule=rule))
     name, attn = find_attention(unet, "temporal")
     frames, pixels, channels = 6, 4, attn.to_q.in_features
     torch.manual_seed(2)
@@ -96,11 +105,38 @@ def test_temporal_composition_swaps_frame_1_key_and_scales_its_logits(tiny_compo
     numbers = torch.arange(frame_index_base, frame_index_base + frames, dtype=torch.float32,
                            device=device)  # query frame i's number, frame 1 first
     factor = 1 + lambda_ * numbers / 50
-    expected_cond = direct_attention(attn, q[pixels:], k[pixels:], v[pixels:], factor)
+    expected_cond = direct_attention(attn, q[pixels:], k[pixels:], v[pixels:],
+                                     **{f"{rule}_factor": factor})
     expected_uncond = direct_attention(attn, q[:pixels], k[:pixels], v[:pixels])
     torch.testing.assert_close(composed[pixels:], expected_cond, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(composed[:pixels], expected_uncond, rtol=1e-4, atol=1e-5)
     composition.remove()
+
+
+def test_the_weight_rule_raises_attention_to_frame_1_whatever_the_logits_sign():
+    """Eq. 9 scales the logit, so a negative logit falls as lambda grows (attention to frame 1
+    drops); the weight rule scales exp(logit), so attention to frame 1 rises in every row."""
+    from flipsketch.sampler.attention import scaled_temporal_attention
+
+    frames, d = 6, 8
+    torch.manual_seed(5)
+    q = torch.randn(64, frames, d)
+    k = torch.randn(64, frames, d)
+    v = torch.zeros(64, frames, d)
+    v[:, 0] = 1.0  # the output is then the attention weight on frame 1
+    logit_to_1 = (q @ k[:, :1].transpose(1, 2)).squeeze(-1)  # (rows, M)
+    assert (logit_to_1 < 0).any() and (logit_to_1 > 0).any()
+
+    def attention_to_1(lambda_, rule):
+        return scaled_temporal_attention(1, q, k, v, lambda_, rule=rule)[..., 0]  # (rows, M)
+
+    for rule in ("logit", "weight"):
+        torch.testing.assert_close(attention_to_1(0.0, rule),
+                                   scaled_temporal_attention(1, q, k, v, 0.0)[..., 0])
+    logit_rise = attention_to_1(1.0, "logit") - attention_to_1(0.0, "logit")
+    weight_rise = attention_to_1(1.0, "weight") - attention_to_1(0.0, "weight")
+    assert (weight_rise > 0).all()
+    assert ((logit_rise < 0) == (logit_to_1 < 0)).all() and (logit_rise < 0).any()
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from flipsketch.plugins import (
     ALIGN_OPTIMIZERS,
     COMPOSE_MODES,
     DEFAULT_LAMBDA,
+    LAMBDA_RULES,
     OFF,
     STAGES,
     AlignSettings,
@@ -67,6 +68,8 @@ class SamplerChoices:
     align_lr: float
     # The number i of frame 1 in the temporal logit scale 1 + lambda * i / 50.
     frame_index_base: int
+    # What that factor multiplies: the logit to frame 1 (eq. 9) or the attention weight.
+    lambda_rule: str
 
 
 # The toolkit: frame 1 is the drawing (freed after the windows, the embedded model redraws it
@@ -74,12 +77,13 @@ class SamplerChoices:
 # removes as much of L_align as the authors' 10 at 1e-3 at a tenth of the work (README,
 # Benchmarks); frames numbered 1..M, as eq. 9 reads for frame 1.
 TOOLKIT_SAMPLER = SamplerChoices(keep_first_frame=True, align_iterations=AlignSettings.iterations,
-                                 align_lr=AlignSettings.lr, frame_index_base=1)
+                                 align_lr=AlignSettings.lr, frame_index_base=1,
+                                 lambda_rule="logit")
 # The paper's sampler as the authors' code runs it: frame 1 starts from x_T^r only, their
 # alignment optimiser (10 Adam steps at 1e-3; the paper does not print these), frames
 # numbered 0..M-1 in the temporal scale.
 PAPER_SAMPLER = SamplerChoices(keep_first_frame=False, align_iterations=10, align_lr=1e-3,
-                               frame_index_base=0)
+                               frame_index_base=0, lambda_rule="logit")
 
 
 @dataclass
@@ -105,6 +109,7 @@ class SamplerSettings:
     keep_first_frame: bool | None = None
     align_iterations: int | None = None  # None: 1, or 10 with paper
     align_lr: float | None = None  # None: 1e-2, or 1e-3 with paper
+    lambda_rule: str | None = None  # None: the sampler's, "logit" (eq. 9); or "weight"
     align_optimizer: str = AlignSettings.optimizer
     align_checkpointing: bool | None = AlignSettings.checkpointing  # None: for large UNets
     seed: int = 0
@@ -136,6 +141,8 @@ class SamplerSettings:
             ("align_iterations", self.align_iterations is None or self.align_iterations >= 1,
              "must be at least 1"),
             ("align_lr", self.align_lr is None or self.align_lr > 0, "must be positive"),
+            ("lambda_rule", self.lambda_rule in (None, *LAMBDA_RULES),
+             f"must be {' or '.join(LAMBDA_RULES)}, not '{self.lambda_rule}'"),
             ("align_optimizer", self.align_optimizer in ALIGN_OPTIMIZERS,
              f"must be {' or '.join(ALIGN_OPTIMIZERS)}, not '{self.align_optimizer}'"),
             ("tau1", self.tau1 is None or 0 <= self.tau1 <= steps,
@@ -161,7 +168,7 @@ class SamplerSettings:
         fields set here put in."""
         chosen = PAPER_SAMPLER if self.paper else TOOLKIT_SAMPLER
         given = {name: getattr(self, name) for name in ("keep_first_frame", "align_iterations",
-                                                        "align_lr")}
+                                                        "align_lr", "lambda_rule")}
         return replace(chosen, **{k: v for k, v in given.items() if v is not None})
 
 
@@ -360,6 +367,7 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
         seeds=settings.seeds, tau1=settings.tau1, tau2=settings.tau2,
         lambda_=settings.lambda_, compose=settings.compose,
         keep_first_frame=choices.keep_first_frame, frame_index_base=choices.frame_index_base,
+        lambda_rule=choices.lambda_rule,
         align_settings=align_settings,
         progress=progress, **stages,
     )

@@ -32,6 +32,7 @@ from flipsketch.plugins.types import (
     COMPOSE_MODES,
     DEFAULT_FPS,
     DEFAULT_LAMBDA,
+    LAMBDA_RULES,
     Aligner,
     AlignSettings,
     Backbone,
@@ -53,10 +54,10 @@ from flipsketch.plugins.types import (
 
 __all__ = [
     "ALIGN_OPTIMIZERS", "BUILTIN_PLUGINS", "COMMANDS_HOOK", "COMPOSE_MODES", "DEFAULT_FPS",
-    "DEFAULT_LAMBDA", "ENTRY_POINT_GROUP", "OFF", "STAGES", "AlignSettings", "Aligner", "Backbone",
-    "BrokenPlugin", "Clip", "Composer", "Composition", "CompositionSettings", "Field",
-    "Interpolator", "Inverter", "LoadedPlugin", "PluginManager", "PostProcessor",
-    "PostprocessSettings", "Register", "Registry", "SketchEncoding", "Stage", "StepError",
-    "StepType", "Writer", "get_manager", "hookimpl", "hookspec", "sketch_encoding",
+    "DEFAULT_LAMBDA", "ENTRY_POINT_GROUP", "LAMBDA_RULES", "OFF", "STAGES", "AlignSettings",
+    "Aligner", "Backbone", "BrokenPlugin", "Clip", "Composer", "Composition",
+    "CompositionSettings", "Field", "Interpolator", "Inverter", "LoadedPlugin", "PluginManager",
+    "PostProcessor", "PostprocessSettings", "Register", "Registry", "SketchEncoding", "Stage",
+    "StepError", "StepType", "Writer", "get_manager", "hookimpl", "hookspec", "sketch_encoding",
     "writer_suffix_clashes",
 ]

@@ -118,6 +118,8 @@ ALIGN_OPTIMIZERS = ("adam", "sgd")
 DEFAULT_LAMBDA = 0.5
 # Which attention composition runs: C^S and C^T, one of them, or none (composer switched off).
 COMPOSE_MODES = ("both", "spatial", "temporal", "none")
+# How lambda's factor acts on the temporal attention to frame 1 (``CompositionSettings``).
+LAMBDA_RULES = ("logit", "weight")
 
 
 @dataclass
@@ -172,13 +174,19 @@ class CompositionSettings:
     # count on from it): 1, frames 1..M, the toolkit's reading of the paper; 0, frames 0..M-1,
     # the authors' code (frame 1 unscaled, every other factor lambda / 50 smaller).
     frame_index_base: int = 1
+    # How the factor 1 + lambda * i / 50 acts on query frame i's attention to frame 1
+    # (``LAMBDA_RULES``): "logit" multiplies the logit (paper eq. 9, the authors' code), which
+    # lowers the attention wherever the logit is negative; "weight" multiplies the attention
+    # weight before the softmax renormalises, which raises it whatever the logit's sign.
+    lambda_rule: str = "logit"
 
     @classmethod
-    def for_mode(cls, mode: str, lambda_: float = DEFAULT_LAMBDA,
-                 frame_index_base: int = 1) -> CompositionSettings:
+    def for_mode(cls, mode: str, lambda_: float = DEFAULT_LAMBDA, frame_index_base: int = 1,
+                 lambda_rule: str = "logit") -> CompositionSettings:
         """Settings for a ``--compose`` mode of ``COMPOSE_MODES`` other than "none"."""
         return cls(lambda_=lambda_, spatial=mode in ("both", "spatial"),
-                   temporal=mode in ("both", "temporal"), frame_index_base=frame_index_base)
+                   temporal=mode in ("both", "temporal"), frame_index_base=frame_index_base,
+                   lambda_rule=lambda_rule)
 
 
 class Composition(Protocol):

@@ -10,16 +10,19 @@ Two attention processors are swapped into the UNet's self-attention layers (``at
   softmax (paper eq. 9 scales k^r by 1 + lambda * 2e-2). The toolkit numbers the frames
   1..M, so eq. 9's factor is frame 1's; the authors' code numbers them 0..M-1, so frame 1 is
   unscaled and eq. 9's factor is frame 2's (``CompositionSettings.frame_index_base``).
+  Scaling a logit only raises the attention where the logit is positive; the "weight" rule
+  (``CompositionSettings.lambda_rule``) scales the attention weight instead, by adding
+  log(factor) to the logit, so a larger lambda always means more attention to frame 1.
 
 Which layer is spatial or temporal is read from the module's place in the UNet, never from
 tensor shapes (a shape test breaks when H_s*W_s happens to equal the frame count).
 
 The processors share one ``Composition`` object that says what the current UNet call is:
 ``capture`` (the reference pass; store q or k), ``compose`` (the joint pass; use them) or
-neither (any other pass: plain fused attention). Everything that is not temporally composed
-runs through ``scaled_dot_product_attention``; only the conditional rows of a temporally
-composed layer build their (frames x frames) logits explicitly, because a multiplicative
-logit scale cannot be expressed as an additive mask.
+neither (any other pass: plain fused attention). Everything runs through
+``scaled_dot_product_attention`` (the "weight" rule is an additive mask) except the
+conditional rows of a temporally composed layer under the "logit" rule, which build their
+(frames x frames) logits explicitly: a multiplicative logit scale is not an additive mask.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from flipsketch.plugins import CompositionSettings, hookimpl
+from flipsketch.plugins import LAMBDA_RULES, CompositionSettings, hookimpl
 
 SPATIAL_SELF_ATTENTION = re.compile(r"(^|\.)attentions\.\d+\.transformer_blocks\.\d+\.attn1$")
 # Temporal transformers: ``transformer_in`` and ``temp_attentions`` of UNet3DConditionModel
@@ -213,22 +216,30 @@ class TemporalCompositionProcessor(_SelfAttentionProcessor):
         settings = self.composition.settings
         out[cond] = scaled_temporal_attention(
             attn.heads, query[cond], key[cond], value[cond], settings.lambda_,
-            settings.frame_index_base,
+            settings.frame_index_base, settings.lambda_rule,
         )
         return out
 
 
 def scaled_temporal_attention(heads: int, query, key, value, lambda_: float,
-                              frame_index_base: int = 1) -> torch.Tensor:
-    """Softmax attention over frames with each query frame's logit to frame 1 scaled.
+                              frame_index_base: int = 1, rule: str = "logit") -> torch.Tensor:
+    """Softmax attention over frames with each query frame's attention to frame 1 scaled by
+    ``temporal_logit_scale``: its logit ("logit", eq. 9) or its weight ("weight").
 
     query/key/value: (rows, M, heads*d) -> (rows, M, heads*d).
     """
     q, k, v = (split_heads(x, heads) for x in (query, key, value))  # (rows, heads, M, d)
+    scale = temporal_logit_scale(q.shape[2], lambda_, q.device, frame_index_base)  # (M,)
+    if rule == "weight":
+        # exp(logit + log s) = s * exp(logit): frame 1's weight times s, then renormalised.
+        bias = torch.zeros(q.shape[2], q.shape[2], device=q.device, dtype=q.dtype)  # (M, M)
+        bias[:, 0] = scale.log().to(q.dtype)
+        return merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=bias))
+    if rule != "logit":
+        raise ValueError(f"lambda rule must be one of {LAMBDA_RULES}, not {rule!r}")
     logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (rows, heads, M, M)
-    scale = temporal_logit_scale(q.shape[2], lambda_, q.device,
-                                 frame_index_base).to(logits.dtype)  # (M,)
-    logits = torch.cat([logits[..., :1] * scale[:, None], logits[..., 1:]], dim=-1)
+    logits = torch.cat([logits[..., :1] * scale.to(logits.dtype)[:, None], logits[..., 1:]],
+                       dim=-1)
     return merge_heads(logits.softmax(dim=-1) @ v)
 
 

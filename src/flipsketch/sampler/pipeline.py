@@ -164,6 +164,7 @@ class FlipSketchPipeline(DiffusionPipeline):
         compose: str = "both",
         keep_first_frame: bool = False,
         frame_index_base: int = 1,
+        lambda_rule: str = "logit",
         inverter: Callable | None = ddim_invert,
         aligner: Callable | None = gradient_align,
         align_settings: AlignSettings | None = None,
@@ -178,7 +179,8 @@ class FlipSketchPipeline(DiffusionPipeline):
         i < tau1, composition for i <= tau2. ``compose`` is "both", "spatial", "temporal" or
         "none"; ``aligner``/``composer`` None switch their stage off. ``frame_index_base``
         numbers frame 1 in the temporal logit scale (``CompositionSettings``): 1 the toolkit,
-        0 the authors' code.
+        0 the authors' code; ``lambda_rule`` says whether the scale multiplies the logit
+        ("logit", eq. 9) or the attention weight ("weight").
 
         Frame 1, with a sketch: it starts from the sketch's inverted noise x_T^r, always, and
         is set to the reference trajectory (x_T^r denoised with the null prompt) at the start
@@ -247,7 +249,7 @@ class FlipSketchPipeline(DiffusionPipeline):
         composition = None
         if composer is not None:
             composition = composer(self.unet, CompositionSettings.for_mode(
-                compose, lambda_, frame_index_base))
+                compose, lambda_, frame_index_base, lambda_rule))
 
         # 4. Denoising loop.
         align_losses: list[list[float]] = []
