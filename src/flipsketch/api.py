@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 
     from flipsketch.sampler.pipeline import FlipSketchPipeline, Progress
 
-# The model when nothing names one; `load_pipeline` without a model follows
-# `flipsketch.models.presets.default_model()`: FLIPSKETCH_MODEL, then the user's default.
-DEFAULT_MODEL = "tiny"
 # The stages the sampler looks up by name: inverter, aligner, composer.
 SAMPLER_STAGES = tuple(name for name, stage in STAGES.items() if stage.sampler)
 # Documented maxima (README, `--help`). Frames: what temporal attention was ever trained on

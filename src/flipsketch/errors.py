@@ -16,6 +16,13 @@ def one_line(text: str) -> str:
                    for c in text)
 
 
+def exception_line(exc: BaseException) -> str:
+    """``ImportError: needs libfoo``: an exception that is not ours (a plugin's, a library's)
+    as one line of a message, its type kept because that is often the only clue."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class FlipSketchError(Exception):
     """A failure the user can act on; ``exit_code`` 1 for runtime failures.
 

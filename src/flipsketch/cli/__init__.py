@@ -19,7 +19,7 @@ from typer.exceptions import TyperException
 
 # ``flipsketch.cli.app`` is the Typer app (tests invoke it); ``main`` runs it with the
 # commands plugins add.
-from flipsketch.cli.app import app, console, state  # noqa: F401
+from flipsketch.cli.app import DEBUG, app, console, state  # noqa: F401
 from flipsketch.errors import FlipSketchError, FlipSketchWarning, SettingsError, Terminated
 
 # Importing the command modules attaches their commands to ``app``.
@@ -129,7 +129,7 @@ class _SigtermAsInterrupt:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    state.debug = "--debug" in args
+    state.debug = DEBUG in args
     sigterm = _SigtermAsInterrupt()
     try:
         command = _with_plugin_commands(args)

@@ -51,6 +51,12 @@ console = _Console(stderr=True)
 stdout = _Console()
 
 
+# The one global option. ``main`` reads it from the command line before anything is parsed,
+# so that a failure while parsing or loading plugin commands shows its traceback too; the
+# callback below declares it, so that ``--help`` lists it and the parser accepts it.
+DEBUG = "--debug"
+
+
 class State:
     debug: bool = False
 
@@ -60,6 +66,8 @@ state = State()
 
 @app.callback()
 def _global_options(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    debug: bool = typer.Option(False, DEBUG, help="Show full tracebacks on errors."),
 ) -> None:
+    # Parsed, it corrects ``main``'s early read: a --debug after the command's name is not
+    # this option (the command rejects it as unknown).
     state.debug = debug

@@ -1,8 +1,10 @@
 """``flipsketch batch MANIFEST -o OUTDIR``: many animations, one model load per process.
 
-The command line only draws: reading and checking the manifest, resuming, sharding and the
-report live in ``flipsketch.batch``. The sampler and output options are ``animate``'s (the
-same ``Annotated`` aliases) and give the defaults of every row.
+The command line checks its options and the resources once, starts the processes of
+``--processes N`` (``accelerate launch``) and draws the progress bars and the summary: reading
+and checking the manifest, resuming, sharding and the report live in ``flipsketch.batch``.
+The sampler and output options are ``animate``'s (the same ``Annotated`` aliases) and give
+the defaults of every row.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ from flipsketch.cli.animate import (
     Unet,
     checked_options,
 )
-from flipsketch.cli.app import app, console, state, stdout
+from flipsketch.cli.app import DEBUG, app, console, state, stdout
 from flipsketch.errors import Terminated, UsageError
 from flipsketch.plugins import get_manager
 
@@ -270,7 +272,7 @@ def _given_args(ctx: typer.Context) -> list[str]:
         else:
             for item in value if param.multiple else [value]:
                 options += [param.opts[0], str(item)]
-    return [*(["--debug"] if state.debug else []), "batch", *arguments, *options, "--launched"]
+    return [*([DEBUG] if state.debug else []), "batch", *arguments, *options, "--launched"]
 
 
 def _summary(reports: list[JobReport], output: Path, seconds: float,

@@ -20,14 +20,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from flipsketch.cli.app import app, console, stdout
-from flipsketch.errors import PluginError, UsageError
+from flipsketch.errors import PluginError, UsageError, exception_line
 from flipsketch.plugins import (
     COMMANDS_HOOK,
     ENTRY_POINT_GROUP,
     PluginManager,
     get_manager,
 )
-from flipsketch.plugins.manager import OWN_DISTRIBUTION, one_line
+from flipsketch.plugins.manager import OWN_DISTRIBUTION
 from flipsketch.plugins.skeleton import KINDS, write_skeleton
 
 plugins_app = typer.Typer(help="List, install, remove and start flipsketch plugins.",
@@ -60,7 +60,7 @@ def command_line(manager: PluginManager) -> typer.core.TyperGroup:
             added = (typer.main.get_group(cli).commands
                      if cli.registered_commands or cli.registered_groups else {})
         except Exception as exc:
-            manager.mark_broken(owner, f"raised in {COMMANDS_HOOK}: {one_line(exc)}")
+            manager.mark_broken(owner, f"raised in {COMMANDS_HOOK}: {exception_line(exc)}")
             continue
         clash = next((name for name in added if name in own or name in manager.commands), None)
         if clash is not None:

@@ -1,3 +1,3 @@
-"""Offline evaluation: metrics on the ink (``metrics``), seeded evaluation runs (``runs``), what
-they read (``inputs``: prompt files, folders of drawings) and the tables they write
-(``tables``)."""
+"""Offline evaluation: metrics on the ink (``metrics``), best-of-K ranking (``ranking``), the
+paper's CLIP scores (``clip_scores``), seeded evaluation runs (``runs``), what they read
+(``inputs``: prompt files, folders of drawings) and the tables they write (``tables``)."""

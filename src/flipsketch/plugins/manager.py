@@ -33,7 +33,7 @@ from typing import Any
 
 import pluggy
 
-from flipsketch.errors import PluginError
+from flipsketch.errors import PluginError, exception_line
 from flipsketch.plugins import hookspecs
 from flipsketch.plugins.types import (
     Aligner,
@@ -215,7 +215,7 @@ class PluginManager:
                 module = importlib.import_module(module_name)
             except Exception as exc:  # flipsketch itself is broken: not contained
                 raise PluginError(f"plugin '{name}' ({OWN_DISTRIBUTION}) failed to import: "
-                                  f"{one_line(exc)}; reinstall flipsketch with its "
+                                  f"{exception_line(exc)}; reinstall flipsketch with its "
                                   f"dependencies") from exc
             self._add(module, name, OWN_DISTRIBUTION, __version__, builtin=True)
 
@@ -235,7 +235,7 @@ class PluginManager:
             try:
                 module = ep.load()
             except Exception as exc:  # a broken package must not stop every command
-                self._mark_broken(BrokenPlugin(ep.name, dist, version, one_line(exc)))
+                self._mark_broken(BrokenPlugin(ep.name, dist, version, exception_line(exc)))
                 continue
             self._add(module, ep.name, dist, version)
 
@@ -338,7 +338,7 @@ class PluginManager:
                     function(register=register)
                 except Exception as exc:
                     error = (str(exc) if isinstance(exc, _Clash)
-                             else f"raised in {stage.hook}: {one_line(exc)}")
+                             else f"raised in {stage.hook}: {exception_line(exc)}")
                     if owner in builtin:
                         raise PluginError(f"plugin '{owner}' {error}; reinstall "
                                           f"flipsketch") from exc
@@ -392,12 +392,6 @@ def writer_suffix_clashes(registry: Registry) -> list[dict[str, Any]]:
 
 class _Clash(Exception):
     """A plugin registered a name another plugin (or it, earlier) already took."""
-
-
-def one_line(exc: BaseException) -> str:
-    """``ImportError: needs libfoo``: an exception as one line of a message."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _allowed_third_party() -> set[str] | None:

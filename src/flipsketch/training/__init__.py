@@ -1,2 +1,4 @@
-"""Training: the one denoising loop (``loop``), its data (``data``, ``synth``), the tiny base
-model's stages (``base``) and LoRA fine-tuning (``lora``)."""
+"""Training: the one denoising loop (``loop``) and its loss (``noise``), its data (``data``;
+procedural clips from ``synth`` and ``deform``), the tiny base model's stages (``base``), LoRA
+fine-tuning (``lora``), the latent cache of a run (``latent_store``) and step profiling
+(``profiling``)."""
