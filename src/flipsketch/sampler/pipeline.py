@@ -175,12 +175,14 @@ class FlipSketchPipeline(DiffusionPipeline):
         """Animate ``sketch`` ((H, W) grey in [0, 1], model resolution) as ``prompt`` says.
 
         ``seeds`` gives one sample per seed, sampled together; a sample depends only on its
-        own seed. ``tau1``/``tau2`` default to 2T/5 and 3T/5: alignment runs for steps
-        i < tau1, composition for i <= tau2. ``compose`` is "both", "spatial", "temporal" or
-        "none"; ``aligner``/``composer`` None switch their stage off. ``frame_index_base``
-        numbers frame 1 in the temporal logit scale (``CompositionSettings``): 1 the toolkit,
-        0 the authors' code; ``lambda_rule`` says whether the scale multiplies the logit
-        ("logit", eq. 9) or the attention weight ("weight").
+        own seed, up to float rounding (the batch's shape changes the order of the kernels'
+        sums: a few 1e-6 apart from the sample drawn alone). ``tau1``/``tau2`` default to
+        2T/5 and 3T/5: alignment runs for steps i < tau1, composition for i <= tau2.
+        ``compose`` is "both", "spatial", "temporal" or "none"; ``aligner``/``composer`` None
+        switch their stage off. ``frame_index_base`` numbers frame 1 in the temporal logit
+        scale (``CompositionSettings``): 1 the toolkit, 0 the authors' code; ``lambda_rule``
+        says whether the scale multiplies the logit ("logit", eq. 9) or the attention weight
+        ("weight").
 
         Frame 1, with a sketch: it starts from the sketch's inverted noise x_T^r, always, and
         is set to the reference trajectory (x_T^r denoised with the null prompt) at the start
