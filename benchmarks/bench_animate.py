@@ -6,7 +6,13 @@ prompt and seed (its inversion comes from the cache). Prints one JSON object wit
 every wall time, the re-run / first-run ratio and the seconds each spent on the inversion.
 The bar for the embedded model is 20 s on 2 CPU cores.
 
+``--together`` measures sharing instead: one first run alone, then two first runs started
+together, once as the command runs them (``OMP_WAIT_POLICY=PASSIVE``, set by the CLI) and once
+with OpenMP's spinning wait forced (``ACTIVE``, what torch does unless told otherwise); it
+prints each pair's slower wall time over the lone run's (the bar: within 2.3x).
+
     python benchmarks/bench_animate.py [--model tiny] [--repeats 3]
+    python benchmarks/bench_animate.py --together
 """
 
 from __future__ import annotations
@@ -24,21 +30,60 @@ from pathlib import Path
 SKETCH = Path(__file__).resolve().parents[1] / "src" / "flipsketch" / "examples" / "fish.png"
 
 
+def command(model: str, prompt: str, seed: int, output: Path) -> list[str]:
+    return [sys.executable, "-m", "flipsketch", "animate", str(SKETCH), prompt, "--model", model,
+            "--seed", str(seed), "-o", str(output), "--json"]
+
+
 def animate(model: str, prompt: str, seed: int, output: Path, cache: Path) -> tuple[float, dict]:
     """Wall seconds of one ``flipsketch animate`` process and its ``--json`` summary."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "flipsketch", "animate", str(SKETCH), prompt,
-                           "--model", model, "--seed", str(seed), "-o", str(output), "--json"],
-                          check=True, capture_output=True, text=True,
-                          env={**os.environ, "FLIPSKETCH_CACHE": str(cache)})
+    done = subprocess.run(command(model, prompt, seed, output), check=True, capture_output=True,
+                          text=True, env={**os.environ, "FLIPSKETCH_CACHE": str(cache)})
     return time.perf_counter() - started, json.loads(done.stdout)
+
+
+def together(model: str, folder: Path, wait_policy: str | None) -> float:
+    """Wall seconds until the slower of two first runs started at once finishes."""
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    if wait_policy:
+        env["OMP_WAIT_POLICY"] = wait_policy
+    run_folder = folder / (wait_policy or "default")  # its own empty caches: first runs
+    started = time.perf_counter()
+    runs = [subprocess.Popen(command(model, "a fish swimming to the right", k,
+                                     run_folder / f"{k}.gif"),
+                             env={**env, "FLIPSKETCH_CACHE": str(run_folder / f"cache-{k}")},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for k in range(2)]
+    for run in runs:
+        if run.wait() != 0:
+            raise SystemExit(run.stderr.read().decode())
+    return time.perf_counter() - started
+
+
+def main_together(model: str) -> None:
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        alone, _ = animate(model, "a fish swimming to the right", 0, folder / "alone.gif",
+                           folder / "cache-alone")
+        passive = together(model, folder, None)  # the CLI's own default
+        active = together(model, folder, "ACTIVE")
+    print(json.dumps({"model": model, "alone_s": round(alone, 2),
+                      "two_at_once_s": round(passive, 2),
+                      "two_at_once_ratio": round(passive / alone, 2),
+                      "two_at_once_spinning_s": round(active, 2),
+                      "two_at_once_spinning_ratio": round(active / alone, 2)}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--together", action="store_true",
+                        help="two runs at once against one alone (shared cores)")
     args = parser.parse_args()
+    if args.together:
+        return main_together(args.model)
     first, rerun = [], []
     inversion: dict[str, list[float]] = {"first": [], "rerun": []}
     with tempfile.TemporaryDirectory() as folder:

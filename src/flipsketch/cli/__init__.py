@@ -19,8 +19,10 @@ from typer.exceptions import TyperException
 
 # ``flipsketch.cli.app`` is the Typer app (tests invoke it); ``main`` runs it with the
 # commands plugins add.
+# The flag names and the error line are the API's, shared with plugins (the web page).
+from flipsketch.api import FLAGS, flag_for, message  # noqa: F401
 from flipsketch.cli.app import DEBUG, app, console, state  # noqa: F401
-from flipsketch.errors import FlipSketchError, FlipSketchWarning, SettingsError, Terminated
+from flipsketch.errors import FlipSketchError, FlipSketchWarning, Terminated
 
 # Importing the command modules attaches their commands to ``app``.
 from flipsketch.cli import animate as _animate  # noqa: E402,F401  isort: skip
@@ -32,24 +34,12 @@ from flipsketch.cli import recipe as _recipe  # noqa: E402,F401  isort: skip
 from flipsketch.cli import synth as _synth  # noqa: E402,F401  isort: skip
 from flipsketch.cli import train as _train  # noqa: E402,F401  isort: skip
 
-
-# Settings fields (``SamplerSettings``, ``LoraSettings``) whose flag is not the field's name;
-# any other field ``align_lr`` is ``--align-lr``.
-FLAGS = {"num_frames": "--frames", "num_inference_steps": "--steps",
-         "guidance_scale": "--guidance", "batch_size": "--batch"}
-
-
-def flag_for(field: str) -> str:
-    """The command-line flag that sets the settings field ``field`` (``lambda_``: --lambda)."""
-    return FLAGS.get(field, "--" + field.rstrip("_").replace("_", "-"))
-
-
-def message(exc: FlipSketchError) -> str:
-    """The error's line as the command line says it: a settings field by its flag."""
-    if isinstance(exc, SettingsError):
-        return f"{flag_for(exc.field)} {exc.problem}"
-    return str(exc)
-
+# OpenMP threads that spin while they wait made two torch processes on the same cores (a
+# user's other work, `batch --processes 2`) each run 5-10x slower; waiting passively costs a
+# lone run little (benchmarks/bench_animate.py --together). It must be set before torch
+# loads, which no command does at import; a value the user set wins. Child processes
+# (`batch --processes`) inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def _error(message: str) -> None:
     # The message holds user text (paths, option values); escaped, "[/]" in a file name is
