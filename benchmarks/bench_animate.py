@@ -11,7 +11,12 @@ together, once as the command runs them (``OMP_WAIT_POLICY=PASSIVE``, set by the
 with OpenMP's spinning wait forced (``ACTIVE``, what torch does unless told otherwise); it
 prints each pair's slower wall time over the lone run's (the bar: within 2.3x).
 
+``--profile`` prints where the time goes instead: a table of each phase's median seconds,
+first run and re-run (start-up is the process's wall time before the command's own clock
+starts: the interpreter, imports, Typer).
+
     python benchmarks/bench_animate.py [--model tiny] [--repeats 3]
+    python benchmarks/bench_animate.py --profile
     python benchmarks/bench_animate.py --together
 """
 
@@ -43,6 +48,13 @@ def animate(model: str, prompt: str, seed: int, output: Path, cache: Path) -> tu
     return time.perf_counter() - started, json.loads(done.stdout)
 
 
+def run_phases(wall: float, summary: dict) -> dict[str, float]:
+    """A run's phases in seconds: the command's own timings, its wall time, and the start-up
+    before the command's clock started."""
+    timings = summary["timings"]
+    return {**timings, "wall_s": wall, "startup_s": wall - timings["total_s"]}
+
+
 def together(model: str, folder: Path, wait_policy: str | None) -> float:
     """Wall seconds until the slower of two first runs started at once finishes."""
     env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
@@ -59,6 +71,34 @@ def together(model: str, folder: Path, wait_policy: str | None) -> float:
         if run.wait() != 0:
             raise SystemExit(run.stderr.read().decode())
     return time.perf_counter() - started
+
+
+# The phases of a run in order, as ``animate --json`` reports them; the indented ones are
+# parts of ``sampling_s``.
+PHASES = {
+    "start-up (interpreter, imports)": "startup_s",
+    "checks (options, drawing, output)": "checks_s",
+    "model load": "load_s",
+    "prompt encoding": "prompts_s",
+    "sketch inversion (or cache read)": "inversion_s",
+    "denoising loop": "sampling_s",
+    "  reference passes": "reference_s",
+    "  frame alignment": "alignment_s",
+    "  joint guided passes": "joint_s",
+    "VAE decode": "decode_s",
+    "post-process and write": "write_s",
+}
+
+
+def profile_table(first: list[dict], rerun: list[dict]) -> str:
+    """Markdown: median seconds of each phase, first run and re-run."""
+    def median(rows: list[dict], key: str) -> float:
+        return statistics.median(row.get(key, 0.0) for row in rows)
+
+    lines = ["| phase | first run (s) | re-run (s) |", "| --- | --- | --- |"]
+    for name, key in [*PHASES.items(), ("whole run (wall)", "wall_s")]:
+        lines.append(f"| {name} | {median(first, key):.2f} | {median(rerun, key):.2f} |")
+    return "\n".join(lines)
 
 
 def main_together(model: str) -> None:
@@ -79,6 +119,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print the seconds of each phase of a run")
     parser.add_argument("--together", action="store_true",
                         help="two runs at once against one alone (shared cores)")
     args = parser.parse_args()
@@ -86,6 +128,7 @@ def main() -> None:
         return main_together(args.model)
     first, rerun = [], []
     inversion: dict[str, list[float]] = {"first": [], "rerun": []}
+    phases: dict[str, list[dict]] = {"first": [], "rerun": []}
     with tempfile.TemporaryDirectory() as folder:
         for index in range(args.repeats):
             cache = Path(folder) / f"cache-{index}"  # empty: the first run inverts
@@ -94,13 +137,17 @@ def main() -> None:
             assert summary["inversion_cached"] is False
             first.append(seconds)
             inversion["first"].append(summary["timings"]["inversion_s"])
+            phases["first"].append(run_phases(seconds, summary))
             seconds, summary = animate(args.model, "a fish swimming to the left", 1,
                                        Path(folder) / f"rerun-{index}.gif", cache)
             assert summary["inversion_cached"] is True
             rerun.append(seconds)
             inversion["rerun"].append(summary["timings"]["inversion_s"])
+            phases["rerun"].append(run_phases(seconds, summary))
             print(f"repeat {index + 1}: first run {first[-1]:.2f} s, re-run {rerun[-1]:.2f} s",
                   flush=True)
+    if args.profile:
+        print(profile_table(phases["first"], phases["rerun"]))
     median_first, median_rerun = statistics.median(first), statistics.median(rerun)
     print(json.dumps({"model": args.model, "median_s": round(median_first, 2),
                       "rerun_median_s": round(median_rerun, 2),

@@ -29,6 +29,7 @@ from flipsketch.api import (
     check_prompt,
     check_resources,
     check_size,
+    lambda_from,
     sampler_stages,
 )
 from flipsketch.cli.app import app, console, stdout
@@ -174,19 +175,6 @@ def looks_like_a_sentence(text: str) -> bool:
     suffix = Path(text).suffix
     return (len(text.split()) >= 2 and not any(sep in text for sep in "/\\")
             and not re.fullmatch(r"\.[A-Za-z0-9]{1,5}", suffix))
-
-
-def lambda_from(lambda_: float | None, motion: float | None) -> float:
-    """``--lambda``, or ``--motion`` (the demo's slider, 1 - lambda), or the default; a bad
-    ``--motion`` is named as typed rather than as the lambda it becomes."""
-    if lambda_ is not None and motion is not None:
-        raise UsageError("pass either --lambda or --motion (= 1 - lambda), not both")
-    if motion is None:
-        return DEFAULT_LAMBDA if lambda_ is None else lambda_
-    if not 0 <= motion <= 1:
-        raise UsageError(f"--motion must be between 0 and 1 (got {motion:g}); 0 keeps the "
-                         "drawing, 1 moves most")
-    return 1 - motion
 
 
 def checked_options(*, frames: int, steps: int, guidance: float, negative_prompt: str,
@@ -398,9 +386,11 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
             scorer = clip_scorer(load_clip_consistency(rank_model, device=device,
                                                        allow_pickle=allow_pickle,
                                                        option="--rank-model"))
+    checked = time.perf_counter()
     with console.status(f"loading model '{escape(model)}'"):
         pipe = load_pipeline(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
                              loras=lora or (), unet=unet, backbone=backbone, manager=manager)
+    loaded = time.perf_counter()
     with Progress(TextColumn("{task.description:<10}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=console, transient=not console.is_terminal) as bar:
@@ -426,6 +416,7 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
         animations = [r.animation for r in ranked[:keep]]
 
     # 4. Post-process and write, one file per kept sample.
+    sampled = time.perf_counter()
     written = []
     for animation, path in zip(animations, outputs, strict=True):
         images = postprocess(animation.frames, postprocessor, size=size, sketch=image,
@@ -442,7 +433,11 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
             "model": model,
             "frames": frames,
             "size": size,
-            "timings": {**animations[0].timings, "total_s": elapsed},
+            # Where the run's time went, in order (benchmarks/bench_animate.py --profile):
+            # checks and the rank model, model load, the sampler's phases, ranking, writing.
+            "timings": {"checks_s": checked - started, "load_s": loaded - checked,
+                        **animations[0].timings, "write_s": elapsed - (sampled - started),
+                        "total_s": elapsed},
             "inversion_cached": animations[0].inversion_cached,
             "ranking": None if ranked is None else {
                 "by": f"clip:{rank_model}" if rank_model else "fidelity_compensated",

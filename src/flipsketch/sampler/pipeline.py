@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -52,6 +52,18 @@ from flipsketch.sampler.inversion import ddim_invert
 from flipsketch.sampler.latents import decode_latents, encode_frames
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the block's wall seconds to ``timings[name]``: where a run's time goes
+    (``benchmarks/bench_animate.py --profile``). Host time: on a GPU a block's kernels may
+    finish inside the next block, so only the sum up to the decode is exact there."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 
 
 def frame_one_pinned_steps(steps: int, tau1: int, tau2: int, keep_first_frame: bool) -> int:
@@ -216,8 +228,8 @@ class FlipSketchPipeline(DiffusionPipeline):
         use_cfg = guidance_scale > 1.0
 
         # 1. Prompts. Conditional rows come after unconditional ones in the joint batch.
-        started = time.perf_counter()
-        cond, uncond, null = self.encode_prompt([prompt, negative_prompt, ""]).split(1)
+        with timed(timings, "prompts_s"):
+            cond, uncond, null = self.encode_prompt([prompt, negative_prompt, ""]).split(1)
         cond_embeds = cond.expand(batch, -1, -1)
         joint_embeds = torch.cat([uncond.expand(batch, -1, -1), cond_embeds]) if use_cfg \
             else cond_embeds
@@ -231,11 +243,11 @@ class FlipSketchPipeline(DiffusionPipeline):
         ref_latent = None
         if sketch is not None:
             report("inversion", 0, 1)
-            # (1, c, F, h, w): F copies of the drawing where the inverter asks for several
-            latent = self.encode_sketch(sketch.to(device), sketch_encoding(inverter))
-            ref_latent = inverter(self, latent, null, timesteps).mean(dim=2, keepdim=True)
+            with timed(timings, "inversion_s"):
+                # (1, c, F, h, w): F copies of the drawing where the inverter asks for several
+                latent = self.encode_sketch(sketch.to(device), sketch_encoding(inverter))
+                ref_latent = inverter(self, latent, null, timesteps).mean(dim=2, keepdim=True)
             report("inversion", 1, 1)
-        timings["inversion_s"] = time.perf_counter() - started
 
         # 3. Start noise, one generator per seed so a sample does not depend on its batch.
         c, size = self.unet.config.in_channels, self.unet.config.sample_size
@@ -270,20 +282,23 @@ class FlipSketchPipeline(DiffusionPipeline):
                 ref_out = None
                 if reference_live and (composing or aligning or advancing):
                     n = max(1, frames - i) if composing else 1
-                    with composition.capture() if composing else nullcontext():
+                    with timed(timings, "reference_s"), \
+                            composition.capture() if composing else nullcontext():
                         ref_out = self.predict(ref_latent.expand(-1, -1, n, -1, -1), t,
                                                null)[:, :, :1]  # (1, c, 1, h, w)
 
                 # b. Frame alignment towards the reference alone (reuses a 1-frame pass).
                 if aligning:
-                    target = ref_out if n == 1 else self.predict(ref_latent, t, null)
-                    latents, losses = aligner(self, latents, ref_latent, t, cond_embeds,
-                                              target, align_settings)
+                    with timed(timings, "alignment_s"):
+                        target = ref_out if n == 1 else self.predict(ref_latent, t, null)
+                        latents, losses = aligner(self, latents, ref_latent, t, cond_embeds,
+                                                  target, align_settings)
                     align_losses.append(losses)
 
                 # c. Joint pass, unconditional and conditional rows batched.
                 model_in = torch.cat([latents, latents]) if use_cfg else latents
-                with composition.compose(i, frames, cond_rows) if composing else nullcontext():
+                with timed(timings, "joint_s"), \
+                        composition.compose(i, frames, cond_rows) if composing else nullcontext():
                     out = self.predict(model_in, t, joint_embeds)
                 if use_cfg:
                     out_uncond, out_cond = out.chunk(2)
@@ -304,8 +319,7 @@ class FlipSketchPipeline(DiffusionPipeline):
                                     align_losses=align_losses)
 
         # 5. Decode.
-        started = time.perf_counter()
-        video = self.decode(latents)
-        timings["decode_s"] = time.perf_counter() - started
+        with timed(timings, "decode_s"):
+            video = self.decode(latents)
         return FlipSketchOutput(frames=video, seeds=list(seeds), timings=timings,
                                 align_losses=[torch.as_tensor(x).tolist() for x in align_losses])
