@@ -135,7 +135,7 @@ def random_components(arch: Arch, device: Any = "cpu") -> dict:
 def build_pipeline(args):
 
     from flipsketch.api import load_pipeline
-    from flipsketch.models.backbone import resolve_device, resolve_dtype
+    from flipsketch.devices import resolve_device, resolve_dtype
     from flipsketch.sampler.pipeline import FlipSketchPipeline
 
     if args.arch is None:

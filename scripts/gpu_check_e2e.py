@@ -35,7 +35,7 @@ def save_model(arch_name: str, device: str, folder: str) -> None:
     sys.modules[spec.name] = bench  # its dataclasses look their module up there
     spec.loader.exec_module(bench)
 
-    from flipsketch.models.backbone import resolve_dtype
+    from flipsketch.devices import resolve_dtype
     from flipsketch.sampler.pipeline import FlipSketchPipeline
 
     arch = bench.ARCHS[arch_name]

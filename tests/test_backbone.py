@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from flipsketch.api import SamplerSettings, animate, load_pipeline
+from flipsketch.devices import resolve_dtype
 from flipsketch.errors import ModelLoadError, UsageError
-from flipsketch.models.backbone import resolve_dtype
 from flipsketch.models.lora import save_lora
 from flipsketch.models.presets import MODELSCOPE_BASE, PRESETS, SKETCH_FINETUNE, resolve_model
 from flipsketch.plugins import PluginManager, hookimpl

@@ -262,8 +262,8 @@ def test_piped_plugins_table_keeps_whole_module_names(tmp_path):
                               stderr=subprocess.PIPE, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     text = listing.read_text(encoding="utf-8")
-    for module in ("flipsketch.models.backbone", "flipsketch.sampler.inversion",
-                   "flipsketch.frames.postprocess", "flipsketch.frames.interpolate"):
+    for module in ("flipsketch.builtins.backbone", "flipsketch.builtins.inversion",
+                   "flipsketch.builtins.postprocess", "flipsketch.builtins.interpolate"):
         assert module in text
     assert "…" not in text
     assert max(map(len, text.splitlines())) > 80  # wider than the old fixed 80 columns

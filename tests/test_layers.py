@@ -65,11 +65,12 @@ print(json.dumps(sorted(m for m in ("torch", "diffusers", "transformers", "accel
 # or the layers below it, lazily or not, and packages of one layer never import each other in
 # a circle.
 LAYERS = [
-    {"errors", "files", "overrides", "__version__"},
+    {"errors", "files", "overrides", "devices", "__version__"},
     {"plugins", "__init__"},  # the package root re-exports hookimpl from plugins
     {"sampler", "models", "frames"},
     {"api"},
-    {"recipes", "training", "evaluation", "batch"},
+    # builtins registers the implementations of every stage, recipe steps included
+    {"recipes", "training", "evaluation", "batch", "builtins"},
     {"cli", "__main__"},
 ]
 
@@ -149,3 +150,65 @@ def test_packages_of_one_layer_import_each_other_in_one_direction():
         if a < b and a in edges.get(b, set()) and _layer(a) == _layer(b)
     )
     assert both_ways == []
+
+
+# -- the plugin boundary: what a bundled plugin may import from flipsketch ------------------
+ROOT = PACKAGE.parents[1]
+# The plugin API: a plugin imports flipsketch through these modules only (docs/plugins.md), so
+# that it never depends on where a helper lives inside the package.
+PLUGIN_API = {"flipsketch.api", "flipsketch.plugins", "flipsketch.errors"}
+# Imports past the boundary that are known, each with what removes it. The test fails when
+# one is no longer there, so this list only shrinks.
+BOUNDARY_EXCEPTIONS = {
+    ("flipsketch_web.options", "flipsketch.cli"):
+        "reads 'flipsketch animate''s parameters to convert a form field as the command line "
+        "does, until each option is declared once (issue 23, item 1)",
+    ("flipsketch_web.render", "flipsketch.evaluation.ranking"):
+        "best-of-K ranking lives in evaluation, a layer above the API",
+}
+
+
+def plugin_packages() -> list[Path]:
+    """Every importable package of every bundled plugin (plugins/NAME/src/PACKAGE)."""
+    return sorted(init.parent for init in ROOT.glob("plugins/*/src/*/__init__.py"))
+
+
+def flipsketch_imports(path: Path) -> set[str]:
+    """The flipsketch modules a file imports, anywhere in it (``TYPE_CHECKING`` included:
+    a type a plugin names is part of what it depends on)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found.update(name for name in names if name.split(".")[0] == "flipsketch")
+    return found
+
+
+def test_bundled_plugins_import_flipsketch_only_through_the_plugin_api():
+    packages = plugin_packages()
+    assert {p.name for p in packages} >= {"flipsketch_animatediff", "flipsketch_svg",
+                                          "flipsketch_spritesheet", "flipsketch_web"}
+    crossing = set()
+    for package in packages:
+        for path in package.rglob("*.py"):
+            module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+            module = module.removesuffix(".__init__")
+            crossing |= {(module, name) for name in flipsketch_imports(path)
+                         if name not in PLUGIN_API}
+    assert crossing - set(BOUNDARY_EXCEPTIONS) == set(), "import these through flipsketch.api"
+    assert set(BOUNDARY_EXCEPTIONS) - crossing == set(), "gone: drop it from the exceptions"
+
+
+def test_the_names_the_api_lends_plugins_exist():
+    # ``flipsketch.api`` lends plugins helpers from lower layers on first use (PEP 562).
+    import flipsketch.api
+
+    for name in flipsketch.api.PLUGIN_EXPORTS:
+        assert getattr(flipsketch.api, name) is not None, name
+

@@ -13,8 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import flipsketch.builtins.writers
 import flipsketch.cli
-import flipsketch.frames.writers
 from flipsketch import hookimpl
 from flipsketch.api import SamplerSettings, animate, load_pipeline
 from flipsketch.errors import PluginError
@@ -22,6 +22,7 @@ from flipsketch.frames.writers import check_output_path
 from flipsketch.plugins import (
     BUILTIN_PLUGINS,
     COMMANDS_HOOK,
+    ENTRY_POINT_GROUP,
     STAGES,
     Composition,
     PluginManager,
@@ -29,6 +30,7 @@ from flipsketch.plugins import (
     get_manager,
     hookspecs,
 )
+from flipsketch.plugins.manager import own_entry_points
 from flipsketch.sampler import attention
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,10 +202,32 @@ def test_broken_and_filtered_third_party_plugins(cli, fresh_plugins, tmp_path, m
 
 
 # -- one plugin API: the stage table, the built-ins, the types ------------------------------
-def test_builtin_plugins_are_the_entry_points_in_pyproject():
+def test_builtin_implementations_are_registered_from_flipsketch_builtins_only():
+    """One place registers the built-ins, through the entry-point group third-party plugins
+    use: every module of ``flipsketch.builtins`` is a built-in plugin, no other module of the
+    package implements a hook (the algorithms know nothing of the plugin system), and
+    pyproject.toml lists exactly these modules as flipsketch's entry points, as installed."""
+    import ast
+
+    package = Path(flipsketch.cli.__file__).parents[1]
+    builtins = sorted(path.stem for path in (package / "builtins").glob("*.py")
+                      if path.stem != "__init__")
+    assert sorted(BUILTIN_PLUGINS) == builtins
+    assert all(module == f"flipsketch.builtins.{name}"
+               for name, module in BUILTIN_PLUGINS.items())
+    hooks = {name for name in dir(hookspecs) if name.startswith("register_")}
+    outside = sorted(
+        f"{path.relative_to(package)}: {node.name}"
+        for path in package.rglob("*.py") if path.parent.name != "builtins"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef) and node.name in hooks
+        and any(getattr(d, "id", getattr(d, "attr", None)) == "hookimpl"
+                for d in node.decorator_list))
+    assert outside == []
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert pyproject["project"]["entry-points"]["flipsketch"] == BUILTIN_PLUGINS
+    assert pyproject["project"]["entry-points"][ENTRY_POINT_GROUP] == BUILTIN_PLUGINS
+    assert {ep.name: ep.value for ep in own_entry_points()} == BUILTIN_PLUGINS
 
 
 def test_builtins_load_without_entry_points():
@@ -216,8 +240,19 @@ def test_builtins_load_without_entry_points():
         if stage.default is not None:
             assert manager.registry(stage.name).owners[stage.default] in BUILTIN_PLUGINS
     assert "word" in manager.registry("recipe_step").impls
-    manager.register(flipsketch.frames.writers)  # already there: nothing changes
+    manager.register(flipsketch.builtins.writers)  # already there: nothing changes
     assert len(manager.plugins) == len(BUILTIN_PLUGINS)
+
+
+def test_builtins_load_from_a_checkout_whose_entry_points_are_missing(monkeypatch):
+    """Run from ``src`` without installing (no metadata): the built-ins still load, by the
+    module names BUILTIN_PLUGINS gives, in the same order."""
+    import flipsketch.plugins.manager as manager_module
+
+    monkeypatch.setattr(manager_module, "own_entry_points", lambda: [])
+    manager = PluginManager(load_entry_points=False)
+    assert [p.module for p in manager.plugins] == list(BUILTIN_PLUGINS.values())
+    assert manager.get("writer", "gif").suffixes == (".gif",)
 
 
 def test_one_stage_per_hook():

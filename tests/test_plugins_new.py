@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flipsketch.plugins.skeleton import KINDS
+from flipsketch.cli.skeleton import KINDS
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+import flipsketch.builtins.postprocess
 import flipsketch.frames.postprocess
 from flipsketch.errors import UsageError
 from flipsketch.frames.images import array_to_images, load_sketch, to_grey_square
@@ -141,7 +142,7 @@ def test_settings_reject_a_size_below_one():
 
 def test_registered_under_their_names():
     manager = PluginManager(load_entry_points=False)
-    manager.register(flipsketch.frames.postprocess)
+    manager.register(flipsketch.builtins.postprocess)  # already there: nothing changes
     registry = manager.registry("postprocessor")
     assert registry.get("binarize") is binarize and registry.get("raw") is raw
     assert registry.get(None) is flipsketch.frames.postprocess.lineart  # the stage default

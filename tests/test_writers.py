@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-import flipsketch.frames.writers
+import flipsketch.builtins.writers
 from flipsketch import hookimpl
 from flipsketch.errors import PluginError, UsageError
 from flipsketch.frames.writers import Writer, check_output_path, save_frames
@@ -53,7 +53,7 @@ def grey(img: Image.Image) -> np.ndarray:
 def manager() -> PluginManager:
     """Only the built-in writers, so these tests do not depend on what else is installed."""
     manager = PluginManager(load_entry_points=False)
-    manager.register(flipsketch.frames.writers)
+    manager.register(flipsketch.builtins.writers)
     return manager
 
 

@@ -16,9 +16,9 @@ import math
 import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from flipsketch.errors import SettingsError, UsageError
+from flipsketch.errors import FlipSketchError, SettingsError, UsageError
 from flipsketch.plugins import (
     ALIGN_OPTIMIZERS,
     COMPOSE_MODES,
@@ -204,6 +204,42 @@ def check_size(size: int) -> None:
         raise SettingsError("size", f"must be at most {MAX_SIZE} pixels")
 
 
+# Settings fields (``SamplerSettings``, ``LoraSettings``) whose flag is not the field's name;
+# any other field ``align_lr`` is ``--align-lr``. Every front end names a field this way in
+# its messages (the command line, the web page's form, ``message``).
+FLAGS = {"num_frames": "--frames", "num_inference_steps": "--steps",
+         "guidance_scale": "--guidance", "batch_size": "--batch"}
+
+
+def flag_for(field: str) -> str:
+    """The command-line flag that sets the settings field ``field`` (``lambda_``: --lambda)."""
+    return FLAGS.get(field, "--" + field.rstrip("_").replace("_", "-"))
+
+
+def message(exc: FlipSketchError) -> str:
+    """The error's line as the command line says it: a settings field by its flag.
+
+    The one helper a front end (the command line, a plugin's command or server) uses to turn
+    a ``FlipSketchError`` into the line it prints or returns.
+    """
+    if isinstance(exc, SettingsError):
+        return f"{flag_for(exc.field)} {exc.problem}"
+    return str(exc)
+
+
+def lambda_from(lambda_: float | None, motion: float | None) -> float:
+    """``--lambda``, or ``--motion`` (the demo's slider, 1 - lambda), or the default; a bad
+    ``--motion`` is named as typed rather than as the lambda it becomes."""
+    if lambda_ is not None and motion is not None:
+        raise UsageError("pass either --lambda or --motion (= 1 - lambda), not both")
+    if motion is None:
+        return DEFAULT_LAMBDA if lambda_ is None else lambda_
+    if not 0 <= motion <= 1:
+        raise UsageError(f"--motion must be between 0 and 1 (got {motion:g}); 0 keeps the "
+                         "drawing, 1 moves most")
+    return 1 - motion
+
+
 def sampler_stages(settings: SamplerSettings, inverter: str | None = None,
                    aligner: str | None = None,
                    composer: str | None = None) -> tuple[SamplerSettings, dict[str, str | None]]:
@@ -288,7 +324,7 @@ def check_resources(model: str | None, settings: SamplerSettings, size: int = 51
         return None
     footprint = read_footprint(parts, model)
     check_frame_limit(settings, footprint.frame_positions, f"model '{model}'")
-    from flipsketch.models.backbone import resolve_device, resolve_dtype
+    from flipsketch.devices import resolve_device, resolve_dtype
 
     target = resolve_device(device)
     need = estimate_peak_bytes(footprint, frames=settings.num_frames, samples=settings.samples,
@@ -396,3 +432,33 @@ def save(images: list[Image.Image], path: str | Path, fps: float = 10, force: bo
     from flipsketch.frames.writers import save_frames
 
     return save_frames(images, path, fps=fps, force=force, writer=writer, manager=manager)
+
+
+# What a plugin needs beyond the functions above, so that a plugin imports flipsketch only
+# through ``flipsketch.api``, ``flipsketch.plugins`` and ``flipsketch.errors`` (the bundled
+# ones are held to it: tests/test_layers.py) and never depends on where a helper lives inside
+# the package. Each loads on first use (PEP 562): most of them import torch, and the command
+# line imports this module without it.
+PLUGIN_EXPORTS = {
+    "FlipSketchPipeline": "flipsketch.sampler.pipeline",  # what a backbone returns
+    "resolve_device": "flipsketch.devices",
+    "resolve_dtype": "flipsketch.devices",
+    "default_model": "flipsketch.models.presets",  # the model when none is named
+    "ModelSpec": "flipsketch.models.presets",
+    "locate": "flipsketch.models.store",  # a model's parts on disk, downloading them once
+    "hub_snapshot": "flipsketch.models.store",
+    "weights_format": "flipsketch.models.backbone",  # safetensors, or pickles if allowed
+    "check_drawing": "flipsketch.frames.images",  # the checks on a drawing
+    "decode_sketch": "flipsketch.frames.images",  # uploaded bytes -> a drawing
+    "INK_THRESHOLD": "flipsketch.frames.images",  # grey below this is ink
+    "on_white": "flipsketch.frames.writers",  # a transparent frame flattened on paper
+    "FOLDER_WRITER": "flipsketch.frames.writers",  # the writer of a folder of PNGs
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in PLUGIN_EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(PLUGIN_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

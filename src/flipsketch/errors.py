@@ -7,6 +7,8 @@ the fix, because it is all the user sees.
 
 from __future__ import annotations
 
+import warnings
+
 
 def one_line(text: str) -> str:
     """``text`` with its line breaks and other control characters written as escapes
@@ -81,6 +83,15 @@ class FlipSketchWarning(UserWarning):
     """Something the user should know although the command goes on: an animated drawing of
     which only the first frame is used, a prompt cut at the text encoder's limit.
 
-    Raised with ``warnings.warn`` where the fact is known (deep in a library call, with no
-    console at hand); the CLI prints each as one ``warning:`` line, every time it happens.
+    Raised with ``warnings.warn`` (or ``warn``) where the fact is known (deep in a library
+    call, with no console at hand); the CLI prints each as one ``warning:`` line, every time
+    it happens.
     """
+
+
+def warn(message: str) -> None:
+    """Tell the user ``message`` and go on: the one way a library function or a plugin prints
+    a message. The command line shows it as one ``warning: MESSAGE`` line on stderr, each time
+    (a plugin's command included); in Python it is a ``FlipSketchWarning``, which a program
+    can filter, record or turn into an error."""
+    warnings.warn(one_line(message), FlipSketchWarning, stacklevel=2)

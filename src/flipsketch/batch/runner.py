@@ -184,7 +184,7 @@ def process_device(requested: str | None, own, processes: int) -> str | None:
 
 def _process_state():
     """This process's place among the processes of an ``accelerate launch`` (alone: 0 of 1)."""
-    from flipsketch.models.backbone import process_state
+    from flipsketch.devices import process_state
 
     return process_state(", or flipsketch batch --processes N")
 

@@ -212,8 +212,8 @@ def _check_resources(loaded: Manifest, choice: ModelChoice, device: str | None) 
     """``animate``'s check before the model loads, once per distinct request of the batch
     (frames x samples x size), each problem named by the first row that asks for it."""
     from flipsketch.api import check_resources
+    from flipsketch.devices import resolve_device, resolve_dtype
     from flipsketch.errors import SettingsError
-    from flipsketch.models.backbone import resolve_device, resolve_dtype
 
     # --device and --dtype are the command line's, not a row's: their problems unprefixed.
     resolve_dtype(choice.dtype, resolve_device(device))

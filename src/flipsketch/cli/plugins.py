@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flipsketch.cli.app import app, console, stdout
+from flipsketch.cli.skeleton import KINDS, write_skeleton
 from flipsketch.errors import PluginError, UsageError, exception_line
 from flipsketch.plugins import (
     COMMANDS_HOOK,
@@ -28,7 +29,6 @@ from flipsketch.plugins import (
     get_manager,
 )
 from flipsketch.plugins.manager import OWN_DISTRIBUTION
-from flipsketch.plugins.skeleton import KINDS, write_skeleton
 
 plugins_app = typer.Typer(help="List, install, remove and start flipsketch plugins.",
                           rich_markup_mode=None)

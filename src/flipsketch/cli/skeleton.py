@@ -6,7 +6,9 @@ its hook, one passing test that goes through flipsketch's own API, and a README.
 edits working code instead of assembling it from the guide (docs/plugins.md).
 
 The templates are Python strings filled with ``string.Template`` (``$name``), because the
-code they hold is full of the braces ``str.format`` would need escaped.
+code they hold is full of the braces ``str.format`` would need escaped. They live with the
+command that writes them, not in ``flipsketch.plugins``: that package is what a plugin imports,
+and the templates are no part of the plugin API.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from string import Template
 
 from flipsketch.errors import UsageError
 from flipsketch.files import atomic_path, check_writable_folder
-from flipsketch.plugins.manager import ENTRY_POINT_GROUP
+from flipsketch.plugins import ENTRY_POINT_GROUP
 
 PREFIX = "flipsketch-"  # the package-name convention: flipsketch-NAME on PyPI
 NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
@@ -308,8 +310,7 @@ def register_backbones(register: Register) -> None:
         test='''
 
 def test_loads_its_own_model_name():
-    from flipsketch.api import load_pipeline
-    from flipsketch.sampler.pipeline import FlipSketchPipeline
+    from flipsketch.api import FlipSketchPipeline, load_pipeline
 
     pipe = load_pipeline("$name", device="cpu", backbone="$name", manager=manager())
     assert isinstance(pipe, FlipSketchPipeline)

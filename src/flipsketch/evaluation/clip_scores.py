@@ -132,7 +132,7 @@ def _load(name_or_path: str, kind: str, device: str | None, allow_pickle: bool,
     )
     from transformers.utils import logging as transformers_logging
 
-    from flipsketch.models.backbone import resolve_device
+    from flipsketch.devices import resolve_device
 
     model_class, label, example = {"clip": (CLIPModel, "CLIP", DEFAULT_CLIP),
                                    "xclip": (XCLIPModel, "X-CLIP", DEFAULT_XCLIP)}[kind]

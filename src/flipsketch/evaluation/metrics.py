@@ -24,15 +24,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from flipsketch.frames.images import INK_THRESHOLD
+
 if TYPE_CHECKING:
     pass
 
-# A pixel is ink when it is darker than the midpoint between paper and ink. A fixed threshold
-# rather than Otsu's: Otsu always splits a frame into two classes, so on a blank or washed-out
-# frame it declares the paper's grain to be ink, and a vanished drawing would still score. A
-# fixed midpoint keeps scores comparable across frames, configurations and models, and on
-# binarised output (what users see) any threshold gives the same mask.
-INK_THRESHOLD = 0.5
 
 
 # -- ink -------------------------------------------------------------------------------------

@@ -22,6 +22,14 @@ from flipsketch.errors import FlipSketchWarning, UsageError
 from flipsketch.frames.examples import listed_examples, resolve_sketch
 
 _FIX = "pass a PNG/JPEG/WebP drawing"
+
+# A pixel is ink when it is darker than the midpoint between paper and ink. A fixed threshold
+# rather than Otsu's: Otsu always splits a frame into two classes, so on a blank or washed-out
+# frame it declares the paper's grain to be ink, and a vanished drawing would still score. A
+# fixed midpoint keeps scores comparable across frames, configurations and models, and on
+# binarised output (what users see) any threshold gives the same mask. The evaluation's
+# metrics and the svg plugin's tracing both use it.
+INK_THRESHOLD = 0.5
 # The smallest drawing worth animating: its longer side is upscaled to the model's resolution,
 # and under 16 pixels no stroke survives that as a stroke.
 MIN_SIDE = 16

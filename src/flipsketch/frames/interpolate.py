@@ -16,7 +16,6 @@ from PIL import Image
 
 from flipsketch.errors import UsageError
 from flipsketch.frames.postprocess import otsu_threshold
-from flipsketch.plugins import hookimpl
 
 
 def flow_interpolate(frames: list[Image.Image], factor: int) -> list[Image.Image]:
@@ -92,8 +91,3 @@ def _warp(pixels: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """``pixels`` sampled at ``coords`` (h, w, 2 as x, y); beyond the border, edges repeat."""
     return cv2.remap(pixels, coords[..., 0], coords[..., 1], interpolation=cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
-
-
-@hookimpl
-def register_interpolators(register) -> None:
-    register("flow", flow_interpolate)

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from flipsketch.frames.images import array_to_images, images_to_array, to_grey_square
-from flipsketch.plugins import PostprocessSettings, Register, hookimpl
+from flipsketch.plugins import PostprocessSettings
 
 # Below this separation between the mean of the ink and the mean of the paper class (on the
 # 0..1 grey scale), the clip is taken as blank: Otsu always finds *some* split, and on a blank
@@ -166,9 +166,3 @@ def _finish(grey: np.ndarray, transparent: bool) -> list[Image.Image]:
         layer.putalpha(coverage)
         layers.append(layer)
     return layers
-
-@hookimpl
-def register_postprocessors(register: Register) -> None:
-    register("binarize", binarize)
-    register("lineart", lineart)
-    register("raw", raw)

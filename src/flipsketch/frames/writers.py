@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from flipsketch.errors import FlipSketchError, UsageError
 from flipsketch.files import atomic_path, check_writable
-from flipsketch.plugins import PluginManager, Register, Registry, Writer, get_manager, hookimpl
+from flipsketch.plugins import PluginManager, Registry, Writer, get_manager
 
 FOLDER_WRITER = "png-frames"
 # What a frames folder holds, whichever folder writer made it (frame_000.png, .svg ...).
@@ -138,16 +138,6 @@ def write_contact_sheet(frames: list[Image.Image], path: Path, fps: float) -> No
         draw.rectangle((x - 1, y - 1, x + thumb.width, y + thumb.height), outline=(180,) * 3)
         draw.text((x, y + cell + 2), f"{i}  ({i / fps:.2f} s)", fill=(0, 0, 0), font=font)
     sheet.save(path, format="PNG")
-
-
-@hookimpl
-def register_writers(register: Register) -> None:
-    register("gif", Writer("gif", (".gif",), write_gif))
-    register("webp", Writer("webp", (".webp",), write_webp))
-    register("apng", Writer("apng", (".png", ".apng"), write_apng))
-    register("mp4", Writer("mp4", (".mp4",), write_mp4))
-    register(FOLDER_WRITER, Writer(FOLDER_WRITER, (), write_png_frames, folder=True))
-    register("contact-sheet", Writer("contact-sheet", (".contact.png",), write_contact_sheet))
 
 
 # -- choosing and checking the output ------------------------------------------------------

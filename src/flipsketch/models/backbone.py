@@ -21,67 +21,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from flipsketch.errors import ModelLoadError, UsageError
+from flipsketch.devices import resolve_device, resolve_dtype
+from flipsketch.errors import ModelLoadError
 from flipsketch.models.footprint import check_parts
 from flipsketch.models.presets import TINY_DIR, ModelSpec, is_local, resolve_model
 from flipsketch.models.store import locate
-from flipsketch.plugins import hookimpl
 
 if TYPE_CHECKING:  # diffusers loads with the first model, so the CLI starts quickly
     from flipsketch.sampler.pipeline import FlipSketchPipeline
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise UsageError(f"unknown device '{device}'; use cpu, cuda, cuda:N or mps") from exc
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": torch.backends.mps.is_available()}
-    if not available.get(resolved.type, False):
-        raise UsageError(f"device '{device}' is not available here; use --device cpu")
-    return resolved
-
-
-def process_state(fix: str):
-    """This process's place among those of an ``accelerate launch`` (alone: 0 of 1) and its
-    device; ``fix`` completes the error when the processes cannot reach each other.
-
-    ``--cpu`` reaches a worker only through the environment (``ACCELERATE_USE_CPU``), read
-    here as accelerate's own ``Accelerator`` reads it, so the two agree.
-    """
-    import os
-
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-    if int(os.environ.get("WORLD_SIZE", "1")) > state.num_processes:
-        raise UsageError("accelerate started processes that cannot reach each other (no GPU); "
-                         f"on CPUs run ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu ...{fix}")
-    return state
-
-
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-          "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-
-
-def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    """fp32 on CPU, bf16 on CUDA, fp16 on MPS unless asked otherwise; fp16 is not for CPU."""
-    if dtype is None:
-        return {"cuda": torch.bfloat16, "mps": torch.float16}.get(device.type, torch.float32)
-    if dtype not in DTYPES:
-        raise UsageError(f"unknown dtype '{dtype}'; use fp32, bf16 or fp16")
-    resolved = DTYPES[dtype]
-    if device.type == "cpu" and resolved == torch.float16:
-        raise UsageError("fp16 is not supported on the CPU; use --dtype fp32 or bf16")
-    return resolved
 
 
 def load_modelscope(model: str, *, unet: str | None = None, device: str | None = None,
@@ -165,8 +112,3 @@ def _explain_load_failure(model: str, spec: ModelSpec, exc: Exception,
                 f"{model} --allow-pickle` fetches them)")
     return (f"model '{model}' could not be loaded ({message[:160]}); run `flipsketch models "
             f"download {model}` to complete or update its files")
-
-
-@hookimpl
-def register_backbones(register) -> None:
-    register("modelscope", load_modelscope)

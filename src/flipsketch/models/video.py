@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from flipsketch.devices import resolve_device, resolve_dtype
 from flipsketch.errors import ModelLoadError, UsageError
-from flipsketch.models.backbone import resolve_device, resolve_dtype
 
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_MOTION_ADAPTER = "guoyww/animatediff-motion-adapter-v1-5-2"

@@ -4,9 +4,9 @@ Every stage of a run is looked up by name in a registry that these hooks fill (t
 are listed in ``flipsketch.plugins.STAGES``). A plugin is any module listed under the
 ``flipsketch`` entry-point group; it implements one or more of the hooks below with
 ``@flipsketch.plugins.hookimpl``. The package's own stage implementations are plugins too,
-implementing the same hooks and filling the same registries (the manager imports them first,
-see ``BUILTIN_PLUGINS``), so a third-party implementation is a peer of the built-in one, not
-a patch on top of it.
+implementing the same hooks and filling the same registries (the modules of
+``flipsketch.builtins``, which the manager imports first: ``BUILTIN_PLUGINS``), so a
+third-party implementation is a peer of the built-in one, not a patch on top of it.
 
 All ``register_*`` hooks share one calling convention: they are called once, when the plugin
 manager first builds its registries, with a ``register(name, impl)`` callback. A hook may call

@@ -4,11 +4,11 @@
 have, its default and whether ``none`` switches it off. The manager, the CLI and the recipes
 all read it.
 
-The package's own stage modules (``BUILTIN_PLUGINS``) are imported by module name and
-registered first, so a source tree works whether or not its entry points were reinstalled
-after a module moved. Third-party plugins are modules listed under the ``flipsketch`` entry-point
-group (see ``hookspecs``); ``FLIPSKETCH_LOAD_PLUGINS`` (comma-separated entry-point names;
-empty means none) limits which of them load.
+Every plugin is a module listed under the ``flipsketch`` entry-point group (see ``hookspecs``),
+the package's own included: its built-ins (``BUILTIN_PLUGINS``, the modules of
+``flipsketch.builtins``) load first, through flipsketch's own entries, when a stage is first
+needed. ``FLIPSKETCH_LOAD_PLUGINS`` (comma-separated entry-point names; empty means none)
+limits which third-party plugins load; the built-ins always do.
 
 A third-party plugin that fails to import, raises while registering or clashes with a name
 already taken is *contained*: it is left out whole and recorded in ``PluginManager.broken``
@@ -78,20 +78,23 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("interpolator", "register_interpolators", Interpolator, "flow"),
 )}
 
-# The package's own plugins: plugin name (as messages and `flipsketch plugins` show it) ->
-# module. pyproject.toml lists the same pairs under [project.entry-points.flipsketch] (a test
-# keeps the two equal), so that tools reading the group see them; the manager skips those
-# entries, having registered the modules already.
-BUILTIN_PLUGINS: dict[str, str] = {
-    "backbone": "flipsketch.models.backbone",
-    "inversion": "flipsketch.sampler.inversion",
-    "alignment": "flipsketch.sampler.alignment",
-    "attention": "flipsketch.sampler.attention",
-    "postprocess": "flipsketch.frames.postprocess",
-    "writers": "flipsketch.frames.writers",
-    "recipes": "flipsketch.recipes.steps",
-    "interpolate": "flipsketch.frames.interpolate",
-}
+# The package's own plugins, in the order they register: plugin name (as messages and
+# `flipsketch plugins` show it) -> its module in ``flipsketch.builtins``, the one place the
+# built-in implementations are registered. pyproject.toml lists the same pairs under
+# [project.entry-points.flipsketch] (a test keeps them equal); named here as well so that the
+# order is fixed and a checkout whose installed entry points are missing or stale (run from
+# ``src`` without installing, or installed before a module moved) still has every stage.
+# They import torch and the layers above this one, so they load only when first needed.
+BUILTIN_PLUGINS: dict[str, str] = {name: f"flipsketch.builtins.{name}" for name in (
+    "backbone", "inversion", "alignment", "attention", "postprocess", "writers", "recipes",
+    "interpolate",
+)}
+
+
+def own_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """flipsketch's own entries in the plugin group, as installed (its built-ins)."""
+    return [ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+            if ep.dist is not None and ep.dist.name == OWN_DISTRIBUTION]
 
 
 @dataclass
@@ -210,9 +213,12 @@ class PluginManager:
         self._builtins_loaded = True
         from flipsketch import __version__  # here: flipsketch/__init__ imports this package
 
+        installed = {ep.name: ep for ep in own_entry_points()}
+        current = {name: ep.value for name, ep in installed.items()} == BUILTIN_PLUGINS
         for name, module_name in BUILTIN_PLUGINS.items():
             try:
-                module = importlib.import_module(module_name)
+                module = (installed[name].load() if current
+                          else importlib.import_module(module_name))
             except Exception as exc:  # flipsketch itself is broken: not contained
                 raise PluginError(f"plugin '{name}' ({OWN_DISTRIBUTION}) failed to import: "
                                   f"{exception_line(exc)}; reinstall flipsketch with its "
@@ -221,14 +227,11 @@ class PluginManager:
 
     def _load_entry_points(self) -> None:
         allowed = _allowed_third_party()
-        own_modules = set(BUILTIN_PLUGINS.values())
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
                          key=lambda e: e.name):
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
-            # Our own entries name the built-ins, registered by import; an entry left over
-            # from an older install may name a module that has since moved.
-            if dist == OWN_DISTRIBUTION or ep.module in own_modules:
+            if dist == OWN_DISTRIBUTION:  # the built-ins: loaded first, by _load_builtins
                 continue
             if allowed is not None and ep.name not in allowed:
                 continue

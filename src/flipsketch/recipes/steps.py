@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFont
 
-from flipsketch import hookimpl
 from flipsketch.api import animate, postprocess
 from flipsketch.errors import UsageError
 from flipsketch.frames.images import (
@@ -271,9 +270,3 @@ BUILTIN_STEPS: dict[str, StepType] = {
         "save frames with any writer (.gif .mp4 .webp .png/.apng, a folder of PNGs, or a "
         ".contact.png contact sheet)"),
 }
-
-
-@hookimpl
-def register_recipe_steps(register) -> None:
-    for name, step_type in BUILTIN_STEPS.items():
-        register(name, step_type)

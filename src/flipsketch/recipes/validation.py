@@ -11,10 +11,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from flipsketch.api import SamplerSettings, sampler_stages
+from flipsketch.devices import resolve_device, resolve_dtype
 from flipsketch.errors import FlipSketchError, SettingsError, UsageError
 from flipsketch.frames.examples import is_example, resolve_sketch
 from flipsketch.frames.writers import claimed_suffix, numbered_paths
-from flipsketch.models.backbone import resolve_device, resolve_dtype
 from flipsketch.models.presets import default_model, resolve_model
 from flipsketch.recipes.schema import (
     CACHE_DIR,

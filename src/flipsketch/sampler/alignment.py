@@ -20,7 +20,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from flipsketch.plugins import AlignSettings, hookimpl
+from flipsketch.plugins import AlignSettings
 
 # AlignSettings.checkpointing None: checkpoint UNets with more parameters than this.
 CHECKPOINT_ABOVE = 100_000_000
@@ -79,8 +79,3 @@ def gradient_align(pipe, latents: torch.Tensor, ref_latent: torch.Tensor, t,
             optimizer.step()
             losses.append(loss.detach() / batch)
     return torch.cat([reference, free.detach()], dim=2), torch.stack(losses)
-
-
-@hookimpl
-def register_aligners(register) -> None:
-    register("gradient", gradient_align)

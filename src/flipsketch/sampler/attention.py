@@ -34,7 +34,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from flipsketch.plugins import LAMBDA_RULES, CompositionSettings, hookimpl
+from flipsketch.plugins import LAMBDA_RULES, CompositionSettings
 
 SPATIAL_SELF_ATTENTION = re.compile(r"(^|\.)attentions\.\d+\.transformer_blocks\.\d+\.attn1$")
 # Temporal transformers: ``transformer_in`` and ``temp_attentions`` of UNet3DConditionModel
@@ -246,8 +246,3 @@ def scaled_temporal_attention(heads: int, query, key, value, lambda_: float,
 def compose_attention(unet, settings: CompositionSettings) -> Composition:
     """The ``flipsketch`` composer: install both processors on ``unet``."""
     return Composition(unet, settings)
-
-
-@hookimpl
-def register_composers(register) -> None:
-    register("flipsketch", compose_attention)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flipsketch.plugins import SketchEncoding, hookimpl
+from flipsketch.plugins import SketchEncoding
 from flipsketch.sampler.schedule import renoise, split_prediction
 
 
@@ -74,10 +74,3 @@ DEMO_ENCODINGS = {
     f"ddim-{DEMO_COPIES}-copies": SketchEncoding(copies=DEMO_COPIES),  # a clip, averaged
     "ddim-demo": SketchEncoding(unit_range=True, sample=True, copies=DEMO_COPIES),
 }
-
-
-@hookimpl
-def register_inverters(register) -> None:
-    register("ddim", ddim_invert)
-    for name, encoding in DEMO_ENCODINGS.items():
-        register(name, EncodedInverter(ddim_invert, encoding))

@@ -182,7 +182,7 @@ def train_lora(data: str | os.PathLike, out_dir: str | os.PathLike,
     ``log`` and ``progress`` report to the caller, as in ``loop.train_denoiser``.
     """
     from flipsketch.api import load_pipeline
-    from flipsketch.models.backbone import process_state
+    from flipsketch.devices import process_state
     from flipsketch.training.data import ClipFolder
     from flipsketch.training.loop import LoopConfig, train_denoiser
 

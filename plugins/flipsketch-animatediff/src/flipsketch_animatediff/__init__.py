@@ -18,7 +18,7 @@ What ``--model`` names (parsed by ``parse_model``):
 
 BASE is a diffusers Stable Diffusion 1.5 layout (``unet/``, ``vae/``, ``text_encoder/``,
 ``tokenizer/``, ``scheduler/``), found and fetched like flipsketch's own models
-(``flipsketch.models.store.locate``); ``--unet PATH_OR_ID[:SUBFOLDER]`` replaces its 2D UNet
+(``flipsketch.api.locate``); ``--unet PATH_OR_ID[:SUBFOLDER]`` replaces its 2D UNet
 (a DreamBooth fine-tune, say). The scheduler becomes DDIM with AnimateDiff's settings (linear
 betas, linspace timesteps), which the adapters were trained with. Weights load from
 safetensors only unless ``allow_pickle``.
@@ -38,7 +38,7 @@ from flipsketch.errors import ModelLoadError, UsageError
 from flipsketch.plugins import Register, hookimpl
 
 if TYPE_CHECKING:
-    from flipsketch.sampler.pipeline import FlipSketchPipeline
+    from flipsketch.api import FlipSketchPipeline
 
 PRESET = "animatediff"
 # The Stable Diffusion 1.5 weights' current home (runwayml/stable-diffusion-v1-5 was removed).
@@ -91,9 +91,7 @@ def load_animatediff(model: str, *, unet: str | None, device: str | None, dtype:
     """The ``animatediff`` backbone (``flipsketch.plugins.Backbone``): see the module doc."""
     import torch
 
-    from flipsketch.models.backbone import resolve_device, resolve_dtype, weights_format
-    from flipsketch.models.presets import ModelSpec
-    from flipsketch.models.store import locate
+    from flipsketch.api import ModelSpec, locate, resolve_device, resolve_dtype, weights_format
 
     base, adapter_source = parse_model(model)
     target = resolve_device(device)
@@ -120,7 +118,7 @@ def load_animatediff(model: str, *, unet: str | None, device: str | None, dtype:
     from transformers import CLIPTextModel, CLIPTokenizer
     from transformers.utils import logging as transformers_logging
 
-    from flipsketch.sampler.pipeline import FlipSketchPipeline
+    from flipsketch.api import FlipSketchPipeline
     from flipsketch_animatediff.unet import FlipSketchMotionUNet, motion_unet
 
     diffusers_logging.disable_progress_bar()  # flipsketch draws its own progress
@@ -175,7 +173,7 @@ def _adapter_folder(source: str, allow_pickle: bool) -> Path:
     Hugging Face cache (its config and full-precision weights only) unless it is there."""
     if _is_folder(source):
         return Path(source)
-    from flipsketch.models.store import hub_snapshot
+    from flipsketch.api import hub_snapshot
 
     kinds = ["*.json", "*.safetensors", *(["*.bin"] if allow_pickle else [])]
     return hub_snapshot(source, kinds, what=f"motion adapter '{source}'",

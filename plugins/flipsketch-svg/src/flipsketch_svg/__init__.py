@@ -30,14 +30,13 @@ import numpy as np
 import vtracer
 from PIL import Image
 
-from flipsketch.evaluation.metrics import INK_THRESHOLD
-from flipsketch.frames.writers import on_white
+from flipsketch.api import INK_THRESHOLD, on_white
 from flipsketch.plugins import Register, Writer, hookimpl
 
 SVG_NS = "http://www.w3.org/2000/svg"
 INK = "#000000"
 # A pixel is ink when, laid on white paper, it is darker than half grey: flipsketch's own ink
-# line (evaluation.metrics.INK_THRESHOLD, 0.5 on a [0, 1] scale; on 0-255 grey "< 127.5" is
+# line (flipsketch.api.INK_THRESHOLD, 0.5 on a [0, 1] scale; on 0-255 grey "< 127.5" is
 # "< 128"), so lineart, binarize and --transparent frames all trace to the strokes a viewer
 # sees and the evaluation scores.
 INK_BELOW = INK_THRESHOLD * 255

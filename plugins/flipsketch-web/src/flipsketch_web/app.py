@@ -40,7 +40,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from flipsketch.cli import message
+from flipsketch.api import message
 from flipsketch.errors import FlipSketchError, UsageError
 from flipsketch.plugins import PluginManager, get_manager
 from flipsketch_web import options as job_options
@@ -104,7 +104,7 @@ def create_app(model: str | None = None, *, pipe: Any = None, device: str | None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        from flipsketch.models.presets import default_model
+        from flipsketch.api import default_model
 
         name = model or default_model()
         plugins = manager or get_manager()
@@ -269,8 +269,7 @@ async def _submit(service: Service, form: FormData) -> Job:
 def _check_job(service: Service, job: Job) -> None:
     """The command line's checks after the options (``flipsketch.cli.animate._run``): a
     drawing with nothing to animate, then what the model and the device can take."""
-    from flipsketch.api import check_resources
-    from flipsketch.frames.images import check_drawing
+    from flipsketch.api import check_drawing, check_resources
 
     if job.sketch is not None:
         check_drawing(job.sketch, f"sketch '{job.sketch_name}'")
@@ -282,7 +281,7 @@ async def _load_upload(upload: UploadFile, name: str):
     """The upload, checked and decoded by the command line's own decoder (``decode_sketch``,
     behind ``load_sketch``), so a broken, empty or huge file gets the message ``flipsketch
     animate`` gives for it."""
-    from flipsketch.frames.images import decode_sketch
+    from flipsketch.api import decode_sketch
 
     data = await upload.read(MAX_UPLOAD_BYTES + 1)
     if len(data) > MAX_UPLOAD_BYTES:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flipsketch.cli import message
+from flipsketch.api import message
 from flipsketch.errors import FlipSketchError, UsageError
 from flipsketch_web.options import JobRequest
 

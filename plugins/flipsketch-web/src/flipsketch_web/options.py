@@ -24,10 +24,10 @@ from flipsketch.api import (
     SamplerSettings,
     check_prompt,
     check_size,
+    flag_for,
+    lambda_from,
     sampler_stages,
 )
-from flipsketch.cli import flag_for
-from flipsketch.cli.animate import lambda_from
 from flipsketch.errors import UsageError
 from flipsketch.plugins import PluginManager
 

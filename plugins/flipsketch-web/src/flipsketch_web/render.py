@@ -13,8 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from flipsketch.api import animate, postprocess, save
-from flipsketch.frames.writers import FOLDER_WRITER
+from flipsketch.api import FOLDER_WRITER, animate, postprocess, save
 from flipsketch.plugins import PluginManager
 from flipsketch_web.jobs import Job, Progress
 

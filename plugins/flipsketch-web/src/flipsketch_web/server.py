@@ -12,7 +12,7 @@ import threading
 import time
 import webbrowser
 
-from flipsketch.errors import UsageError
+from flipsketch.errors import UsageError, warn
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -45,10 +45,9 @@ def bind(host: str, port: int) -> socket.socket:
 def serve(host: str, port: int, model: str | None, device: str | None, dtype: str | None,
           open_browser: bool, max_waiting: int) -> None:
     import uvicorn
+    from rich.console import Console
 
-    from flipsketch.api import load_pipeline
-    from flipsketch.cli.app import console
-    from flipsketch.models.presets import default_model
+    from flipsketch.api import default_model, load_pipeline
     from flipsketch_web.app import create_app
 
     if max_waiting < 1:
@@ -58,10 +57,9 @@ def serve(host: str, port: int, model: str | None, device: str | None, dtype: st
     port = sock.getsockname()[1]  # --port 0: the one the system chose
     url = url_of(host, port)
     if host not in LOCAL_HOSTS:
-        console.print(f"[yellow]warning:[/] serving on {host}: anyone on the network who can "
-                      f"reach this machine can use the page and its model; pass --host "
-                      f"127.0.0.1 to keep it to this machine", highlight=False, soft_wrap=True)
-    with console.status(f"loading model '{model}'"):
+        warn(f"serving on {host}: anyone on the network who can reach this machine can use "
+             f"the page and its model; pass --host 127.0.0.1 to keep it to this machine")
+    with Console(stderr=True).status(f"loading model '{model}'"):  # gone once it has loaded
         pipe = load_pipeline(model, device=device, dtype=dtype)
     app = create_app(model, pipe=pipe, device=device, dtype=dtype, max_waiting=max_waiting,
                      host=host)
