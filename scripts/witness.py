@@ -12,14 +12,16 @@ model with the toolkit's own sampler (``flipsketch.api.animate``) on drawings it
   in opposite-direction pairs sharing noise and timestep (``LoopConfig.paired``), for the time
   given;
 - evaluation: held-out drawings of the same families (another seed), each facing right or
-  left, animated with every prompt, 2 seeds, under four sampler rows: the full method
-  (lambda 0.5), lambda 0, lambda 1, and no composition; plus text-only direction.
+  left, animated with every prompt, 2 seeds, under five sampler rows: the full method
+  (lambda 0.5), lambda 0, lambda 1, no composition, and lambda 1 with the sign-aware
+  ``lambda_rule="weight"``; plus text-only direction.
 
 What the paper predicts, and what this prints as PASS/FAIL:
 
 1. composition keeps the drawing: later frames' motion-compensated stroke fidelity at least
    0.10 above the row without composition;
-2. lambda 1 keeps more (higher fidelity) and moves less (fewer pixels) than lambda 0;
+2. lambda 1 keeps more (higher fidelity) and moves less (fewer pixels) than lambda 0 (with
+   eq. 9's rule, and with the sign-aware one);
 3. direction follows the prompt, text only and with a sketch: >= 90 %.
 
 Frame alignment is off in every row (the authors' demo ships with it off for its cost; the
@@ -138,6 +140,10 @@ ROWS = {  # name -> what differs from the base settings
     "lambda 0": {"lambda_": 0.0},
     "lambda 1": {"lambda_": 1.0},
     "no composition": {"compose": "none"},
+    # The sign-aware variant (``lambda_rule="weight"``): eq. 9 scales the logit towards frame
+    # 1, which lowers its attention where that logit is negative (docs/witness.md); this
+    # scales the attention weight instead. Does lambda then order fidelity and motion?
+    "lambda 1 (weight rule)": {"lambda_": 1.0, "lambda_rule": "weight"},
 }
 
 
@@ -203,6 +209,10 @@ def checks(results: dict) -> dict[str, bool]:
         "lambda 1 keeps more than lambda 0":
             high["fidelity_compensated"] > low["fidelity_compensated"],
         "lambda 1 moves less than lambda 0": high["motion_px"] < low["motion_px"],
+        "lambda 1 (weight rule) keeps more than lambda 0":
+            rows["lambda 1 (weight rule)"]["fidelity_compensated"] > low["fidelity_compensated"],
+        "lambda 1 (weight rule) moves less than lambda 0":
+            rows["lambda 1 (weight rule)"]["motion_px"] < low["motion_px"],
         "text-only direction >= 90 %": results["text_only"]["direction_accuracy"] >= 0.9,
         "sketch direction >= 90 %": (full["direction_accuracy"] or 0) >= 0.9,
     }

@@ -24,13 +24,13 @@ def test_the_witness_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["rows"]) == {"full (lambda 0.5)", "lambda 0", "lambda 1",
-                                    "no composition"}
+                                    "no composition", "lambda 1 (weight rule)"}
     for row in results["rows"].values():
         assert row["clips"] == 3 and 0 <= row["fidelity_compensated"] <= 1
     assert results["text_only"]["clips"] == 4
-    assert len(results["checks"]) == 5
+    assert len(results["checks"]) == 7
     table = (tmp_path / "table.md").read_text()
-    assert table.count("PASS") + table.count("FAIL") == 5
+    assert table.count("PASS") + table.count("FAIL") == 7
     sheet = np.asarray(Image.open(tmp_path / "witness.png"))
     assert sheet.min() < 128 < sheet.max()  # ink on paper, not a blank image
     assert (tmp_path / "model" / "model_index.json").is_file()  # the fine-tune was exported
