@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import subprocess
 import types
 from pathlib import Path
 
@@ -346,6 +347,43 @@ def test_two_processes_through_accelerate_split_the_jobs_once_each(tmp_path, bat
     again = batch(manifest, outdir, "--processes", "2")
     assert again.returncode == 0, again.stderr[-3000:]
     assert set(statuses(outdir).values()) == {"skipped"}
+
+
+def test_a_second_batch_into_a_busy_outdir_is_refused_and_the_first_finishes_whole(
+        tmp_path, batch, tiny_model_dir):
+    """Two batches into one OUTDIR would run the same jobs and append to the same report
+    parts: the second is refused in one line while the first (a real process) runs, and the
+    folder is free again once it ends, however it ends (the lock is the kernel's)."""
+    from crash_harness import environment, flipsketch
+
+    rows = [{"sketch": "fish.png", "prompt": f"motion {k}", "seed": k} for k in range(8)]
+    manifest, outdir = write_csv(tmp_path / "in", rows), tmp_path / "out"
+    first = subprocess.Popen(
+        flipsketch("batch", manifest, "-o", outdir, "--model", tiny_model_dir, "--steps", "6",
+                   "--frames", "4", "--size", "64"),
+        env=environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in first.stderr:  # the first job done: the folder is held
+            seen.append(line)
+            if line.startswith("done "):
+                break
+        else:
+            pytest.fail("the first batch ended without finishing a job: " + "".join(seen))
+        second = batch(manifest, outdir)
+        assert first.poll() is None, "the first batch ended before the second tried"
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines() == [
+            f"error: another 'flipsketch batch' is writing into '{outdir}'; wait for it to "
+            "finish, or pass another -o folder"]
+    finally:
+        rest = first.communicate(timeout=600)[1]
+    assert first.returncode == 0, rest
+    assert set(statuses(outdir).values()) == {"done"} and len(statuses(outdir)) == 8
+    # Free again: a later batch (other settings, so every job runs again) goes ahead.
+    assert batch(manifest, outdir).returncode == 0
+    assert set(statuses(outdir).values()) == {"done"}
 
 
 def test_a_bad_device_or_dtype_is_the_command_lines_problem_not_a_rows(tmp_path, batch):

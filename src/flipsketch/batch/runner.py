@@ -18,6 +18,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 from flipsketch.api import animate, load_pipeline, postprocess, save
 from flipsketch.batch.manifest import Job, Manifest, ModelChoice
 from flipsketch.errors import FlipSketchError, UsageError
-from flipsketch.files import check_writable_folder, remove, write_text_atomic
+from flipsketch.files import check_writable_folder, exclusive_folder, remove, write_text_atomic
 from flipsketch.frames.images import load_sketch
 from flipsketch.frames.writers import check_output_path
 from flipsketch.plugins import PluginManager, get_manager
@@ -34,6 +35,8 @@ from flipsketch.recipes.schema import CACHE_DIR
 REPORT = "report.jsonl"
 STATE_DIR = f"{CACHE_DIR}/batch"  # inside OUTDIR: the processes' report parts
 FINISHED = ("done", "skipped")  # statuses of a job whose outputs are complete
+BUSY = ("another 'flipsketch batch' is writing into '{outdir}'; wait for it to finish, or "
+        "pass another -o folder")
 POLL_S = 0.5  # how often the main process looks at the others' parts
 
 
@@ -103,70 +106,80 @@ def run_batch(manifest: Manifest, outdir: str | Path, *, model: ModelChoice | No
 
     proc = _process_state()
     rank, processes = proc.process_index, proc.num_processes
-    reporter = reporter if proc.is_main_process and reporter is not None else Reporter()
-    proc.wait_for_everyone()  # every process has read the report and the parts
-    if proc.is_main_process:  # start from one report: an interrupted run's parts merged in
-        _merge(outdir, state_dir, manifest.jobs, previous, delete_parts=True)
-        state_dir.mkdir(parents=True, exist_ok=True)
-    proc.wait_for_everyone()
+    # One batch at a time per OUTDIR: two would run the same jobs and append to the same
+    # report parts. Held by the main process until the report is merged.
+    held = ExitStack()
+    if proc.is_main_process:
+        outdir.mkdir(parents=True, exist_ok=True)
+        held.enter_context(exclusive_folder(outdir, BUSY.format(outdir=outdir)))
+    with held:
+        # Read again now that the folder is ours: a batch that just ended may have finished
+        # jobs since the check above.
+        previous = _latest(_records(outdir, state_dir)) if outdir.is_dir() else previous
+        reporter = reporter if proc.is_main_process and reporter is not None else Reporter()
+        proc.wait_for_everyone()  # every process has read the report and the parts
+        if proc.is_main_process:  # start from one report: an interrupted run's parts merged in
+            _merge(outdir, state_dir, manifest.jobs, previous, delete_parts=True)
+            state_dir.mkdir(parents=True, exist_ok=True)
+        proc.wait_for_everyone()
 
-    skip = set() if fresh else {job.index for job in manifest.jobs
-                                if _finished(job, previous.get(job.output), outdir)}
-    to_run = len(manifest.jobs) - len(skip)
-    reporter.batch_started(len(manifest.jobs), to_run, processes)
-    # Only the main process counts every process's jobs (the others report nothing).
-    counter = _Overall(state_dir, processes, to_run, reporter if proc.is_main_process else None)
-    loaded: dict[str, Any] = {}
+        skip = set() if fresh else {job.index for job in manifest.jobs
+                                    if _finished(job, previous.get(job.output), outdir)}
+        to_run = len(manifest.jobs) - len(skip)
+        reporter.batch_started(len(manifest.jobs), to_run, processes)
+        # Only the main process counts every process's jobs (the others report nothing).
+        counter = _Overall(state_dir, processes, to_run, reporter if proc.is_main_process else None)
+        loaded: dict[str, Any] = {}
 
-    def pipeline():
-        """This process's pipeline, loaded on the first job that samples."""
-        if "pipe" not in loaded:
-            where = process_device(device, proc.device, processes)
-            loaded["pipe"] = load_pipeline(
-                model.model, device=where, dtype=model.dtype, allow_pickle=model.allow_pickle,
-                loras=model.loras, unet=model.unet, backbone=model.backbone, manager=manager)
-        return loaded["pipe"]
+        def pipeline():
+            """This process's pipeline, loaded on the first job that samples."""
+            if "pipe" not in loaded:
+                where = process_device(device, proc.device, processes)
+                loaded["pipe"] = load_pipeline(
+                    model.model, device=where, dtype=model.dtype, allow_pickle=model.allow_pickle,
+                    loras=model.loras, unet=model.unet, backbone=model.backbone, manager=manager)
+            return loaded["pipe"]
 
-    def progress(stage: str, done: int, total: int) -> None:
-        reporter.job_progress(stage, done, total)
-        counter.poll()
+        def progress(stage: str, done: int, total: int) -> None:
+            reporter.job_progress(stage, done, total)
+            counter.poll()
 
-    own: list[JobReport] = []
-    part = state_dir / f"report.{rank}.jsonl"
-    try:
-        with open(part, "a", encoding="utf-8") as sink:
-            mine = manifest.jobs[rank::processes]
-            skipped = [_report(job, "skipped", rank) for job in mine if job.index in skip]
-            _append(sink, *skipped)  # the finished jobs at once: one write, one sync
-            own += skipped
-            for report in skipped:
-                reporter.job_finished(report)
-            counter.poll(force=True)
-            for job in mine:
-                if job.index in skip:
-                    continue
-                reporter.job_started(job)
-                if "pipe" not in loaded:  # a model that fails to load stops the batch
-                    reporter.job_progress("loading model", 0, 1)
-                    pipeline()
-                report = _run(job, outdir, pipeline, progress, cache, manager, rank)
-                _append(sink, report)
-                own.append(report)
-                reporter.job_finished(report)
+        own: list[JobReport] = []
+        part = state_dir / f"report.{rank}.jsonl"
+        try:
+            with open(part, "a", encoding="utf-8") as sink:
+                mine = manifest.jobs[rank::processes]
+                skipped = [_report(job, "skipped", rank) for job in mine if job.index in skip]
+                _append(sink, *skipped)  # the finished jobs at once: one write, one sync
+                own += skipped
+                for report in skipped:
+                    reporter.job_finished(report)
                 counter.poll(force=True)
-            own.sort(key=lambda r: r.job)
-        (state_dir / f"end.{rank}").touch()
-        if not proc.is_main_process:
-            return BatchResult(own, processes, False, time.perf_counter() - started)
-        counter.wait_for_all()
-        reports = _merge(outdir, state_dir, manifest.jobs, previous, delete_parts=True)
-    except KeyboardInterrupt:
-        # Keep what finished: in one process nothing else writes parts, so they can go;
-        # with several, the next run merges the others' parts when it starts.
-        if proc.is_main_process:
-            _merge(outdir, state_dir, manifest.jobs, previous, delete_parts=processes == 1)
-        raise
-    return BatchResult(reports, processes, True, time.perf_counter() - started)
+                for job in mine:
+                    if job.index in skip:
+                        continue
+                    reporter.job_started(job)
+                    if "pipe" not in loaded:  # a model that fails to load stops the batch
+                        reporter.job_progress("loading model", 0, 1)
+                        pipeline()
+                    report = _run(job, outdir, pipeline, progress, cache, manager, rank)
+                    _append(sink, report)
+                    own.append(report)
+                    reporter.job_finished(report)
+                    counter.poll(force=True)
+                own.sort(key=lambda r: r.job)
+            (state_dir / f"end.{rank}").touch()
+            if not proc.is_main_process:
+                return BatchResult(own, processes, False, time.perf_counter() - started)
+            counter.wait_for_all()
+            reports = _merge(outdir, state_dir, manifest.jobs, previous, delete_parts=True)
+        except KeyboardInterrupt:
+            # Keep what finished: in one process nothing else writes parts, so they can go;
+            # with several, the next run merges the others' parts when it starts.
+            if proc.is_main_process:
+                _merge(outdir, state_dir, manifest.jobs, previous, delete_parts=processes == 1)
+            raise
+        return BatchResult(reports, processes, True, time.perf_counter() - started)
 
 
 def process_device(requested: str | None, own, processes: int) -> str | None:
