@@ -51,6 +51,10 @@ STATIC = Path(__file__).parent / "static"
 # An upload larger than this is refused before it is decoded; Pillow's decompression-bomb
 # guard (in decode_sketch, as for the command line) covers small files that decode huge.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# Seconds a client told "the queue is full" (503) waits before trying again (Retry-After):
+# about one tiny-to-small job, so a polite client neither hammers the server nor waits for
+# long after a place has opened.
+RETRY_AFTER_S = 5
 # The names this server answers to, besides the address it is bound to; a wildcard address
 # (0.0.0.0, ::) answers to any, as the user chose to serve the network.
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
@@ -74,8 +78,15 @@ class Service:
     dtype: str | None = None
 
 
-def error(status: int, text: str) -> JSONResponse:
-    return JSONResponse({"error": text}, status_code=status)
+def error(status: int, text: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": text}, status_code=status, headers=headers)
+
+
+def plain_number(text: str) -> bool:
+    """Whether a header's value is a plain decimal number. ``str.isdigit`` alone is not
+    enough: it accepts '²' and other scripts' digits, which ``int()`` then refuses (a
+    ValueError, so a 500), found by the API's fuzz tests."""
+    return text.isascii() and text.isdigit()
 
 
 def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
@@ -214,8 +225,9 @@ async def create_job(request: Request) -> Response:
     if length is None or "transfer-encoding" in request.headers:
         return error(411, "the request has no Content-Length; send the form in one piece "
                           "(curl -F does)")
-    if not length.isdigit():
-        return error(400, f"the Content-Length '{length}' is not a number of bytes")
+    if not plain_number(length):
+        # !r: the value as sent, escaped, so a control character cannot break the one line
+        return error(400, f"the Content-Length {length!r} is not a number of bytes")
     if int(length) > MAX_UPLOAD_BYTES + 2 ** 20:
         return error(413, f"the upload is larger than {MAX_UPLOAD_BYTES // 2 ** 20} MB; "
                           f"scale the drawing down")
@@ -226,8 +238,8 @@ async def create_job(request: Request) -> Response:
                           f"or application/x-www-form-urlencoded")
     try:
         job = await _submit(service, form)
-    except QueueFull as exc:
-        return error(503, str(exc))
+    except QueueFull as exc:  # a full queue or a server shutting down: come back later
+        return error(503, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
     except _TooLarge as exc:
         return error(413, str(exc))
     except FlipSketchError as exc:
@@ -327,7 +339,7 @@ async def job_events(request: Request) -> Response:
         return _no_job(request)
     service = service_of(request)
     last = request.headers.get("last-event-id", "")
-    start = int(last) + 1 if last.isdigit() else 0
+    start = int(last) + 1 if plain_number(last) else 0
 
     async def stream() -> AsyncIterator[str]:
         # Woken by the worker thread (through the loop) at each new event of the job.
