@@ -30,7 +30,7 @@ import pytest
 import yaml
 from test_training import SMALL
 
-from flipsketch.training.loop import checkpoint_weights, checkpoints
+from flipsketch.training.checkpoints import checkpoint_weights, checkpoints
 
 from conftest import shared_sketch
 

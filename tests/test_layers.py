@@ -212,3 +212,15 @@ def test_the_names_the_api_lends_plugins_exist():
     for name in flipsketch.api.PLUGIN_EXPORTS:
         assert getattr(flipsketch.api, name) is not None, name
 
+
+
+# -- module size: one concept per module ---------------------------------------------------------
+MAX_LINES = 500
+
+
+def test_no_module_is_over_500_lines():
+    """A module past 500 lines has been holding several concepts (synth.py held subjects,
+    doodles, the pen, motions, clips and datasets in 992): split it by concept instead."""
+    long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long == {}

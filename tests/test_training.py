@@ -20,14 +20,9 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from flipsketch.errors import UsageError
 from flipsketch.models.tiny import CONFIG_PATH, build_components, load_config
 from flipsketch.training.base import train_base
+from flipsketch.training.checkpoints import checkpoints
 from flipsketch.training.data import AnimatorClips
-from flipsketch.training.loop import (
-    LoopConfig,
-    checkpoints,
-    loss_weights,
-    sample_timesteps,
-    train_denoiser,
-)
+from flipsketch.training.loop import LoopConfig, loss_weights, sample_timesteps, train_denoiser
 
 SMALL = {
     "seed": 0,
@@ -335,7 +330,7 @@ def test_paired_items_share_a_batch_their_noise_timestep_and_dropout(tmp_path, p
 
 
 def test_paired_batches_keep_pairs_together_in_every_process():
-    from flipsketch.training.loop import _index_batches
+    from flipsketch.training.batches import _index_batches
 
     for world in (1, 2):
         for rank in range(world):

@@ -22,16 +22,9 @@ from accelerate import PartialState
 from flipsketch.errors import UsageError
 from flipsketch.files import atomic_path
 from flipsketch.sampler.latents import encode_frames
+from flipsketch.training.checkpoints import checkpoint_weights, checkpoints, load_weights
 from flipsketch.training.data import AnimatorClips
-from flipsketch.training.loop import (
-    Log,
-    LoopConfig,
-    Progress,
-    checkpoint_weights,
-    checkpoints,
-    load_weights,
-    train_denoiser,
-)
+from flipsketch.training.loop import Log, LoopConfig, Progress, train_denoiser
 from flipsketch.training.synth import SketchAnimator
 
 # -- the VAE stage of the tiny model -------------------------------------------------------------

@@ -12,10 +12,14 @@ comes from ``schedule.training_target``, so a v-prediction model learns velocity
 model (ModelScope) learns noise. Captions are dropped (replaced by "") with probability
 ``caption_dropout`` so that classifier-free guidance has an unconditional model to push against.
 
-Checkpoints hold only the trainable weights (a LoRA checkpoint of ModelScope stays small), their
-EMA, the optimiser, the LR schedule, every process's RNG state and the step. Data order is a
-pure function of (seed, position in the stream), so ``resume`` reproduces an uninterrupted run
-exactly without replaying the data.
+Checkpoints (``training.checkpoints``) hold the trainable weights, their EMA, the optimiser,
+the LR schedule and every process's RNG state. Data order is a pure function of (seed,
+position in the stream), so ``resume`` reproduces an uninterrupted run exactly without
+replaying the data.
+
+``train_denoiser`` reads as the loop it is; its named steps follow it: ``_prepare`` (the
+accelerator, optimiser, schedule, EMA), ``_resume``, ``_Latents`` (frames -> cached latents),
+``_optimiser_step`` (one micro-batch), ``_log_loss`` and ``_save_and_export``.
 """
 
 from __future__ import annotations
@@ -25,25 +29,32 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
-from safetensors.torch import load_file, save_file
 
 from flipsketch.errors import UsageError
-from flipsketch.files import replace_atomically
 from flipsketch.sampler.latents import encode_frames
+from flipsketch.training.batches import batches
+from flipsketch.training.checkpoints import (
+    CHECKPOINT_PREFIX,
+    EMA,
+    checkpoints,
+    export_weights,
+    load_checkpoint,
+    named_trainable,
+    save_checkpoint,
+)
 from flipsketch.training.latent_store import LatentStore
 from flipsketch.training.noise import denoising_loss, noised_batch
 from flipsketch.training.profiling import StepProfiler
-
-CHECKPOINT_PREFIX = "checkpoint-"
 
 # Training reports to its caller through these, as the sampler does with its ``Progress``: the
 # CLI draws them with Rich, a program may log or ignore them. Only the main process calls them.
@@ -129,79 +140,6 @@ def sample_timesteps(n: int, num_train_timesteps: int, how: str = "uniform",
     return (u * num_train_timesteps).long().clamp(max=num_train_timesteps - 1)
 
 
-def _indices(length: int, seed: int, start: int, paired: bool = False):
-    """Dataset indices for stream positions ``start, start+1, ...``: a fresh seeded
-    permutation per epoch, so position p always maps to the same item. ``paired`` permutes
-    pairs (2k, 2k+1) and keeps each pair's two items next to each other."""
-    group = 2 if paired else 1
-    length -= length % group
-    epoch, offset = divmod(start, length)
-    while True:
-        order = torch.randperm(length // group,
-                               generator=torch.Generator().manual_seed(seed + epoch))
-        items = (order[:, None] * group + torch.arange(group)).flatten()  # pairs stay adjacent
-        yield from items[offset:].tolist()
-        epoch, offset = epoch + 1, 0
-
-
-def _index_batches(length: int, batch_size: int, seed: int, rank: int, world: int,
-                   start_batch: int, paired: bool = False) -> Iterator[list[int]]:
-    """This process's dataset indices of each batch, from global batch ``start_batch``.
-
-    Global batch g covers stream positions [g*world*B, (g+1)*world*B); process r takes its
-    r-th slice, so any number of processes sees the same data as one process would (an even
-    B keeps pairs within one process's slice).
-    """
-    stream = _indices(length, seed, start_batch * world * batch_size, paired)
-    while True:
-        chunk = [next(stream) for _ in range(world * batch_size)]
-        yield chunk[rank * batch_size:(rank + 1) * batch_size]
-
-
-class _Indexed(torch.utils.data.Dataset):
-    """Items paired with their index, so batches made by DataLoader workers say which they are
-    (the latent cache is keyed by index)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[int, dict]:
-        return index, self.dataset[index]
-
-
-def _collate(items: list[tuple[int, dict]]) -> tuple[list[int], dict]:
-    return [i for i, _ in items], {"frames": torch.stack([it["frames"] for _, it in items]),
-                                   "caption": [it["caption"] for _, it in items]}
-
-
-def _batches(dataset, batch_size: int, seed: int, rank: int, world: int, start_batch: int,
-             num_workers: int = 0, paired: bool = False) -> Iterator[tuple[list[int], dict]]:
-    """(indices, batch) pairs for this process from global batch ``start_batch``; with
-    ``num_workers`` the items are made in that many worker processes, in the same order."""
-    index_batches = _index_batches(len(dataset), batch_size, seed, rank, world, start_batch,
-                                   paired)
-    if num_workers == 0:
-        for mine in index_batches:
-            yield _collate([(i, dataset[i]) for i in mine])
-        return
-    yield from torch.utils.data.DataLoader(
-        _Indexed(dataset), batch_sampler=index_batches, num_workers=num_workers,
-        collate_fn=_collate, pin_memory=torch.cuda.is_available(), prefetch_factor=4,
-        worker_init_fn=_one_thread,
-        # Its own generator for the workers' base seed: drawn from the global one, it would
-        # shift every later noise draw and make a run with workers differ from one without.
-        generator=torch.Generator())
-
-
-def _one_thread(worker: int) -> None:
-    """A worker draws clips on its own core; torch's default of one thread per core in every
-    worker would oversubscribe the machine many times over."""
-    torch.set_num_threads(1)
-
-
 def loss_weights(scheduler, t: torch.Tensor, snr_gamma: float | None) -> torch.Tensor:
     """Per-sample weight of the loss in the model's prediction type, shape (b,).
 
@@ -223,74 +161,22 @@ def loss_weights(scheduler, t: torch.Tensor, snr_gamma: float | None) -> torch.T
     return snr.clamp(max=snr_gamma)
 
 
-class _EMA:
-    """Exponential moving average of named tensors, with the usual warm-up so that early
-    exports are not dominated by the random initialisation."""
+@dataclass
+class _Run:
+    """What a run holds while it trains: the accelerator and whatever it prepared."""
 
-    def __init__(self, named: dict[str, torch.Tensor], decay: float):
-        self.decay = decay
-        self.shadow = {k: v.detach().float().clone() for k, v in named.items()}
+    accelerator: Accelerator
+    named: dict[str, torch.nn.Parameter]  # the trainable parameters, by "part.name"
+    wrapped: dict[str, torch.nn.Module]  # the trained models, as accelerate wrapped them
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+    ema: EMA | None
 
-    @torch.no_grad()
-    def update(self, named: dict[str, torch.Tensor], step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
-        # One multi-tensor call instead of a kernel per tensor (hundreds of them).
-        torch._foreach_lerp_([self.shadow[k] for k in named],
-                             [v.detach().float() for v in named.values()], 1 - decay)
-
-
-def _named_trainable(models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Parameter]:
-    """``{"unet.down_blocks.0...": param}`` for every parameter that trains."""
-    return {f"{part}.{name}": p for part, model in models.items()
-            for name, p in model.named_parameters() if p.requires_grad}
-
-
-def load_weights(models: dict[str, torch.nn.Module], weights: dict[str, torch.Tensor]) -> None:
-    """Copy ``{"part.param": tensor}`` into ``models`` (the inverse of ``_named_trainable``)."""
-    for part, model in models.items():
-        prefix = f"{part}."
-        mine = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-        if not mine:
-            continue
-        missing = set(mine) - set(model.state_dict())
-        if missing:
-            raise UsageError(f"checkpoint weights do not fit the {part} ({sorted(missing)[0]}, "
-                             "...); use the config the run was started with")
-        model.load_state_dict(mine, strict=False)
-
-
-def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """The run's complete checkpoints, oldest first."""
-    run_dir = Path(run_dir)
-    found = [p for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*")
-             if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()
-             and (p / "state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
-
-
-def checkpoint_weights(checkpoint: str | os.PathLike, ema: bool = True) -> dict:
-    """A checkpoint's trainable weights, the EMA ones when kept and ``ema`` is asked for."""
-    checkpoint = Path(checkpoint)
-    path = checkpoint / "ema.safetensors"
-    if not (ema and path.is_file()):
-        path = checkpoint / "trainable.safetensors"
-    return load_file(path)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
 
 
 def train_denoiser(
@@ -317,6 +203,78 @@ def train_denoiser(
     run_dir = Path(run_dir)
     log = log or (lambda line: None)
     progress = progress or (lambda stage, done, total, info: None)
+    run = _prepare(components, models, config)
+    main = run.accelerator.is_main_process
+    step = _resume(run, models, run_dir, config, log) if resume else 0
+    if step >= config.steps:
+        if main:
+            log(f"{run_dir}: already at step {step} of {config.steps}; nothing to do")
+        return {"step": step, "loss": None}
+
+    latents = _Latents(components["vae"], run, run_dir, config, log)
+    accum = config.gradient_accumulation_steps
+    data = batches(dataset, config.batch_size, config.seed, run.accelerator.process_index,
+                    run.accelerator.num_processes, start_batch=step * accum,
+                    num_workers=config.num_workers, paired=config.paired)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(f".{CHECKPOINT_PREFIX}*.tmp"):  # from an interrupted save
+            shutil.rmtree(stale, ignore_errors=True)
+    losses: list[float] = []
+    last_loss = None
+    started, started_step = time.perf_counter(), step
+    waited = 0.0  # seconds spent waiting for data: is the loop data-bound?
+    deadline = started + time_limit if time_limit else None
+    for model in run.wrapped.values():
+        model.train()
+    profiler = StepProfiler(config.profile_steps if main else 0, run_dir / "profile",
+                            run.device, config.batch_size)
+    section = profiler.sections.section
+
+    while step < config.steps:
+        profiler.sections.start_step()
+        tic = time.perf_counter()
+        with section("data"):
+            indices, batch = next(data)
+        waited += time.perf_counter() - tic
+        loss = _optimiser_step(run, components, config, latents, indices, batch, section)
+        with section("bookkeeping"):
+            losses.append(run.accelerator.gather(loss.detach()[None]).mean().item())
+        if not run.accelerator.sync_gradients:  # gradients accumulate over micro-batches
+            profiler.sections.end_step()
+            continue
+
+        step += 1
+        out_of_time = _out_of_time(run, deadline)
+        last = step == config.steps or out_of_time
+        if run.ema is not None:
+            with section("ema"):
+                run.ema.update(run.named, step)
+        rate = (step - started_step) / (time.perf_counter() - started)
+        last_loss = float(np.mean(losses))
+        if main:
+            progress("train", step, config.steps, f"loss {last_loss:.4f}  {rate:.2f} steps/s")
+        if step % config.log_every == 0 or last:
+            if main:
+                _log_loss(run_dir / "loss.jsonl", step, last_loss, run.lr_scheduler, rate,
+                          waited / (time.perf_counter() - started))
+            losses = []
+        with section("bookkeeping"):
+            _save_and_export(run, run_dir, step, config, latents.cache, on_export, last)
+        profiler.sections.end_step()
+        profiler.step_done()
+        if out_of_time:
+            if main:
+                log(f"time limit reached at step {step}")
+            break
+    profiler.close()  # a run shorter than profile_steps still writes its profile
+    run.accelerator.end_training()
+    return {"step": step, "loss": last_loss}
+
+
+def _prepare(components: dict, models: dict[str, torch.nn.Module], config: LoopConfig) -> _Run:
+    """The accelerator, the frozen parts on its device, the optimiser, the LR schedule and the
+    EMA: everything a run needs before its first step."""
     # Zero-initialised layers (temporal convs, attention outputs) produce denormal gradients and
     # Adam moments early on; on a CPU each denormal operation costs ~100x, which once slowed
     # steps from 2 s to 15 s. Flushing them to zero changes nothing numerically that matters.
@@ -330,13 +288,12 @@ def train_denoiser(
         # layers have no good default) and fp32 matmuls use TF32.
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
-    vae, tokenizer, scheduler = (components[k] for k in ("vae", "tokenizer", "scheduler"))
-    vae.requires_grad_(False).eval().to(device)
+    components["vae"].requires_grad_(False).eval().to(device)
     for name in ("unet", "text_encoder"):
         if name not in models:  # frozen parts still run, in the same precision
             components[name].requires_grad_(False).eval().to(device)
 
-    named = _named_trainable(models)
+    named = named_trainable(models)
     if not named:
         raise UsageError("nothing to train: no parameter has requires_grad; check the stage")
     # The fused kernel updates every tensor in one pass (2.6x faster than the per-tensor loop
@@ -352,212 +309,138 @@ def train_denoiser(
     prepared = accelerator.prepare(*models.values(), optimizer, lr_scheduler)
     wrapped = dict(zip(names, prepared[:len(names)], strict=True))
     optimizer, lr_scheduler = prepared[len(names):]
-    unet = wrapped.get("unet", components["unet"])
-    text_encoder = wrapped.get("text_encoder", components["text_encoder"])
-    ema = _EMA(named, config.ema_decay) if config.ema_decay else None
+    return _Run(accelerator, named, wrapped,
+                unet=wrapped.get("unet", components["unet"]),
+                text_encoder=wrapped.get("text_encoder", components["text_encoder"]),
+                optimizer=optimizer, lr_scheduler=lr_scheduler,
+                ema=EMA(named, config.ema_decay) if config.ema_decay else None)
 
-    step = 0
-    if resume and checkpoints(run_dir):
-        newest = checkpoints(run_dir)[-1]
-        step = _load_checkpoint(newest, accelerator, models, optimizer, lr_scheduler, ema)
-        if accelerator.is_main_process:
-            log(f"resumed from {newest} (step {step})")
-        # The checkpoint's schedule carries its own learning rate; a resumed run takes the one
-        # of its config, which may have been changed (`--set stages.base.lr=...`).
-        inner = lr_scheduler.scheduler  # the LambdaLR inside accelerate's wrapper
-        inner.base_lrs = [config.lr] * len(inner.base_lrs)
-        for group, factor in zip(optimizer.param_groups, inner.lr_lambdas, strict=True):
-            group["lr"] = config.lr * factor(inner.last_epoch)
-    if step >= config.steps:
-        if accelerator.is_main_process:
-            log(f"{run_dir}: already at step {step} of {config.steps}; nothing to do")
-        return {"step": step, "loss": None}
 
-    def tokens(captions: list[str]) -> torch.Tensor:
-        return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids.to(device)
+def _resume(run: _Run, models: dict[str, torch.nn.Module], run_dir: Path, config: LoopConfig,
+            log: Log) -> int:
+    """The step of the newest checkpoint in ``run_dir``, restored into ``run``; 0 if none."""
+    if not checkpoints(run_dir):
+        return 0
+    newest = checkpoints(run_dir)[-1]
+    step = load_checkpoint(newest, run.accelerator, models, run.optimizer, run.lr_scheduler,
+                           run.ema)
+    if run.accelerator.is_main_process:
+        log(f"resumed from {newest} (step {step})")
+    # The checkpoint's schedule carries its own learning rate; a resumed run takes the one
+    # of its config, which may have been changed (`--set stages.base.lr=...`).
+    inner = run.lr_scheduler.scheduler  # the LambdaLR inside accelerate's wrapper
+    inner.base_lrs = [config.lr] * len(inner.base_lrs)
+    for group, factor in zip(run.optimizer.param_groups, inner.lr_lambdas, strict=True):
+        group["lr"] = config.lr * factor(inner.last_epoch)
+    return step
 
-    # The cache is kept in RUN_DIR/latents too, so a resumed run does not encode its pool again.
-    cache = (LatentStore(run_dir / "latents", vae, accelerator.process_index)
-             if config.cache_latents else None)
-    if cache is not None and config.store_latents:
-        found = cache.load()
-        if found and accelerator.is_main_process:
-            log(f"{found} cached latents in {cache.folder}")
 
-    def latents_of(indices: list[int], frames: torch.Tensor) -> torch.Tensor:
-        """(b, F, H, W) frames -> (b, c, F, h, w) normalised latents.
+class _Latents:
+    """Clips' frames -> the VAE's normalised latents, cached by dataset index with
+    ``cache_latents`` (kept in RUN_DIR/latents too, so a resumed run does not encode its pool
+    again)."""
+
+    def __init__(self, vae, run: _Run, run_dir: Path, config: LoopConfig, log: Log) -> None:
+        self.vae, self.device, self.chunk = vae, run.device, config.vae_chunk
+        self.cache = (LatentStore(run_dir / "latents", vae, run.accelerator.process_index)
+                      if config.cache_latents else None)
+        if self.cache is not None and config.store_latents:
+            found = self.cache.load()
+            if found and run.accelerator.is_main_process:
+                log(f"{found} cached latents in {self.cache.folder}")
+
+    def __call__(self, indices: list[int], frames: torch.Tensor) -> torch.Tensor:
+        """(b, F, H, W) frames -> (b, c, F, h, w) latents.
 
         With caching, latents are always served from the (float16) cache, also on first use,
         so a resumed run sees exactly the numbers an uninterrupted one does.
         """
         todo = list(range(len(indices)))
-        if cache is not None:
-            todo = [j for j, i in enumerate(indices) if cache.get(i, frames[j]) is None]
+        if self.cache is not None:
+            todo = [j for j, i in enumerate(indices) if self.cache.get(i, frames[j]) is None]
         if todo:
             with torch.no_grad():
-                fresh = frames[todo].to(device)  # (n, F, H, W)
+                fresh = frames[todo].to(self.device)  # (n, F, H, W)
                 flat = fresh.flatten(0, 1)
-                chunk = config.vae_chunk or len(flat)
-                z = torch.cat([encode_frames(vae, flat[i:i + chunk]).float()
+                chunk = self.chunk or len(flat)
+                z = torch.cat([encode_frames(self.vae, flat[i:i + chunk]).float()
                                for i in range(0, len(flat), chunk)])  # (n*F, c, h, w)
                 z = z.unflatten(0, fresh.shape[:2]).permute(0, 2, 1, 3, 4)  # (n, c, F, h, w)
-            if cache is None:
+            if self.cache is None:
                 return z
             for j, zj in zip(todo, z, strict=True):
-                cache.put(indices[j], zj, frames[j])
-        return torch.stack([cache.latents[i] for i in indices]).to(device, torch.float32)
-
-    accum = config.gradient_accumulation_steps
-    data = _batches(dataset, config.batch_size, config.seed, accelerator.process_index,
-                    accelerator.num_processes, start_batch=step * accum,
-                    num_workers=config.num_workers, paired=config.paired)
-    log_path = run_dir / "loss.jsonl"
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(f".{CHECKPOINT_PREFIX}*.tmp"):  # from an interrupted save
-            shutil.rmtree(stale, ignore_errors=True)
-    losses: list[float] = []
-    last_loss = None
-    started, started_step = time.perf_counter(), step
-    waited = 0.0  # seconds spent waiting for data: is the loop data-bound?
-    deadline = started + time_limit if time_limit else None
-    for model in wrapped.values():
-        model.train()
-    profiler = StepProfiler(config.profile_steps if accelerator.is_main_process else 0,
-                            run_dir / "profile", device, config.batch_size)
-    section = profiler.sections.section
-
-    while step < config.steps:
-        profiler.sections.start_step()
-        tic = time.perf_counter()
-        with section("data"):
-            indices, batch = next(data)
-        waited += time.perf_counter() - tic
-        with accelerator.accumulate(*wrapped.values()):
-            with section("vae_encode"):
-                x0 = latents_of(indices, batch["frames"])  # (b, c, f, h, w)
-            b = x0.shape[0]
-            group = 2 if config.paired else 1  # a pair shares noise, timestep and dropout
-            with section("noise"):
-                dropped = [random.random() < config.caption_dropout for _ in range(b // group)]
-                captions = ["" if dropped[k // group] else c
-                            for k, c in enumerate(batch["caption"])]
-                noise = torch.randn_like(x0[::group]).repeat_interleave(group, dim=0)
-                t = sample_timesteps(b // group, scheduler.config.num_train_timesteps,
-                                     config.timestep_sampling, device).repeat_interleave(group)
-                noisy, target = noised_batch(scheduler, x0, noise, t)
-            with accelerator.autocast():
-                with section("text_encoder"):
-                    text = text_encoder(tokens(captions))[0]  # (b, 77, d)
-                with section("unet_forward"):
-                    pred = unet(noisy, t, encoder_hidden_states=text).sample  # (b, c, f, h, w)
-                    per_sample = denoising_loss(pred, target)  # (b,)
-                    loss = (per_sample * loss_weights(scheduler, t, config.snr_gamma)).mean()
-            with section("backward"):
-                accelerator.backward(loss)
-            with section("optimizer"):
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(list(named.values()), config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-        with section("bookkeeping"):
-            losses.append(accelerator.gather(loss.detach()[None]).mean().item())
-        if not accelerator.sync_gradients:
-            profiler.sections.end_step()
-            continue
-
-        step += 1
-        out_of_time = deadline is not None and time.perf_counter() >= deadline
-        if deadline is not None and accelerator.num_processes > 1:  # stop together
-            flag = torch.tensor([float(out_of_time)], device=device)
-            out_of_time = bool(accelerator.reduce(flag, reduction="sum").item())
-        last = step == config.steps or out_of_time
-        if ema is not None:
-            with section("ema"):
-                ema.update(named, step)
-        rate = (step - started_step) / (time.perf_counter() - started)
-        last_loss = float(np.mean(losses))
-        if accelerator.is_main_process:
-            progress("train", step, config.steps, f"loss {last_loss:.4f}  {rate:.2f} steps/s")
-        if step % config.log_every == 0 or last:
-            if accelerator.is_main_process:
-                entry = {"step": step, "loss": last_loss, "lr": lr_scheduler.get_last_lr()[0],
-                         "steps_per_s": round(rate, 4), "time": round(time.time(), 1),
-                         "data_wait": round(waited / (time.perf_counter() - started), 3)}
-                with log_path.open("a") as fh:
-                    fh.write(json.dumps(entry) + "\n")
-            losses = []
-        with section("bookkeeping"):
-            if step % config.checkpoint_every == 0 or last:
-                _save_checkpoint(run_dir, step, accelerator, named, optimizer, lr_scheduler,
-                                 ema, config.keep_checkpoints)
-                if cache is not None and config.store_latents:
-                    cache.save(step)
-            export_now = config.export_every and step % config.export_every == 0
-            if on_export and accelerator.is_main_process and (export_now or last):
-                on_export(_export_weights(named, ema), step)
-            accelerator.wait_for_everyone()
-        profiler.sections.end_step()
-        profiler.step_done()
-        if out_of_time:
-            if accelerator.is_main_process:
-                log(f"time limit reached at step {step}")
-            break
-    profiler.close()  # a run shorter than profile_steps still writes its profile
-    accelerator.end_training()
-    return {"step": step, "loss": last_loss}
+                self.cache.put(indices[j], zj, frames[j])
+        return torch.stack([self.cache.latents[i] for i in indices]).to(self.device,
+                                                                        torch.float32)
 
 
-def _export_weights(named: dict[str, torch.Tensor], ema: _EMA | None) -> dict[str, torch.Tensor]:
-    if ema is not None:
-        return {k: v.cpu().clone() for k, v in ema.shadow.items()}
-    return {k: v.detach().float().cpu().clone() for k, v in named.items()}
+def _optimiser_step(run: _Run, components: dict, config: LoopConfig, latents: _Latents,
+                    indices: list[int], batch: dict, section) -> torch.Tensor:
+    """One micro-batch: noise the clips, predict, backpropagate the weighted loss, and step
+    the optimiser when accelerate says the accumulated gradients are due. Returns the loss."""
+    scheduler, tokenizer = components["scheduler"], components["tokenizer"]
+    accelerator = run.accelerator
+    with accelerator.accumulate(*run.wrapped.values()):
+        with section("vae_encode"):
+            x0 = latents(indices, batch["frames"])  # (b, c, f, h, w)
+        b = x0.shape[0]
+        group = 2 if config.paired else 1  # a pair shares noise, timestep and dropout
+        with section("noise"):
+            dropped = [random.random() < config.caption_dropout for _ in range(b // group)]
+            captions = ["" if dropped[k // group] else c for k, c in enumerate(batch["caption"])]
+            noise = torch.randn_like(x0[::group]).repeat_interleave(group, dim=0)
+            t = sample_timesteps(b // group, scheduler.config.num_train_timesteps,
+                                 config.timestep_sampling, run.device).repeat_interleave(group)
+            noisy, target = noised_batch(scheduler, x0, noise, t)
+        with accelerator.autocast():
+            with section("text_encoder"):
+                tokens = tokenizer(captions, padding="max_length",
+                                   max_length=tokenizer.model_max_length, truncation=True,
+                                   return_tensors="pt").input_ids.to(run.device)
+                text = run.text_encoder(tokens)[0]  # (b, 77, d)
+            with section("unet_forward"):
+                pred = run.unet(noisy, t, encoder_hidden_states=text).sample  # (b, c, f, h, w)
+                per_sample = denoising_loss(pred, target)  # (b,)
+                loss = (per_sample * loss_weights(scheduler, t, config.snr_gamma)).mean()
+        with section("backward"):
+            accelerator.backward(loss)
+        with section("optimizer"):
+            if accelerator.sync_gradients and config.max_grad_norm:
+                accelerator.clip_grad_norm_(list(run.named.values()), config.max_grad_norm)
+            run.optimizer.step()
+            run.lr_scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
+    return loss
 
 
-def _save_checkpoint(run_dir: Path, step: int, accelerator: Accelerator,
-                     named: dict[str, torch.Tensor], optimizer, lr_scheduler,
-                     ema: _EMA | None, keep: int) -> Path:
-    """Write ``checkpoint-<step>`` via a temp folder, so a crash never leaves half of one.
-
-    The temp folder's name is fixed, not random as ``files.atomic_path``'s, because every
-    process writes its RNG state into it; a crash leaves it for the next run to delete.
-    """
-    final = run_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
-    tmp = run_dir / f".{final.name}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in named.items()},
-                  tmp / "trainable.safetensors")
-        if ema is not None:
-            save_file({k: v.cpu() for k, v in ema.shadow.items()}, tmp / "ema.safetensors")
-        torch.save({"optimizer": optimizer.state_dict(),
-                    "lr_scheduler": lr_scheduler.state_dict()}, tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step}) + "\n")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        replace_atomically(tmp, final)  # a checkpoint of this step, if any, goes only now
-        for old in checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
+def _out_of_time(run: _Run, deadline: float | None) -> bool:
+    """Whether the time limit has come; with several processes, for all of them at once."""
+    out_of_time = deadline is not None and time.perf_counter() >= deadline
+    if deadline is not None and run.accelerator.num_processes > 1:  # stop together
+        flag = torch.tensor([float(out_of_time)], device=run.device)
+        out_of_time = bool(run.accelerator.reduce(flag, reduction="sum").item())
+    return out_of_time
 
 
-def _load_checkpoint(path: Path, accelerator: Accelerator, models: dict[str, torch.nn.Module],
-                     optimizer, lr_scheduler, ema: _EMA | None) -> int:
-    """Restore everything ``_save_checkpoint`` wrote; returns the step."""
-    load_weights(models, load_file(path / "trainable.safetensors"))
-    if ema is not None and (path / "ema.safetensors").is_file():
-        ema.shadow = load_file(path / "ema.safetensors", device=str(accelerator.device))
-    state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    lr_scheduler.load_state_dict(state["lr_scheduler"])
-    rng = path / f"rng_{accelerator.process_index}.pt"
-    if rng.is_file():  # absent when resuming on more processes than saved: fresh per-rank seed
-        _set_rng_state(torch.load(rng, weights_only=False))
-    return json.loads((path / "state.json").read_text())["step"]
+def _log_loss(path: Path, step: int, loss: float, lr_scheduler, rate: float,
+              data_wait: float) -> None:
+    entry = {"step": step, "loss": loss, "lr": lr_scheduler.get_last_lr()[0],
+             "steps_per_s": round(rate, 4), "time": round(time.time(), 1),
+             "data_wait": round(data_wait, 3)}
+    with path.open("a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+
+
+def _save_and_export(run: _Run, run_dir: Path, step: int, config: LoopConfig,
+                     cache: LatentStore | None, on_export, last: bool) -> None:
+    """A checkpoint every ``checkpoint_every`` steps and an export every ``export_every``, both
+    at the last step."""
+    if step % config.checkpoint_every == 0 or last:
+        save_checkpoint(run_dir, step, run.accelerator, run.named, run.optimizer,
+                        run.lr_scheduler, run.ema, config.keep_checkpoints)
+        if cache is not None and config.store_latents:
+            cache.save(step)
+    export_now = config.export_every and step % config.export_every == 0
+    if on_export and run.accelerator.is_main_process and (export_now or last):
+        on_export(export_weights(run.named, run.ema), step)
+    run.accelerator.wait_for_everyone()
