@@ -203,82 +203,87 @@ def train_denoiser(
     run_dir = Path(run_dir)
     log = log or (lambda line: None)
     progress = progress or (lambda stage, done, total, info: None)
-    run = _prepare(components, models, config)
-    main = run.accelerator.is_main_process
-    step = _resume(run, models, run_dir, config, log) if resume else 0
-    if step >= config.steps:
+    # Zero-initialised layers (temporal convs, attention outputs) produce denormal gradients and
+    # Adam moments early on; on a CPU each denormal operation costs ~100x, which once slowed
+    # steps from 2 s to 15 s. Flushing them to zero changes nothing numerically that matters;
+    # but it is the whole process's floating-point state, so it goes back to torch's default
+    # (off) when training ends, for the caller's own arithmetic.
+    torch.set_flush_denormal(True)
+    try:
+        run = _prepare(components, models, config)
+        main = run.accelerator.is_main_process
+        step = _resume(run, models, run_dir, config, log) if resume else 0
+        if step >= config.steps:
+            if main:
+                log(f"{run_dir}: already at step {step} of {config.steps}; nothing to do")
+            return {"step": step, "loss": None}
+
+        latents = _Latents(components["vae"], run, run_dir, config, log)
+        accum = config.gradient_accumulation_steps
+        data = batches(dataset, config.batch_size, config.seed, run.accelerator.process_index,
+                        run.accelerator.num_processes, start_batch=step * accum,
+                        num_workers=config.num_workers, paired=config.paired)
         if main:
-            log(f"{run_dir}: already at step {step} of {config.steps}; nothing to do")
-        return {"step": step, "loss": None}
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in run_dir.glob(f".{CHECKPOINT_PREFIX}*.tmp"):  # from an interrupted save
+                shutil.rmtree(stale, ignore_errors=True)
+        losses: list[float] = []
+        last_loss = None
+        started, started_step = time.perf_counter(), step
+        waited = 0.0  # seconds spent waiting for data: is the loop data-bound?
+        deadline = started + time_limit if time_limit else None
+        for model in run.wrapped.values():
+            model.train()
+        profiler = StepProfiler(config.profile_steps if main else 0, run_dir / "profile",
+                                run.device, config.batch_size)
+        section = profiler.sections.section
 
-    latents = _Latents(components["vae"], run, run_dir, config, log)
-    accum = config.gradient_accumulation_steps
-    data = batches(dataset, config.batch_size, config.seed, run.accelerator.process_index,
-                    run.accelerator.num_processes, start_batch=step * accum,
-                    num_workers=config.num_workers, paired=config.paired)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(f".{CHECKPOINT_PREFIX}*.tmp"):  # from an interrupted save
-            shutil.rmtree(stale, ignore_errors=True)
-    losses: list[float] = []
-    last_loss = None
-    started, started_step = time.perf_counter(), step
-    waited = 0.0  # seconds spent waiting for data: is the loop data-bound?
-    deadline = started + time_limit if time_limit else None
-    for model in run.wrapped.values():
-        model.train()
-    profiler = StepProfiler(config.profile_steps if main else 0, run_dir / "profile",
-                            run.device, config.batch_size)
-    section = profiler.sections.section
+        while step < config.steps:
+            profiler.sections.start_step()
+            tic = time.perf_counter()
+            with section("data"):
+                indices, batch = next(data)
+            waited += time.perf_counter() - tic
+            loss = _optimiser_step(run, components, config, latents, indices, batch, section)
+            with section("bookkeeping"):
+                losses.append(run.accelerator.gather(loss.detach()[None]).mean().item())
+            if not run.accelerator.sync_gradients:  # gradients accumulate over micro-batches
+                profiler.sections.end_step()
+                continue
 
-    while step < config.steps:
-        profiler.sections.start_step()
-        tic = time.perf_counter()
-        with section("data"):
-            indices, batch = next(data)
-        waited += time.perf_counter() - tic
-        loss = _optimiser_step(run, components, config, latents, indices, batch, section)
-        with section("bookkeeping"):
-            losses.append(run.accelerator.gather(loss.detach()[None]).mean().item())
-        if not run.accelerator.sync_gradients:  # gradients accumulate over micro-batches
+            step += 1
+            out_of_time = _out_of_time(run, deadline)
+            last = step == config.steps or out_of_time
+            if run.ema is not None:
+                with section("ema"):
+                    run.ema.update(run.named, step)
+            rate = (step - started_step) / (time.perf_counter() - started)
+            last_loss = float(np.mean(losses))
+            if main:
+                progress("train", step, config.steps, f"loss {last_loss:.4f}  {rate:.2f} steps/s")
+            if step % config.log_every == 0 or last:
+                if main:
+                    _log_loss(run_dir / "loss.jsonl", step, last_loss, run.lr_scheduler, rate,
+                              waited / (time.perf_counter() - started))
+                losses = []
+            with section("bookkeeping"):
+                _save_and_export(run, run_dir, step, config, latents.cache, on_export, last)
             profiler.sections.end_step()
-            continue
-
-        step += 1
-        out_of_time = _out_of_time(run, deadline)
-        last = step == config.steps or out_of_time
-        if run.ema is not None:
-            with section("ema"):
-                run.ema.update(run.named, step)
-        rate = (step - started_step) / (time.perf_counter() - started)
-        last_loss = float(np.mean(losses))
-        if main:
-            progress("train", step, config.steps, f"loss {last_loss:.4f}  {rate:.2f} steps/s")
-        if step % config.log_every == 0 or last:
-            if main:
-                _log_loss(run_dir / "loss.jsonl", step, last_loss, run.lr_scheduler, rate,
-                          waited / (time.perf_counter() - started))
-            losses = []
-        with section("bookkeeping"):
-            _save_and_export(run, run_dir, step, config, latents.cache, on_export, last)
-        profiler.sections.end_step()
-        profiler.step_done()
-        if out_of_time:
-            if main:
-                log(f"time limit reached at step {step}")
-            break
-    profiler.close()  # a run shorter than profile_steps still writes its profile
-    run.accelerator.end_training()
-    return {"step": step, "loss": last_loss}
+            profiler.step_done()
+            if out_of_time:
+                if main:
+                    log(f"time limit reached at step {step}")
+                break
+        profiler.close()  # a run shorter than profile_steps still writes its profile
+        run.accelerator.end_training()
+        return {"step": step, "loss": last_loss}
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def _prepare(components: dict, models: dict[str, torch.nn.Module], config: LoopConfig) -> _Run:
     """The accelerator, the frozen parts on its device, the optimiser, the LR schedule and the
     EMA: everything a run needs before its first step."""
-    # Zero-initialised layers (temporal convs, attention outputs) produce denormal gradients and
-    # Adam moments early on; on a CPU each denormal operation costs ~100x, which once slowed
-    # steps from 2 s to 15 s. Flushing them to zero changes nothing numerically that matters.
-    torch.set_flush_denormal(True)
     accelerator = Accelerator(mixed_precision=config.mixed_precision,
                               gradient_accumulation_steps=config.gradient_accumulation_steps)
     set_seed(config.seed, device_specific=True)  # seed + rank: different noise per process
