@@ -2,7 +2,7 @@
 run it again, and count the runs whose OUTDIR is exactly an uninterrupted run's (issue 24).
 
 The suite kills three times (tests/test_crash_consistency.py); this draws as many moments as
-asked, with the same harness (tests/crash_harness.py), on the shipped tiny model, and prints
+asked, with the same harness (tests/testing.py), on the shipped tiny model, and prints
 one line per moment (ok, or the promises it broke), then the tally:
 
     python benchmarks/crash_consistency.py --moments 40 --seed 0
@@ -22,12 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from crash_harness import (  # noqa: E402
+from testing import (  # noqa: E402
     REPORT,
     batch_problems,
     draw_moments,
     environment,
-    flipsketch,
+    flipsketch_command,
     run_and_kill,
     run_to_end,
 )
@@ -56,7 +56,7 @@ def main() -> None:
         env = environment()
 
         def command(outdir: Path) -> list[str]:
-            return flipsketch("batch", manifest, "-o", outdir, *SETTINGS)
+            return flipsketch_command("batch", manifest, "-o", outdir, *SETTINGS)
 
         reference = work / "reference"
         started = time.monotonic()

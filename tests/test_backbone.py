@@ -17,7 +17,7 @@ from flipsketch.models.presets import MODELSCOPE_BASE, PRESETS, SKETCH_FINETUNE,
 from flipsketch.plugins import PluginManager, hookimpl
 from flipsketch.sampler.pipeline import FlipSketchPipeline
 
-from conftest import build_tiny_components, save_authors_checkpoint
+from testing import build_tiny_components, save_authors_checkpoint
 
 
 def test_presets_name_the_real_models():

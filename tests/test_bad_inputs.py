@@ -29,12 +29,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-from test_cli import assert_one_line_error
 
 from flipsketch.errors import FlipSketchWarning
 from flipsketch.models.footprint import ModelFootprint, estimate_peak_bytes
 
-from conftest import read_animation
+from testing import assert_one_line_error, read_animation
 
 FAST = "--model {m} --steps 2 --frames 3 --size 32"
 

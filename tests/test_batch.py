@@ -20,7 +20,7 @@ from flipsketch.batch import REPORT, ManifestError, Reporter, read_manifest, run
 from flipsketch.batch.manifest import ModelChoice
 from flipsketch.plugins import Writer, get_manager
 
-from conftest import shared_sketch
+from testing import environment, flipsketch_command, shared_sketch
 
 QUICK = ["--steps", "2", "--frames", "3", "--size", "32"]
 MISSING = "missing.png"  # a sketch no folder holds
@@ -354,13 +354,12 @@ def test_a_second_batch_into_a_busy_outdir_is_refused_and_the_first_finishes_who
     """Two batches into one OUTDIR would run the same jobs and append to the same report
     parts: the second is refused in one line while the first (a real process) runs, and the
     folder is free again once it ends, however it ends (the lock is the kernel's)."""
-    from crash_harness import environment, flipsketch
 
     rows = [{"sketch": "fish.png", "prompt": f"motion {k}", "seed": k} for k in range(8)]
     manifest, outdir = write_csv(tmp_path / "in", rows), tmp_path / "out"
     first = subprocess.Popen(
-        flipsketch("batch", manifest, "-o", outdir, "--model", tiny_model_dir, "--steps", "6",
-                   "--frames", "4", "--size", "64"),
+        flipsketch_command("batch", manifest, "-o", outdir, "--model", tiny_model_dir,
+                           "--steps", "6", "--frames", "4", "--size", "64"),
         env=environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True)
     try:

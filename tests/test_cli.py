@@ -19,19 +19,9 @@ from typer.testing import CliRunner
 from flipsketch.cli import app
 from flipsketch.errors import FlipSketchError
 
-from conftest import read_animation, shared_sketch
+from testing import assert_one_line_error, read_animation, shared_sketch
 
 FAST = ["--steps", "3", "--frames", "4", "--size", "64"]
-
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:")
-    assert "Traceback" not in result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("name, output, reader", [

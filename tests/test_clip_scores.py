@@ -18,7 +18,7 @@ from PIL import Image
 from flipsketch.errors import ModelLoadError, UsageError
 from flipsketch.evaluation import clip_scores
 
-from conftest import byte_level_vocab, shared_sketch
+from testing import byte_level_vocab, shared_sketch
 
 NUM_FRAMES = 4  # X-CLIP's fixed clip length in the tiny model (8 in the released ones)
 SIZE = 64

@@ -8,11 +8,9 @@ import json
 import subprocess
 import threading
 
-from crash_harness import environment, flipsketch
-
 from flipsketch.models.presets import saved_default_model, set_default_model
 
-from conftest import shared_sketch
+from testing import environment, flipsketch_command, shared_sketch
 
 QUICK = ["--steps", "3", "--frames", "3", "--size", "32", "--raw", "--json"]
 
@@ -27,7 +25,7 @@ def test_two_animate_runs_at_once_share_the_inversion_cache_safely(tiny_model_di
 
     def start(name: str) -> subprocess.Popen:
         return subprocess.Popen(
-            flipsketch("animate", shared_sketch("fish.png"), "a fish swimming", "-o",
+            flipsketch_command("animate", shared_sketch("fish.png"), "a fish swimming", "-o",
                        tmp_path / name, "--model", tiny_model_dir, "--seed", "3", *QUICK),
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)

@@ -1,6 +1,6 @@
 """``kill -9`` at seeded random moments of a real ``flipsketch batch``, then the same command
 again: at most the job in progress is lost, and what is on disk afterwards is exactly what an
-uninterrupted run leaves (tests/crash_harness.py checks it byte for byte).
+uninterrupted run leaves (tests/testing.py checks it byte for byte).
 
 Three moments here, to keep the suite short; ``benchmarks/crash_consistency.py`` draws many
 more with the same harness and records how many survived.
@@ -13,18 +13,17 @@ import random
 import shutil
 import time
 
-from crash_harness import (
+from testing import (
     REPORT,
     batch_problems,
     draw_moments,
     environment,
-    flipsketch,
+    flipsketch_command,
     run_and_kill,
     run_to_end,
+    shared_sketch,
     temporaries,
 )
-
-from conftest import shared_sketch
 
 QUICK = ["--steps", "2", "--frames", "3", "--size", "32"]
 JOBS = [
@@ -42,7 +41,8 @@ def test_batch_killed_at_random_moments_finishes_as_if_never_killed(tiny_model_d
     env = environment()
 
     def command(outdir):
-        return flipsketch("batch", manifest, "-o", outdir, "--model", tiny_model_dir, *QUICK)
+        return flipsketch_command("batch", manifest, "-o", outdir, "--model", tiny_model_dir,
+                                  *QUICK)
 
     reference = tmp_path / "reference"
     started = time.monotonic()

@@ -17,7 +17,7 @@ from flipsketch.frames.writers import write_apng, write_gif, write_mp4, write_pn
 from flipsketch.training.data import AnimatorClips, ClipFolder, pick_frames
 from flipsketch.training.synth import SketchAnimator, write_dataset
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 ENCODERS = {
     "gif": write_gif, "webp": write_webp, "mp4": write_mp4, "apng": write_apng,

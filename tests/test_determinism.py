@@ -29,7 +29,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 FAST = ("--steps", "3", "--frames", "3", "--size", "32", "--raw")
 

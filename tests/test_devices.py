@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_pipeline import a_sketch
 
 from flipsketch import hookimpl
 from flipsketch.batch import read_manifest, run_batch
@@ -39,7 +38,7 @@ from flipsketch.sampler.latents import decode_latents
 from flipsketch.sampler.pipeline import FlipSketchPipeline
 from flipsketch.sampler.schedule import renoise, split_prediction
 
-from conftest import build_tiny_components, shared_sketch
+from testing import a_sketch, build_tiny_components, shared_sketch
 
 META = torch.device("meta")
 

@@ -21,75 +21,23 @@ read here.
 
 from __future__ import annotations
 
-import re
 import shlex
 import shutil
-import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import SKETCHES
+from testing import SKETCHES, Block, code_blocks, commands, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 QUICK_STEPS = 3  # tau1 = 1, tau2 = 1: step 0 aligns, steps 0-1 compose, step 2 keeps frame 1
 QUICK_FRAMES = 3
 
-FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,})(?P<lang>[\w+-]*)\s*$")
-NOT_TESTED = re.compile(r"<!--\s*not-tested:\s*(?P<reason>.*?)\s*-->", re.DOTALL)
-
-
-@dataclass
-class Block:
-    file: str  # relative to the repository
-    line: int  # of the opening fence
-    lang: str
-    code: str
-    not_tested: str | None  # the reason given in the markdown, None: it runs
-
-    @property
-    def id(self) -> str:
-        return f"{self.file}:{self.line}"
-
-
-def code_blocks(path: Path, root: Path = ROOT) -> list[Block]:
-    """The fenced blocks of a markdown file, each with the not-tested reason right above it."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    blocks, i = [], 0
-    while i < len(lines):
-        match = FENCE.match(lines[i])
-        if not match:
-            i += 1
-            continue
-        start, indent, fence = i, match["indent"], match["fence"]
-        i += 1
-        body = []
-        while i < len(lines) and lines[i].strip() != fence:
-            body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i])
-            i += 1
-        if i == len(lines):
-            raise AssertionError(f"{path}:{start + 1}: code block never closed")
-        i += 1
-        # The not-tested comment: the last thing before the fence, blank lines aside.
-        above = "\n".join(lines[:start]).rstrip()
-        marker = NOT_TESTED.search(above[above.rfind("<!--"):]) if above.endswith("-->") else None
-        blocks.append(Block(str(path.relative_to(root)), start + 1, match["lang"],
-                            "\n".join(body) + "\n",
-                            " ".join(marker["reason"].split()) if marker else None))
-    return blocks
-
 
 BLOCKS = [block for path in DOCS for block in code_blocks(path)]
 CODE = [block for block in BLOCKS if block.lang != "text"]
-
-
-def commands(script: str) -> list[list[str]]:
-    """A bash block's commands as argument lists: continuations joined, comments dropped."""
-    joined = re.sub(r"\\\n", " ", script)
-    return [words for line in joined.splitlines() if (words := shlex.split(line, comments=True))]
 
 
 @pytest.fixture
@@ -116,12 +64,6 @@ def workdir(tmp_path, monkeypatch) -> Path:
         shutil.copy(sketch, tmp_path / sketch.name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def run_python(block: Block, module_name: str = "doc_example") -> types.ModuleType:
-    module = types.ModuleType(module_name)
-    exec(compile(block.code, block.id, "exec"), module.__dict__)
-    return module
 
 
 @pytest.mark.parametrize("block", CODE, ids=[b.id for b in CODE])

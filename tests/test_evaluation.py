@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from flipsketch.evaluation import metrics as ev
 from flipsketch.evaluation import runs
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 SIZE = 128
 

@@ -18,7 +18,7 @@ from flipsketch.models.frame_positions import (
 )
 from flipsketch.models.tiny import CONFIG_PATH, build_components, export_model, load_config
 
-from conftest import build_tiny_components
+from testing import build_tiny_components
 
 
 def _temporal_attention_output(unet, frames: torch.Tensor) -> torch.Tensor:

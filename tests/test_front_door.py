@@ -21,7 +21,7 @@ from flipsketch.frames.examples import EXAMPLES_DIR, example_names, resolve_sket
 from flipsketch.frames.images import line_art_measures, load_sketch, warn_unless_line_art
 from flipsketch.training.synth import SketchAnimator
 
-from conftest import read_animation
+from testing import code_blocks, commands, read_animation
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -303,7 +303,6 @@ def test_the_readme_first_command_runs_as_written_in_an_empty_folder(cli, tmp_pa
     the test cheaper (the README's 25 steps took 68 s on 2 busy cores); frame 1 is close to
     the drawing, as the README says (measured at the model's 128 px). test_docs runs the same
     block again, with its quick sampler, among the others."""
-    from test_docs import code_blocks, commands
 
     from flipsketch.evaluation.metrics import stroke_fscore
     from flipsketch.frames.images import images_to_array, to_grey_square

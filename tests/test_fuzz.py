@@ -36,7 +36,7 @@ from flipsketch.recipes.parsing import bundled_recipes
 from flipsketch.recipes.schema import TOP_LEVEL_KEYS
 from flipsketch.recipes.steps import BUILTIN_STEPS
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 # Examples per property: a few seconds each on a busy 2-core machine.
 EXAMPLES = {"bytes": 1000, "mutated": 1000, "recipe_tree": 300, "recipe_text": 1000,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"

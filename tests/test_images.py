@@ -12,7 +12,7 @@ from PIL import Image
 from flipsketch.errors import UsageError
 from flipsketch.frames.images import array_to_images, images_to_array, load_sketch, to_grey_square
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 
 def disc_mask(width: int, height: int, radius: float) -> np.ndarray:

@@ -11,7 +11,7 @@ from flipsketch.frames.images import load_sketch, to_grey_square
 from flipsketch.frames.interpolate import flow_interpolate
 from flipsketch.plugins import get_manager
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 
 def real_sketch(name: str, size: int = 128) -> Image.Image:

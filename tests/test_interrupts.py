@@ -28,11 +28,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_training import SMALL
 
 from flipsketch.training.checkpoints import checkpoint_weights, checkpoints
 
-from conftest import shared_sketch
+from testing import SMALL, shared_sketch
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

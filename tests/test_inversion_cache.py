@@ -13,7 +13,7 @@ from flipsketch.api import SamplerSettings, animate
 from flipsketch.files import user_cache_dir
 from flipsketch.sampler.inversion_cache import module_fingerprint
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 SETTINGS = SamplerSettings(num_frames=3, num_inference_steps=4, seed=1)
 

@@ -18,7 +18,7 @@ from flipsketch.api import SamplerSettings, animate
 from flipsketch.plugins import SketchEncoding, get_manager, sketch_encoding
 from flipsketch.sampler.inversion import DEMO_ENCODINGS, EncodedInverter, ddim_invert
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 
 def binary_sketch(size: int = 64) -> torch.Tensor:

@@ -224,3 +224,19 @@ def test_no_module_is_over_500_lines():
     long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+# -- tests share helpers through tests/testing.py only ------------------------------------------
+def test_test_modules_share_helpers_only_through_the_testing_module():
+    """A helper one test module imports from another (or from conftest, which holds fixtures
+    and hooks) ties their fates together; shared helpers live in tests/testing.py."""
+    import ast
+
+    tests = Path(__file__).parent
+    crossing = sorted(
+        f"{path.name}: {node.module}"
+        for path in tests.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.module
+        and (node.module == "conftest" or node.module.startswith("test_")))
+    assert crossing == []

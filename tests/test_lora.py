@@ -25,7 +25,7 @@ from flipsketch.errors import UsageError
 from flipsketch.training.lora import LoraSettings, train_lora
 from flipsketch.training.synth import write_dataset
 
-from conftest import build_tiny_components, shared_sketch
+from testing import build_tiny_components, shared_sketch
 
 FRAMES = 4
 

@@ -29,7 +29,7 @@ from flipsketch.models.presets import (
     settings_path,
 )
 
-from conftest import build_tiny_components, save_authors_checkpoint
+from testing import build_tiny_components, save_authors_checkpoint
 
 
 def add_to_hub_cache(cache: Path, repo_id: str, files: Path) -> Path:

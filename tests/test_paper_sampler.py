@@ -28,7 +28,7 @@ from flipsketch.api import (
 from flipsketch.plugins import AlignSettings, get_manager
 from flipsketch.sampler.attention import temporal_logit_scale
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 PROMPT = "a fish swimming"
 STEPS, FRAMES, SEED = 6, 4, 3  # tau1 = 2T/5 = 2, tau2 = 3T/5 = 3: both windows inside the run

@@ -9,14 +9,7 @@ from flipsketch.sampler.alignment import AlignSettings, gradient_align
 from flipsketch.sampler.inversion import ddim_invert
 from flipsketch.sampler.pipeline import FlipSketchPipeline
 
-from conftest import TEST_DEVICE, build_tiny_components
-
-
-def a_sketch(size: int = 64) -> torch.Tensor:
-    sketch = torch.ones(size, size)
-    sketch[20:44, 30:33] = 0  # a vertical stroke
-    sketch[12:14, 10:54] = 0  # a horizontal one
-    return sketch
+from testing import TEST_DEVICE, a_sketch, build_tiny_components, denoise_inverted
 
 
 def record_unet_calls(pipe) -> list[tuple[int, int]]:
@@ -143,21 +136,6 @@ def test_inverting_then_denoising_reproduces_the_sketch_latent(prediction_type):
     from_noise = denoise_inverted(pipe, a_sketch(), steps=25, start=torch.randn)
     assert inverted < 0.3
     assert inverted < from_noise / 50
-
-
-def denoise_inverted(pipe, sketch, steps: int, start=None) -> float:
-    """Relative error of null-prompt DDIM denoising started from the inverted latent."""
-    latent = pipe.encode_sketch(sketch)
-    null = pipe.encode_prompt([""])
-    pipe.scheduler.set_timesteps(steps)
-    timesteps = pipe.scheduler.timesteps
-    x = ddim_invert(pipe, latent, null, timesteps)
-    if start is not None:
-        x = start(x.shape, generator=torch.Generator().manual_seed(0)).to(x.device)
-    with torch.no_grad():
-        for t in timesteps:
-            x = pipe.scheduler.step(pipe.predict(x, t, null), t, x).prev_sample
-    return ((x - latent).norm() / latent.norm()).item()
 
 
 def test_composition_changes_the_result_and_lambda_matters(tiny_pipe):

@@ -18,14 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_pipeline import a_sketch, denoise_inverted
 
 from flipsketch.api import load_pipeline
 from flipsketch.errors import ModelLoadError, UsageError
 from flipsketch.sampler.alignment import AlignSettings, gradient_align
 from flipsketch.sampler.attention import Composition, CompositionSettings
 
-from conftest import TEST_DEVICE, build_tiny_components, read_animation
+from testing import TEST_DEVICE, a_sketch, build_tiny_components, denoise_inverted, read_animation
 
 DISTRIBUTION = "flipsketch-animatediff"
 MAX_FRAMES = 16  # the tiny adapter's motion_max_seq_length

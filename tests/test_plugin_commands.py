@@ -11,7 +11,8 @@ import textwrap
 from collections.abc import Callable
 
 import pytest
-from test_plugins import make_distribution
+
+from testing import make_distribution
 
 HELLO = '''
 import typer

@@ -22,7 +22,6 @@ import pytest
 import typer
 import typer.main
 from PIL import Image, ImageDraw
-from test_docs import code_blocks, run_python
 
 from flipsketch.plugins import (
     BUILTIN_PLUGINS,
@@ -32,6 +31,8 @@ from flipsketch.plugins import (
     get_manager,
     hookspecs,
 )
+
+from testing import code_blocks, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "plugins.md"

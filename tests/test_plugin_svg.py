@@ -28,7 +28,7 @@ from flipsketch.frames.images import images_to_array, load_sketch, to_grey_squar
 from flipsketch.frames.writers import check_output_path, save_frames
 from flipsketch.plugins import PluginManager
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 DISTRIBUTION = "flipsketch-svg"
 SVG = "{http://www.w3.org/2000/svg}"

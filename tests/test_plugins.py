@@ -33,6 +33,8 @@ from flipsketch.plugins import (
 from flipsketch.plugins.manager import own_entry_points
 from flipsketch.sampler import attention
 
+from testing import make_distribution
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -129,15 +131,6 @@ def test_a_plugin_raising_while_registering_is_left_out_whole():
     [broken] = manager.describe()["broken"]
     assert broken["error"] == "raised in register_postprocessors: RuntimeError: no licence"
     assert broken["message"].startswith("plugin 'half' ((registered in code)) failed to load")
-
-
-def make_distribution(site: Path, name: str, module_source: str) -> None:
-    """A real installed distribution on a path: dist-info with a flipsketch entry point."""
-    dist = site / f"{name}-0.3.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.3\n")
-    (dist / "entry_points.txt").write_text(f"[flipsketch]\n{name} = {name}_plugin\n")
-    (site / f"{name}_plugin.py").write_text(module_source)
 
 
 def test_broken_and_filtered_third_party_plugins(cli, fresh_plugins, tmp_path, monkeypatch,

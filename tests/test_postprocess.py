@@ -15,7 +15,7 @@ from flipsketch.frames.images import array_to_images, load_sketch, to_grey_squar
 from flipsketch.frames.postprocess import PostprocessSettings, binarize, otsu_threshold, raw
 from flipsketch.plugins import PluginManager
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 
 def test_otsu_lands_between_the_modes_on_any_scale():

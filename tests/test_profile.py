@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from conftest import shared_sketch
+from testing import shared_sketch
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "4", "--frames", "4", "--size", "64"]

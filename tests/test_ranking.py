@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 from PIL import Image, ImageDraw
-from test_cli import assert_one_line_error
 
 from flipsketch.api import Animation, SamplerSettings, animate, load_pipeline
 from flipsketch.evaluation.ranking import fidelity_scores, rank
 
-from conftest import shared_sketch
+from testing import assert_one_line_error, shared_sketch
 
 FAST = ["--steps", "3", "--frames", "3", "--size", "32"]
 

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageFont
-from test_video import save_tiny_video_models
 
 from flipsketch import hookimpl
 from flipsketch.api import animate, load_pipeline, postprocess
@@ -30,7 +29,7 @@ from flipsketch.recipes.cache import StepCache
 from flipsketch.recipes.parsing import bundled_recipes
 from flipsketch.recipes.schema import CACHE_DIR
 
-from conftest import read_animation, shared_sketch
+from testing import read_animation, save_tiny_video_models, shared_sketch
 
 FAST = ["num_inference_steps=2", "num_frames=4"]
 

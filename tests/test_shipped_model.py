@@ -16,7 +16,7 @@ import torch
 from flipsketch.api import SamplerSettings, animate, load_pipeline
 from flipsketch.models.presets import TINY_DIR
 
-from conftest import read_animation, shared_sketch
+from testing import read_animation, shared_sketch
 
 
 @pytest.fixture(scope="module")

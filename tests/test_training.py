@@ -18,58 +18,13 @@ from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from flipsketch.errors import UsageError
-from flipsketch.models.tiny import CONFIG_PATH, build_components, load_config
+from flipsketch.models.tiny import CONFIG_PATH, load_config
 from flipsketch.training.base import train_base
 from flipsketch.training.checkpoints import checkpoints
 from flipsketch.training.data import AnimatorClips
 from flipsketch.training.loop import LoopConfig, loss_weights, sample_timesteps, train_denoiser
 
-SMALL = {
-    "seed": 0,
-    "mixed_precision": "no",
-    "model": {
-        "resolution": 64,
-        "num_frames": 6,
-        "vae": {"block_out_channels": [8, 16, 16, 16], "layers_per_block": 1,
-                "latent_channels": 4, "norm_num_groups": 8},
-        "unet": {"block_out_channels": [16, 32, 32],
-                 "down_block_types": ["DownBlock3D", "CrossAttnDownBlock3D",
-                                      "CrossAttnDownBlock3D"],
-                 "up_block_types": ["CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "UpBlock3D"],
-                 "layers_per_block": 1, "norm_num_groups": 8, "attention_head_dim": 2},
-        "text_encoder": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                         "num_attention_heads": 2},
-        "scheduler": load_config(CONFIG_PATH)["model"]["scheduler"],
-    },
-    "stages": {
-        "vae": {"steps": 3, "batch_size": 2, "crop": 32, "lr": 1e-3, "kl_weight": 1e-6,
-                "stroke_weight": 4.0, "stats_frames": 12},
-        "base": {"clips": 6, "steps": 4, "batch_size": 2, "lr": 1e-3, "warmup_steps": 1,
-                 "caption_dropout": 0.1, "snr_gamma": 5.0, "ema_decay": 0.99,
-                 "cache_latents": True, "checkpoint_every": 2, "keep_checkpoints": 2,
-                 "log_every": 1, "export_every": 4},
-    },
-}
-
-
-def small_components() -> dict:
-    torch.manual_seed(0)
-    parts = build_components(SMALL)
-    parts["vae"].register_to_config(latents_mean=[0.1, -0.2, 0.0, 0.3],
-                                    latents_std=[0.5, 0.4, 0.6, 0.5])
-    return parts
-
-
-def run_loop(run_dir, steps: int, resume: bool = False, **overrides) -> dict:
-    """A fresh (seeded) model trained by the loop; returns the final checkpoint's weights."""
-    parts = small_components()
-    models = {"unet": parts["unet"], "text_encoder": parts["text_encoder"]}
-    settings = {**SMALL["stages"]["base"], "steps": steps, **overrides}
-    settings.pop("clips")
-    dataset = AnimatorClips(4, num_frames=6, resolution=64, seed=3)
-    train_denoiser(parts, models, dataset, run_dir, LoopConfig.from_dict(settings),
-                   resume=resume)
-    return load_file(checkpoints(run_dir)[-1] / "trainable.safetensors")
+from testing import SMALL, run_loop, small_components
 
 
 def losses(run_dir) -> list[float]:
@@ -126,6 +81,13 @@ def test_only_requires_grad_parameters_train_and_are_checkpointed(tmp_path):
     after = parts["unet"].state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"conv_out.weight", "conv_out.bias"}
+
+
+def test_training_gives_back_subnormal_floats(tmp_path):
+    """The loop flushes denormals for speed, process-wide; afterwards the caller's arithmetic
+    has them again (a test after it, drawing floats with Hypothesis, once could not)."""
+    run_loop(tmp_path, steps=1)
+    assert (torch.tensor([1e-39]) * 1.0).item() > 0
 
 
 def test_min_snr_weights_keep_the_pure_noise_step(tmp_path):

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_training import SMALL, run_loop, small_components
 
 from flipsketch.training.data import AnimatorClips
 from flipsketch.training.loop import LoopConfig, train_denoiser
 from flipsketch.training.profiling import SECTIONS
+
+from testing import SMALL, run_loop, small_components
 
 ROOT = Path(__file__).resolve().parents[1]
 

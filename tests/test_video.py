@@ -7,11 +7,8 @@ the hub ids in the ``video`` step point to; nothing is downloaded.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from flipsketch.errors import ModelLoadError, UsageError
@@ -23,65 +20,7 @@ from flipsketch.models.video import (
     sketch_to_video,
 )
 
-from conftest import byte_level_vocab, shared_sketch
-
-
-def save_tiny_video_models(folder: Path) -> VideoModels:
-    """SD-1.5-shaped base, motion adapter and scribble-style ControlNet with tiny random
-    weights, saved as safetensors in three folders."""
-    from diffusers import (
-        AutoencoderKL,
-        ControlNetModel,
-        DDIMScheduler,
-        MotionAdapter,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    blocks = (8, 8)
-    unet = UNet2DConditionModel(
-        block_out_channels=blocks, layers_per_block=1, sample_size=8, in_channels=4,
-        out_channels=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=8,
-        norm_num_groups=2, attention_head_dim=2,
-    )
-    controlnet = ControlNetModel(
-        block_out_channels=blocks, layers_per_block=1, in_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), cross_attention_dim=8,
-        conditioning_embedding_out_channels=(8, 8), norm_num_groups=2, attention_head_dim=2,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=blocks, in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=2, layers_per_block=1,
-    )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=514, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
-        num_attention_heads=2, max_position_embeddings=32, bos_token_id=512, eos_token_id=513,
-        pad_token_id=513,
-    ))
-    tokenizer = CLIPTokenizer(vocab=byte_level_vocab(), merges=[], model_max_length=32)
-    adapter = MotionAdapter(block_out_channels=blocks, motion_layers_per_block=1,
-                            motion_norm_num_groups=2, motion_num_attention_heads=2,
-                            motion_max_seq_length=32)
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, steps_offset=1)
-    # ControlNet's output convolutions and the motion modules' output projections start at
-    # zero (so training starts from the base model); random ones make both parts matter here.
-    for module in (controlnet, adapter):
-        for weight in module.parameters():
-            if weight.ndim > 1 and not weight.any():
-                torch.nn.init.normal_(weight, std=0.2)
-    StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    ).save_pretrained(folder / "base")
-    adapter.save_pretrained(folder / "motion_adapter")
-    controlnet.save_pretrained(folder / "controlnet")
-    return VideoModels(str(folder / "base"), str(folder / "motion_adapter"),
-                       str(folder / "controlnet"))
+from testing import save_tiny_video_models, shared_sketch
 
 
 @pytest.fixture(scope="session")
