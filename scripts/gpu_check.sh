@@ -53,15 +53,7 @@ out="${out:-${OUT:-}}"
 cd "$(dirname "$0")/.."
 root="$(pwd)"
 out="${out:-$root/runs/gpu-check}"
-if [[ -n "${PYTHON:-}" ]]; then
-    python="$PYTHON"
-elif command -v python >/dev/null 2>&1; then
-    python=python
-else
-    python=python3
-fi
-export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+. scripts/_env.sh
 
 fail() {
     echo "gpu_check: $*" >&2

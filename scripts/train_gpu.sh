@@ -58,15 +58,7 @@ fi
 profile_steps=${PROFILE_STEPS:-20}
 
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-if [[ -n "${PYTHON:-}" ]]; then
-    python="$PYTHON"
-elif command -v python >/dev/null 2>&1; then
-    python=python
-else
-    python=python3
-fi
+. scripts/_env.sh
 
 if [[ $cpu == 1 ]]; then
     export CUDA_VISIBLE_DEVICES=""  # the CPU even where a GPU is present
