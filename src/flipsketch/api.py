@@ -22,7 +22,9 @@ from flipsketch.errors import FlipSketchError, SettingsError, UsageError
 from flipsketch.plugins import (
     ALIGN_OPTIMIZERS,
     COMPOSE_MODES,
+    DEFAULT_FPS,
     DEFAULT_LAMBDA,
+    DEFAULT_SIZE,
     LAMBDA_RULES,
     OFF,
     STAGES,
@@ -297,7 +299,7 @@ def check_frame_limit(settings: SamplerSettings, limit: int | None, model: str) 
                                           f"positions cover {limit} frames")
 
 
-def check_resources(model: str | None, settings: SamplerSettings, size: int = 512, *,
+def check_resources(model: str | None, settings: SamplerSettings, size: int = DEFAULT_SIZE, *,
                     device: str | None = None, dtype: str | None = None,
                     unet: str | None = None, backbone: str | None = None) -> int | None:
     """Refuse, before the model loads, a request this model or device cannot take; return
@@ -410,7 +412,7 @@ def animate(pipe: FlipSketchPipeline, prompt: str,
             for k, seed in enumerate(output.seeds)]
 
 
-def postprocess(frames: np.ndarray, name: str | None = None, size: int = 512,
+def postprocess(frames: np.ndarray, name: str | None = None, size: int = DEFAULT_SIZE,
                 transparent: bool = False, sketch: Image.Image | None = None,
                 manager: PluginManager | None = None) -> list[Image.Image]:
     """Raw frames -> images to write, through the named post-processor (default lineart).
@@ -426,7 +428,8 @@ def postprocess(frames: np.ndarray, name: str | None = None, size: int = 512,
         size=size, transparent=transparent, sketch=sketch))
 
 
-def save(images: list[Image.Image], path: str | Path, fps: float = 10, force: bool = False,
+def save(images: list[Image.Image], path: str | Path, fps: float = DEFAULT_FPS,
+         force: bool = False,
          writer: str | None = None, manager: PluginManager | None = None) -> Path:
     """Write ``images`` atomically; the path's suffix picks the writer unless one is named."""
     from flipsketch.frames.writers import save_frames

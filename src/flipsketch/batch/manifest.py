@@ -31,7 +31,7 @@ from flipsketch.frames.images import check_drawing, load_sketch, warn_unless_lin
 from flipsketch.frames.writers import numbered_paths
 from flipsketch.models.lora import parse_lora
 from flipsketch.models.presets import default_model
-from flipsketch.plugins import DEFAULT_FPS, PluginManager, StepError, get_manager
+from flipsketch.plugins import DEFAULT_FPS, DEFAULT_SIZE, PluginManager, StepError, get_manager
 
 # The recipes own the vocabulary of sampler options, the rule that turns them into
 # SamplerSettings and the rule for output names; a manifest uses the same ones.
@@ -48,7 +48,7 @@ JOB_COLUMNS = ("sketch", "prompt", "output")
 # How the frames are written, as the recipes' ``write`` step names them.
 OUTPUT_OPTIONS: dict[str, Any] = {"size": int, "fps": float, "postprocess": str,
                                   "transparent": bool}
-OUTPUT_DEFAULTS: dict[str, Any] = {"size": 512, "fps": DEFAULT_FPS, "postprocess": None,
+OUTPUT_DEFAULTS: dict[str, Any] = {"size": DEFAULT_SIZE, "fps": DEFAULT_FPS, "postprocess": None,
                                    "transparent": False}
 # The command line's names for the same options (``flipsketch animate --frames``).
 ALIASES = {"frames": "num_frames", "steps": "num_inference_steps", "guidance": "guidance_scale",

@@ -34,7 +34,7 @@ from flipsketch.api import (
 )
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import UsageError
-from flipsketch.plugins import PluginManager
+from flipsketch.plugins import DEFAULT_SIZE, PluginManager
 
 DEFAULTS = SamplerSettings()
 Opt = typer.Option
@@ -253,7 +253,7 @@ def animate_command(
     composer: Composer = None,
     postprocessor: Postprocessor = None,
     raw: Raw = False,
-    size: Size = 512,
+    size: Size = DEFAULT_SIZE,
     transparent: Transparent = False,
     fps: Fps = 10.0,
     svg: Svg = False,
@@ -301,7 +301,7 @@ def generate_command(
     composer: Composer = None,
     postprocessor: Postprocessor = None,
     raw: Raw = False,
-    size: Size = 512,
+    size: Size = DEFAULT_SIZE,
     transparent: Transparent = False,
     fps: Fps = 10.0,
     svg: Svg = False,

@@ -70,7 +70,7 @@ from flipsketch.cli.animate import (
 )
 from flipsketch.cli.app import DEBUG, app, console, state, stdout
 from flipsketch.errors import Terminated, UsageError
-from flipsketch.plugins import get_manager
+from flipsketch.plugins import DEFAULT_SIZE, get_manager
 
 # flipsketch.batch loads the sampler's modules (torch); the command imports it when it runs.
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def batch_command(
     composer: Composer = None,
     postprocessor: Postprocessor = None,
     raw: Raw = False,
-    size: Size = 512,
+    size: Size = DEFAULT_SIZE,
     transparent: Transparent = False,
     fps: Fps = 10.0,
     json_output: JsonOutput = False,

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from flipsketch.errors import FlipSketchError, UsageError
 from flipsketch.files import atomic_path, check_writable
-from flipsketch.plugins import PluginManager, Registry, Writer, get_manager
+from flipsketch.plugins import DEFAULT_FPS, PluginManager, Registry, Writer, get_manager
 
 FOLDER_WRITER = "png-frames"
 # What a frames folder holds, whichever folder writer made it (frame_000.png, .svg ...).
@@ -212,7 +212,7 @@ def _is_frames_folder(path: Path) -> bool:
 
 
 # -- saving ----------------------------------------------------------------------------------
-def save_frames(frames: list[Image.Image], path: str | Path, fps: float = 10,
+def save_frames(frames: list[Image.Image], path: str | Path, fps: float = DEFAULT_FPS,
                 force: bool = False, writer: str | None = None,
                 manager: PluginManager | None = None) -> Path:
     """Write ``frames`` to ``path`` atomically with the writer its name (or ``writer``) picks.

@@ -32,6 +32,7 @@ from flipsketch.plugins.types import (
     COMPOSE_MODES,
     DEFAULT_FPS,
     DEFAULT_LAMBDA,
+    DEFAULT_SIZE,
     LAMBDA_RULES,
     Aligner,
     AlignSettings,
@@ -54,7 +55,8 @@ from flipsketch.plugins.types import (
 
 __all__ = [
     "ALIGN_OPTIMIZERS", "BUILTIN_PLUGINS", "COMMANDS_HOOK", "COMPOSE_MODES", "DEFAULT_FPS",
-    "DEFAULT_LAMBDA", "ENTRY_POINT_GROUP", "LAMBDA_RULES", "OFF", "STAGES", "AlignSettings",
+    "DEFAULT_LAMBDA", "DEFAULT_SIZE", "ENTRY_POINT_GROUP", "LAMBDA_RULES", "OFF", "STAGES",
+    "AlignSettings",
     "Aligner", "Backbone", "BrokenPlugin", "Clip", "Composer", "Composition",
     "CompositionSettings", "Field", "Interpolator", "Inverter", "LoadedPlugin", "PluginManager",
     "PostProcessor", "PostprocessSettings", "Register", "Registry", "SketchEncoding", "Stage",

@@ -222,11 +222,14 @@ class Composer(Protocol):
 
 
 # -- post-processor ----------------------------------------------------------------------------
+DEFAULT_SIZE = 512  # output pixels, square: what a user sees without asking
+
+
 @dataclass
 class PostprocessSettings:
     """How frames leave the pipeline: square side in pixels, and paper white or transparent."""
 
-    size: int = 512
+    size: int = DEFAULT_SIZE
     transparent: bool = False
     # The input drawing, None for a text-only clip: ``lineart`` draws at its pen width.
     sketch: Image.Image | None = None

@@ -21,6 +21,7 @@ from flipsketch.frames.images import (
 )
 from flipsketch.frames.writers import save_frames
 from flipsketch.models.video import VideoModels, sketch_to_video
+from flipsketch.plugins import DEFAULT_SIZE
 from flipsketch.recipes.runner import StepContext
 from flipsketch.recipes.schema import Clip, Field, Step, StepError, StepType
 
@@ -254,7 +255,7 @@ BUILTIN_STEPS: dict[str, StepType] = {
             "num_inference_steps": Field(int, default=25, check=_positive),
             "guidance_scale": Field(float, default=7.5),
             "conditioning_scale": Field(float, default=1.0),
-            "size": Field(int, default=512, check=_positive),
+            "size": Field(int, default=DEFAULT_SIZE, check=_positive),
             "seed": Field(int, default=0),
         },
         "turn a sketch animation into a photo-real video with a scribble ControlNet and "
@@ -264,7 +265,7 @@ BUILTIN_STEPS: dict[str, StepType] = {
             "input": _INPUT, "path": Field(str, required=True, kind="output"),
             "fps": Field(float, check=_positive),
             "postprocess": Field(str, default="binarize", kind="stage:postprocessor"),
-            "size": Field(int, default=512, check=_positive),
+            "size": Field(int, default=DEFAULT_SIZE, check=_positive),
             "transparent": Field(bool, default=False),
         },
         "save frames with any writer (.gif .mp4 .webp .png/.apng, a folder of PNGs, or a "

@@ -29,7 +29,7 @@ from flipsketch.api import (
     sampler_stages,
 )
 from flipsketch.errors import UsageError
-from flipsketch.plugins import PluginManager
+from flipsketch.plugins import DEFAULT_FPS, DEFAULT_SIZE, PluginManager
 
 # Form fields that are not options.
 SKETCH, PROMPT = "sketch", "prompt"
@@ -48,12 +48,10 @@ OPTIONS = (*SAMPLER_OPTIONS, "motion", *FLAGS, *STAGE_OPTIONS, *OUTPUT_OPTIONS)
 # Chosen once, when the server starts: a job cannot load another model.
 SERVER_OPTIONS = ("model", "unet", "lora", "allow-pickle", "device", "dtype", "backbone")
 
-DEFAULT_SIZE = 512
 # The most samples one job may ask for: each sample is a whole animation sampled on the one
 # model, so a job is refused before it can hold the queue for hours (the command line has
 # no such limit: the person running it waits for their own job).
 MAX_SAMPLES = 16
-DEFAULT_FPS = 10.0
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
