@@ -342,6 +342,14 @@ def test_eval_captions_checks_its_options(cli, tmp_path):
         assert all(word in line for word in words), line
 
 
+def test_eval_takes_the_default_model_as_animate_does(cli, tmp_path, monkeypatch):
+    """Without --model, eval scores the model animate would use (it used to say "tiny")."""
+    monkeypatch.setenv("FLIPSKETCH_MODEL", str(tmp_path / "my-default"))
+    for command in ("captions", "motion"):
+        line = one_line_error(cli("eval", command))
+        assert f"model '{tmp_path / 'my-default'}'" in line, line
+
+
 def test_ablation_returns_every_configuration(tiny_pipe_loaded):
     from flipsketch.api import SamplerSettings
     from flipsketch.frames.images import images_to_array, load_sketch, to_grey_square

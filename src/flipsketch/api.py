@@ -31,6 +31,7 @@ from flipsketch.plugins import (
     AlignSettings,
     PluginManager,
     get_manager,
+    method_windows,
 )
 
 # torch, numpy, PIL and diffusers are imported where they are used, so that the CLI can import
@@ -121,8 +122,7 @@ class SamplerSettings:
         put its flag in front of it and a recipe its key.
         """
         steps = self.num_inference_steps
-        tau1 = 2 * steps // 5 if self.tau1 is None else self.tau1
-        tau2 = 3 * steps // 5 if self.tau2 is None else self.tau2
+        tau1, tau2 = method_windows(steps, self.tau1, self.tau2)
         tau2_default = f" (its default is 3T/5 = {tau2})" if self.tau2 is None else ""
         checks = [
             ("num_frames", self.num_frames >= 2, "must be at least 2"),

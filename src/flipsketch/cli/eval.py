@@ -28,6 +28,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flipsketch.api import SamplerSettings
 from flipsketch.cli.animate import AllowPickle, Inverter, Paper
 from flipsketch.cli.app import app, console, stdout
 from flipsketch.errors import UsageError
@@ -41,6 +42,7 @@ from flipsketch.evaluation.inputs import (
 )
 from flipsketch.evaluation.tables import PAPER_TABLE_1, write_csv
 from flipsketch.files import check_writable
+from flipsketch.models.presets import default_model
 
 if TYPE_CHECKING:
     from flipsketch.evaluation.clip_scores import ClipConsistency, XClipAlignment
@@ -49,7 +51,12 @@ eval_app = typer.Typer(name="eval", no_args_is_help=True,
                        help="Offline evaluation: stroke fidelity, motion, the ablation table.")
 app.add_typer(eval_app, name="eval")
 
-ModelOpt = Annotated[str, typer.Option(help="Preset (tiny, ...), local folder or hub id.")]
+# The model and the sampler's defaults are animate's: the default model (`flipsketch models
+# default`), and SamplerSettings' steps and frames.
+SAMPLER = SamplerSettings()
+ModelOpt = Annotated[str | None, typer.Option(
+    help="Preset (tiny, ...), local folder or hub id. Default: the default model "
+         "('flipsketch models').", callback=lambda name: name or default_model())]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps.")]
 SeedsOpt = Annotated[str, typer.Option(help="Comma-separated seeds; one sample per seed.")]
 StepsOpt = Annotated[int, typer.Option(help="DDIM steps T.")]
@@ -213,10 +220,10 @@ def sketch_command(
     prompts: Annotated[Path | None, typer.Option(
         help="Text file, one prompt per line; {subject} becomes the sketch's name. "
              "Default: the four translations.")] = None,
-    model: ModelOpt = "tiny",
+    model: ModelOpt = None,
     seeds: SeedsOpt = "0,1",
-    steps: StepsOpt = 25,
-    frames: FramesOpt = 10,
+    steps: StepsOpt = SAMPLER.num_inference_steps,
+    frames: FramesOpt = SAMPLER.num_frames,
     paper: Paper = False,
     inverter: Inverter = None,
     clip: ClipOpt = None,
@@ -273,10 +280,10 @@ def sketch_command(
 
 @eval_app.command("motion")
 def motion_command(
-    model: ModelOpt = "tiny",
+    model: ModelOpt = None,
     seeds: SeedsOpt = "0,1",
-    steps: StepsOpt = 25,
-    frames: FramesOpt = 10,
+    steps: StepsOpt = SAMPLER.num_inference_steps,
+    frames: FramesOpt = SAMPLER.num_frames,
     subjects: Annotated[str | None, typer.Option(
         help="Comma-separated synth subjects. Default: all.")] = None,
     motions: Annotated[str, typer.Option(help="Comma-separated synth motions.")
@@ -311,7 +318,7 @@ def motion_command(
 
 @eval_app.command("captions")
 def captions_command(
-    model: ModelOpt = "tiny",
+    model: ModelOpt = None,
     timesteps: Annotated[str, typer.Option(
         help="Comma-separated training timesteps to test at (high = noisy).")] = "950,800,600",
     motions: Annotated[str, typer.Option(help="Comma-separated synth motions.")
@@ -362,10 +369,10 @@ def ablate_command(
     sketch_dir: SketchDir,
     prompts_file: Annotated[Path, typer.Argument(
         help="Text file, one prompt per line; {subject} becomes the sketch's name.")],
-    model: ModelOpt = "tiny",
+    model: ModelOpt = None,
     seeds: SeedsOpt = "0,1",
-    steps: StepsOpt = 25,
-    frames: FramesOpt = 10,
+    steps: StepsOpt = SAMPLER.num_inference_steps,
+    frames: FramesOpt = SAMPLER.num_frames,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the table here.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --csv file.")

@@ -50,6 +50,7 @@ from flipsketch.plugins.types import (
     StepError,
     StepType,
     Writer,
+    method_windows,
     sketch_encoding,
 )
 
@@ -60,6 +61,6 @@ __all__ = [
     "Aligner", "Backbone", "BrokenPlugin", "Clip", "Composer", "Composition",
     "CompositionSettings", "Field", "Interpolator", "Inverter", "LoadedPlugin", "PluginManager",
     "PostProcessor", "PostprocessSettings", "Register", "Registry", "SketchEncoding", "Stage",
-    "StepError", "StepType", "Writer", "get_manager", "hookimpl", "hookspec", "sketch_encoding",
-    "writer_suffix_clashes",
+    "StepError", "StepType", "Writer", "get_manager", "hookimpl", "hookspec", "method_windows",
+    "sketch_encoding", "writer_suffix_clashes",
 ]

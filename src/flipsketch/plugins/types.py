@@ -112,6 +112,13 @@ def sketch_encoding(inverter: Any) -> SketchEncoding:
 
 
 # -- aligner -----------------------------------------------------------------------------------
+def method_windows(steps: int, tau1: int | None = None,
+                   tau2: int | None = None) -> tuple[int, int]:
+    """(tau1, tau2): alignment runs while i < tau1, composition while i <= tau2; Algorithm 1's
+    2T/5 and 3T/5 where not given. One place, read by the settings' checks and the sampler."""
+    return (2 * steps // 5 if tau1 is None else tau1, 3 * steps // 5 if tau2 is None else tau2)
+
+
 # The optimisers the built-in aligner can take frames 2..M with (``--align-optimizer``).
 ALIGN_OPTIMIZERS = ("adam", "sgd")
 # The paper's balance of fidelity (1: keep the drawing) and motion (0: move freely).

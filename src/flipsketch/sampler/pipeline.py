@@ -44,6 +44,7 @@ from flipsketch.plugins import (
     AlignSettings,
     CompositionSettings,
     SketchEncoding,
+    method_windows,
     sketch_encoding,
 )
 from flipsketch.sampler.alignment import gradient_align
@@ -214,8 +215,7 @@ class FlipSketchPipeline(DiffusionPipeline):
         timings: dict[str, float] = {}
         device = self.unet.device
         steps, frames, batch = num_inference_steps, num_frames, len(seeds)
-        tau1 = 2 * steps // 5 if tau1 is None else tau1
-        tau2 = 3 * steps // 5 if tau2 is None else tau2
+        tau1, tau2 = method_windows(steps, tau1, tau2)
         if output_type not in ("frames", "latent"):
             raise ValueError(f"output_type must be 'frames' or 'latent', not {output_type!r}")
         if compose not in COMPOSE_MODES:
