@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from flipsketch.files import (
     check_writable_folder,
     replace_atomically,
     staging_folder,
+    sweep_killed_writes,
     write_text_atomic,
 )
 
@@ -246,3 +250,49 @@ def test_check_writable_folder_needs_write_access(locked):
         check_writable_folder(locked, force=True)
     with pytest.raises(UsageError, match=f"cannot write to folder '{locked}'"):
         check_writable_folder(locked / "new" / "deeper", force=True)
+
+
+# A real process killed (SIGKILL: no handler, no finally) in the middle of each kind of write.
+KILLED_WRITES = """
+import os, signal, sys
+from pathlib import Path
+from flipsketch.files import atomic_path, replace_atomically, staging_folder
+
+folder, what = Path(sys.argv[1]), sys.argv[2]
+if what == "file":
+    with atomic_path(folder / "out.gif", force=True) as tmp:
+        tmp.write_bytes(b"GIF89a, half of it")
+        os.kill(os.getpid(), signal.SIGKILL)
+elif what == "folder":  # between moving the old folder aside and putting the new one in
+    new = folder / "new"
+    new.mkdir()
+    (new / "a.png").write_bytes(b"new")
+    rename = os.replace
+
+    def replace_then_die(source, target):
+        rename(source, target)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace_then_die
+    replace_atomically(new, folder / "frames")
+else:
+    with staging_folder(folder) as staging:
+        (staging / "part").write_bytes(b"x")
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_writes_killed_mid_way_are_swept_and_an_output_moved_aside_is_put_back(tmp_path):
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "a.png").write_bytes(b"old")
+    (tmp_path / ".flipsketch").mkdir()  # hidden, but not a leftover
+    (tmp_path / ".notes.txt").write_text("the user's")
+    for what in ("file", "folder", "staging"):
+        done = subprocess.run([sys.executable, "-c", KILLED_WRITES, tmp_path, what])
+        assert done.returncode == -signal.SIGKILL, what
+    kept = [".flipsketch", ".notes.txt", "new"]
+    left = sorted(set(listing(tmp_path)) - set(kept))
+    assert len(left) == 3 and "frames" not in left, left  # the old frames are aside
+    assert sweep_killed_writes(tmp_path) == 3
+    assert listing(tmp_path) == [*kept[:2], "frames", "new"]
+    assert (tmp_path / "frames" / "a.png").read_bytes() == b"old"

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import queue
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,11 +265,69 @@ def test_recipe_killed_in_its_second_step_resumes_from_the_cache(tiny_model_dir,
     assert temporaries(outdir) == []
 
 
+@pytest.mark.slow  # two real processes
+def test_recipe_killed_hard_while_writing_resumes_and_leaves_no_temporary(
+        tiny_model_dir, tmp_path, plugin_site):
+    """``kill -9`` (no cleanup runs) with step 2's output half written: the re-run takes step
+    1 from the cache, writes step 2 whole and clears the killed write's temporary. While the
+    first run was alive, a second into the same folder was refused."""
+    recipe = tmp_path / "fish.yaml"
+    recipe.write_text(RECIPE.format(model=tiny_model_dir, sketch=shared_sketch("fish.png")))
+    outdir = tmp_path / "out"
+    running = start("recipe", "run", recipe, "-o", outdir, cwd=tmp_path, site=plugin_site)
+    running.wait_for_line("writing")
+    second = run("recipe", "run", recipe, "-o", outdir, cwd=tmp_path, site=plugin_site)
+    assert second.returncode == 2 and second.stderr.strip() == (  # one run per folder
+        f"error: another 'flipsketch recipe run' is writing into '{outdir}'; wait for it to "
+        "finish, or pass another -o"), second.stderr
+    running.process.send_signal(signal.SIGKILL)
+    assert running.finish()[0] == -signal.SIGKILL
+    assert temporaries(outdir), "a hard kill leaves the half-written temporary"
+
+    again = run("recipe", "run", recipe, "-o", outdir, "--json", cwd=tmp_path,
+                site=plugin_site, SLOW_WRITER_SECONDS="0")
+    assert again.returncode == 0, again.stderr
+    steps = json.loads(again.stdout)["steps"]
+    assert [(s["name"], s["status"]) for s in steps] == [("fish", "cached"), ("clip", "ran")]
+    assert (outdir / "fish.slow").stat().st_size > len(b"half a file")  # whole
+    assert temporaries(outdir) == []
+
+
+@pytest.mark.slow  # two real processes
+def test_batch_killed_hard_while_writing_finishes_and_leaves_no_temporary(
+        tiny_model_dir, tmp_path, plugin_site):
+    """``kill -9`` with a job's output half written: the next batch clears the temporary, runs
+    that job again and skips the finished one."""
+    shutil.copy(shared_sketch("fish.png"), tmp_path / "fish.png")
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in (
+        {"sketch": "fish.png", "prompt": "a fish swimming", "output": "a.gif", "seed": 1},
+        {"sketch": "fish.png", "prompt": "a fish diving", "output": "b.slow", "seed": 2})))
+    outdir = tmp_path / "out"
+    batch = ("batch", manifest, "-o", outdir, "--model", tiny_model_dir, "--steps", "3",
+             "--frames", "3", "--size", "32")
+    running = start(*batch, cwd=tmp_path, site=plugin_site)
+    running.wait_for_line("writing")
+    running.process.send_signal(signal.SIGKILL)
+    assert running.finish()[0] == -signal.SIGKILL
+    assert temporaries(outdir), "a hard kill leaves the half-written temporary"
+
+    again = run(*batch, "--json", cwd=tmp_path, site=plugin_site, SLOW_WRITER_SECONDS="0")
+    assert again.returncode == 0, again.stderr
+    reports = json.loads(again.stdout)["jobs"]
+    assert [(r["output"], r["status"]) for r in reports] == [("a.gif", "skipped"),
+                                                             ("b.slow", "done")]
+    assert (outdir / "b.slow").stat().st_size > len(b"half a file")
+    assert temporaries(outdir) == []
+
+
 # -- train ---------------------------------------------------------------------------------
 @pytest.mark.slow  # two real training processes
-def test_training_interrupted_after_a_checkpoint_resumes(tmp_path):
-    """Ctrl-C once a checkpoint exists: the newest complete checkpoint loads, and
-    ``--resume`` continues from it to the end."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_training_interrupted_after_a_checkpoint_resumes(tmp_path, sig):
+    """Ctrl-C, or ``kill -9`` at whatever moment follows (a checkpoint may be half written:
+    checkpoints are every 2 steps), once a checkpoint exists: the newest complete checkpoint
+    loads, and ``--resume`` continues from it to the end."""
     config = tmp_path / "small.yaml"
     base = {**SMALL["stages"]["base"], "steps": 400, "checkpoint_every": 2,
             "export_every": 1000}
@@ -275,9 +335,14 @@ def test_training_interrupted_after_a_checkpoint_resumes(tmp_path):
     run_dir = tmp_path / "run"
     running = start("train", "base", config, "-o", run_dir, cwd=tmp_path)
     running.wait_until(lambda: bool(checkpoints(run_dir)), "the first checkpoint")
-    running.process.send_signal(signal.SIGINT)
+    if sig == signal.SIGKILL:
+        time.sleep(random.Random(24).uniform(0.5, 3.0))  # seeded: another moment, replayable
+    running.process.send_signal(sig)
     code, stderr = running.finish()
-    assert_stopped(code, stderr, signal.SIGINT)
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+    else:
+        assert_stopped(code, stderr, sig)
 
     last = checkpoints(run_dir)[-1]
     step = json.loads((last / "state.json").read_text())["step"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from flipsketch.api import SamplerSettings, animate
 from flipsketch.files import user_cache_dir
-from flipsketch.sampler.inversion_cache import module_fingerprint
+from flipsketch.sampler.inversion_cache import KILLED_WRITE_AGE_S, module_fingerprint
 
 from testing import shared_sketch
 
@@ -114,6 +116,27 @@ def test_a_damaged_or_unwritable_cache_never_fails_a_run(tiny_pipe, tmp_path):
     blocked.write_text("a file where the cache folder should be")
     clip = run(tiny_pipe, settings=SETTINGS, cache=blocked / "inversions")
     np.testing.assert_array_equal(clip.frames, first.frames)
+
+
+def test_a_torn_entry_is_recomputed_and_a_killed_writes_temporary_goes_once_old(tiny_pipe,
+                                                                                tmp_path):
+    """What a kill can leave: an entry cut short (a copy interrupted outside flipsketch; its
+    own writes rename whole files into place) is a miss; a killed write's temporary goes at
+    the next write once older than any write could take, a fresh one (another run's write in
+    progress) stays."""
+    first = run(tiny_pipe, settings=SETTINGS, cache=tmp_path)
+    [entry] = list(tmp_path.glob("*.safetensors"))
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    old = tmp_path / f".{entry.name}.1a2b3c4d.tmp.safetensors"
+    fresh = tmp_path / f".{entry.name}.5e6f7a8b.tmp.safetensors"
+    for left in (old, fresh):
+        left.write_bytes(b"half an entry")
+    an_hour_ago = time.time() - KILLED_WRITE_AGE_S - 60
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    torn = run(tiny_pipe, settings=SETTINGS, cache=tmp_path)
+    assert torn.inversion_cached is False
+    np.testing.assert_array_equal(torn.frames, first.frames)
+    assert not old.exists() and fresh.exists()
 
 
 def test_the_fingerprint_sees_every_tensor_and_adapter_scale(tiny_pipe):

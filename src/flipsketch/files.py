@@ -19,6 +19,7 @@ This module imports only the standard library and ``flipsketch.errors``, so any 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -168,6 +169,33 @@ def exclusive_folder(folder: Path, busy: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+# What a write killed mid-way leaves (SIGKILL, a power cut: no cleanup runs): atomic_path's
+# temporary (.NAME.1a2b3c4d.tmp.SUFFIX), an output replace_atomically moved aside
+# (.NAME.1a2b3c4d.old), a staging_folder (.staging-XXXX).
+_LEFT_BY_A_KILL = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.(?P<kind>tmp(\..*)?|old)$")
+
+
+def sweep_killed_writes(folder: Path) -> int:
+    """Clear what writes killed mid-way left in ``folder`` and below; returns how many.
+
+    A moved-aside output whose replacement never arrived (the kill came between the two
+    renames) is put back; every other leftover is deleted. Only for a folder this process
+    holds (``exclusive_folder``): another process's write in progress looks the same.
+    """
+    swept = 0
+    for path in sorted(Path(folder).rglob(".*"), key=lambda p: len(p.parts), reverse=True):
+        match = _LEFT_BY_A_KILL.match(path.name)
+        if match is None and not (path.is_dir() and path.name.startswith(".staging-")):
+            continue
+        target = path.with_name(match["name"]) if match else None
+        if match and match["kind"] == "old" and not (target.exists() or target.is_symlink()):
+            os.replace(path, target)  # the previous output, back where it was
+        else:
+            remove(path)
+        swept += 1
+    return swept
 
 
 @contextmanager

@@ -26,7 +26,13 @@ from typing import Any
 from flipsketch.api import animate, load_pipeline, postprocess, save
 from flipsketch.batch.manifest import Job, Manifest, ModelChoice
 from flipsketch.errors import FlipSketchError, UsageError
-from flipsketch.files import check_writable_folder, exclusive_folder, remove, write_text_atomic
+from flipsketch.files import (
+    check_writable_folder,
+    exclusive_folder,
+    remove,
+    sweep_killed_writes,
+    write_text_atomic,
+)
 from flipsketch.frames.images import load_sketch
 from flipsketch.frames.writers import check_output_path
 from flipsketch.plugins import PluginManager, get_manager
@@ -112,6 +118,7 @@ def run_batch(manifest: Manifest, outdir: str | Path, *, model: ModelChoice | No
     if proc.is_main_process:
         outdir.mkdir(parents=True, exist_ok=True)
         held.enter_context(exclusive_folder(outdir, BUSY.format(outdir=outdir)))
+        sweep_killed_writes(outdir)  # an earlier run killed mid-write: the folder is ours now
     with held:
         # Read again now that the folder is ours: a batch that just ended may have finished
         # jobs since the check above.

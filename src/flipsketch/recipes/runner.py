@@ -10,6 +10,7 @@ from typing import Any
 
 from flipsketch.api import load_pipeline
 from flipsketch.errors import FlipSketchError, Terminated, UsageError
+from flipsketch.files import exclusive_folder, sweep_killed_writes
 from flipsketch.models.video import load_video_pipeline
 from flipsketch.plugins import get_manager
 from flipsketch.recipes.cache import StepCache, step_keys
@@ -95,6 +96,16 @@ def run_recipe(recipe: Recipe, outdir: str | Path, *, force: bool = False, fresh
                            outputs=s.outputs) for s in recipe.steps]
 
     outdir.mkdir(parents=True, exist_ok=True)
+    # One run per output folder (two would race on the step cache and the outputs); holding
+    # it, what an earlier run killed mid-write left can go.
+    with exclusive_folder(outdir, f"another 'flipsketch recipe run' is writing into "
+                                  f"'{outdir}'; wait for it to finish, or pass another -o"):
+        sweep_killed_writes(outdir)
+        return _run_steps(recipe, outdir, cache, keys, cached, reporter, manager)
+
+
+def _run_steps(recipe: Recipe, outdir: Path, cache: StepCache, keys: dict[str, str],
+               cached: dict[str, bool], reporter: Reporter, manager) -> list[StepReport]:
     made: dict[str, list[Clip]] = {}
     models: dict[Any, Any] = {}
     reports = []

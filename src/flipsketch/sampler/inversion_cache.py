@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from flipsketch.files import atomic_path, user_cache_dir
 from flipsketch.plugins import sketch_encoding
 
 FORMAT = 1  # bump when the stored result's meaning changes, so old entries are not reused
+KILLED_WRITE_AGE_S = 3600  # a cache write takes well under a second
 MAX_ENTRIES = 2000  # ~16 KB each at ModelScope's 32 x 32 latents
 _SAMPLES_PER_TENSOR = 64
 
@@ -129,3 +131,9 @@ class CachedInverter:
                          key=lambda p: p.stat().st_mtime)
         for stale in entries[:-MAX_ENTRIES]:
             stale.unlink(missing_ok=True)
+        # A run killed while writing leaves its temporary; others share the folder, so only
+        # one older than any write could take goes.
+        for left in self.folder.glob(".*.tmp*"):
+            with contextlib.suppress(OSError):
+                if time.time() - left.stat().st_mtime > KILLED_WRITE_AGE_S:
+                    left.unlink()
