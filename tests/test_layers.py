@@ -233,9 +233,11 @@ def test_test_modules_share_helpers_only_through_the_testing_module():
     import ast
 
     tests = Path(__file__).parent
+    modules = [*tests.glob("*.py"), *ROOT.glob("plugins/*/tests/*.py")]  # bundled plugins' too
+    assert len(modules) > len(list(tests.glob("*.py")))
     crossing = sorted(
         f"{path.name}: {node.module}"
-        for path in tests.glob("*.py")
+        for path in modules
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
         if isinstance(node, ast.ImportFrom) and node.module
         and (node.module == "conftest" or node.module.startswith("test_")))

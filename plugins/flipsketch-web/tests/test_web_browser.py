@@ -6,8 +6,9 @@ Chromium comes from the system (Debian's ``chromium``, installed by ``.ci/run``)
 ``playwright install``: the test skips, saying why, only where there is no Chromium or no
 Playwright. A screenshot of the finished page is saved in the test's folder, and also to
 ``$FLIPSKETCH_SCREENSHOT`` when that is set: then the page runs the shipped ``tiny`` model at
-25 steps, so the screenshot shows a real result (how docs/web.png is made:
-``FLIPSKETCH_SCREENSHOT=docs/web.png python -m pytest tests/test_web_browser.py``).
+25 steps, so the screenshot shows a real result (how docs/web.png is made, from the
+repository's root: ``FLIPSKETCH_SCREENSHOT=docs/web.png python -m pytest
+plugins/flipsketch-web/tests/test_web_browser.py``).
 """
 
 from __future__ import annotations

@@ -437,7 +437,7 @@ def test_serve_warns_off_localhost_and_cleans_up_on_ctrl_c(tiny_model_dir, tmp_p
 
 
 def test_readme_documents_every_route():
-    readme = (Path(__file__).resolve().parents[1] / "plugins" / "flipsketch-web" /
+    readme = (Path(__file__).resolve().parents[1] /
               "README.md").read_text(encoding="utf-8")
     for route in ("POST /api/jobs", "GET /api/jobs/{id}", "GET /api/jobs/{id}/events",
                   "POST /api/jobs/{id}/cancel", "GET /api/info", "curl"):

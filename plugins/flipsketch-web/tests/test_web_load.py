@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "web_load.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "web_load.py"
 
 
 @pytest.mark.slow
