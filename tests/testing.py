@@ -44,17 +44,22 @@ import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file
 
+import flipsketch
 from flipsketch.frames.examples import EXAMPLES_DIR
-from flipsketch.models.tiny import CONFIG_PATH, build_components, load_config
-from flipsketch.models.video import VideoModels
-from flipsketch.sampler.inversion import ddim_invert
-from flipsketch.training.checkpoints import checkpoints
-from flipsketch.training.data import AnimatorClips
-from flipsketch.training.loop import LoopConfig, train_denoiser
+from flipsketch.overrides import load_yaml
+
+if TYPE_CHECKING:
+    from flipsketch.models.video import VideoModels
+
+# Only light modules at import: conftest.py imports this module before pytest_configure runs,
+# and diffusers, on import, makes torch create its compiler cache folder wherever
+# TORCHINDUCTOR_CACHE_DIR points by then (the system's temporary folder, were it imported
+# here). The helpers below import what they need.
+TINY_CONFIG = Path(flipsketch.__file__).parent / "models" / "tiny.yaml"
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,6 +210,8 @@ def a_sketch(size: int = 64) -> torch.Tensor:
 
 def denoise_inverted(pipe, sketch, steps: int, start=None) -> float:
     """Relative error of null-prompt DDIM denoising started from the inverted latent."""
+    from flipsketch.sampler.inversion import ddim_invert
+
     latent = pipe.encode_sketch(sketch)
     null = pipe.encode_prompt([""])
     pipe.scheduler.set_timesteps(steps)
@@ -235,7 +242,7 @@ SMALL = {
                  "layers_per_block": 1, "norm_num_groups": 8, "attention_head_dim": 2},
         "text_encoder": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                          "num_attention_heads": 2},
-        "scheduler": load_config(CONFIG_PATH)["model"]["scheduler"],
+        "scheduler": load_yaml(TINY_CONFIG.read_text())["model"]["scheduler"],
     },
     "stages": {
         "vae": {"steps": 3, "batch_size": 2, "crop": 32, "lr": 1e-3, "kl_weight": 1e-6,
@@ -249,6 +256,8 @@ SMALL = {
 
 
 def small_components() -> dict:
+    from flipsketch.models.tiny import build_components
+
     torch.manual_seed(0)
     parts = build_components(SMALL)
     parts["vae"].register_to_config(latents_mean=[0.1, -0.2, 0.0, 0.3],
@@ -258,6 +267,12 @@ def small_components() -> dict:
 
 def run_loop(run_dir, steps: int, resume: bool = False, **overrides) -> dict:
     """A fresh (seeded) model trained by the loop; returns the final checkpoint's weights."""
+    from safetensors.torch import load_file
+
+    from flipsketch.training.checkpoints import checkpoints
+    from flipsketch.training.data import AnimatorClips
+    from flipsketch.training.loop import LoopConfig, train_denoiser
+
     parts = small_components()
     models = {"unet": parts["unet"], "text_encoder": parts["text_encoder"]}
     settings = {**SMALL["stages"]["base"], "steps": steps, **overrides}
@@ -353,6 +368,8 @@ def save_tiny_video_models(folder: Path) -> VideoModels:
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from flipsketch.models.video import VideoModels
 
     torch.manual_seed(0)
     blocks = (8, 8)
