@@ -61,6 +61,7 @@ def together(model: str, folder: Path, wait_policy: str | None) -> float:
     if wait_policy:
         env["OMP_WAIT_POLICY"] = wait_policy
     run_folder = folder / (wait_policy or "default")  # its own empty caches: first runs
+    run_folder.mkdir()
     started = time.perf_counter()
     runs = [subprocess.Popen(command(model, "a fish swimming to the right", k,
                                      run_folder / f"{k}.gif"),
