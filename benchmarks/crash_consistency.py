@@ -12,25 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from testing import (  # noqa: E402
-    REPORT,
-    batch_problems,
-    draw_moments,
-    environment,
-    flipsketch_command,
-    run_and_kill,
-    run_to_end,
-)
+from testing import environment, flipsketch_command, kill_batch_trials  # noqa: E402
 
 EXAMPLES = ROOT / "src" / "flipsketch" / "examples"
 SETTINGS = ["--model", "tiny", "--steps", "4", "--frames", "4", "--size", "64"]
@@ -58,32 +48,17 @@ def main() -> None:
         def command(outdir: Path) -> list[str]:
             return flipsketch_command("batch", manifest, "-o", outdir, *SETTINGS)
 
-        reference = work / "reference"
-        started = time.monotonic()
-        done = run_to_end(command(reference), cwd=work, env=env)
-        if done.returncode != 0:
-            sys.exit(f"the uninterrupted batch failed: {done.stderr}")
-        seconds = [json.loads(line)["seconds"] for line in (reference / REPORT).open()]
-        startup_s = time.monotonic() - started - sum(seconds)
-        # While a job is in progress: before the first ends, or after the n-th, n < jobs.
-        moments = draw_moments(random.Random(args.seed), args.moments, anchor="done ",
-                               anchors=len(jobs) - 1, before_first_s=startup_s + seconds[0],
-                               between_s=min(seconds))
         survived = killed_count = 0
-        for k, moment in enumerate(moments):
-            outdir = work / f"killed-{k}"
-            killed = run_and_kill(command(outdir), moment, cwd=work, env=env)
-            killed_count += killed.killed
-            again = run_to_end(command(outdir), cwd=work, env=env)
-            problems = batch_problems(outdir, reference)
-            if again.returncode != 0:
-                problems.insert(0, f"the run after the kill failed: {again.stderr.strip()}")
-            what = "killed" if killed.killed else "ended first"
-            print(f"kill {moment} ({what}): " + ("; ".join(problems) if problems else "ok"),
+        trials = kill_batch_trials(command, work, env, args.moments, args.seed)
+        for k, trial in enumerate(trials):
+            killed_count += trial.killed
+            survived += not trial.problems
+            what = "killed" if trial.killed else "ended first"
+            print(f"kill {trial.moment} ({what}): " + ("; ".join(trial.problems) or "ok"),
                   flush=True)
-            survived += not problems
-            shutil.rmtree(outdir)
-        print(f"batch of {len(jobs)} jobs: {survived} of {len(moments)} kill moments left an "
+            shutil.rmtree(work / f"killed-{k}")
+        moments = args.moments
+        print(f"batch of {len(jobs)} jobs: {survived} of {moments} kill moments left an "
               f"OUTDIR equal to an uninterrupted run's ({killed_count} runs killed, the others "
               f"ended before their moment)")
 

@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -584,3 +585,40 @@ def batch_problems(outdir: Path, reference: Path) -> list[str]:
     if missing:
         problems.append(f"missing: {sorted(missing)}")
     return problems
+
+
+@dataclass
+class Trial:
+    """One kill of a batch and what the run after it left: ``problems`` empty when OUTDIR is
+    the uninterrupted run's."""
+
+    moment: Moment
+    killed: bool  # False: the run ended before its moment
+    problems: list[str]
+
+
+def kill_batch_trials(command, work: Path, env: dict[str, str], count: int,
+                      seed: int) -> Iterator[Trial]:
+    """Run ``command(OUTDIR)`` (a ``flipsketch batch``) once to its end as the reference, then
+    ``count`` times: SIGKILL it at a seeded moment while a job is in progress (before the
+    first job ends or after the n-th, n < the job count, timed from the reference), run it
+    again, and compare. Shared by tests/test_crash_consistency.py and
+    benchmarks/crash_consistency.py."""
+    reference = work / "reference"
+    started = time.monotonic()
+    done = run_to_end(command(reference), cwd=work, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"the uninterrupted batch failed: {done.stderr}")
+    seconds = [json.loads(line)["seconds"] for line in (reference / REPORT).open()]
+    startup_s = time.monotonic() - started - sum(seconds)
+    moments = draw_moments(random.Random(seed), count, anchor="done ",
+                           anchors=len(seconds) - 1, before_first_s=startup_s + seconds[0],
+                           between_s=min(seconds))
+    for k, moment in enumerate(moments):
+        outdir = work / f"killed-{k}"
+        killed = run_and_kill(command(outdir), moment, cwd=work, env=env)
+        again = run_to_end(command(outdir), cwd=work, env=env)
+        problems = batch_problems(outdir, reference)
+        if again.returncode != 0:
+            problems.insert(0, f"the run after the kill failed: {again.stderr.strip()}")
+        yield Trial(moment, killed.killed, problems)
