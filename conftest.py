@@ -59,6 +59,13 @@ def pytest_configure(config) -> None:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(temporary.mktemp("torchinductor")))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (the order is otherwise kept): with ``-n 2`` a 100 s test that
+    starts last leaves one core idle until it ends; started first, the short tests fill in
+    around it. (Every xdist worker sorts its collection alike, as xdist requires.)"""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_report_header(config) -> str:
     return f"flipsketch test device: {TEST_DEVICE}"
 

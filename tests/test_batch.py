@@ -178,6 +178,7 @@ def test_a_broken_sketch_and_a_bad_jsonl_line_are_found_before_anything_runs(tmp
         read_manifest(jsonl)
 
 
+@pytest.mark.slow  # runs a batch of real jobs
 def test_a_blank_drawing_and_an_impossible_request_are_refused_before_loading(tmp_path, batch):
     """``animate``'s checks before the model loads, per row: a page with nothing to animate,
     and more memory than the machine has."""
@@ -349,6 +350,7 @@ def test_two_processes_through_accelerate_split_the_jobs_once_each(tmp_path, bat
     assert set(statuses(outdir).values()) == {"skipped"}
 
 
+@pytest.mark.slow  # two real batch processes
 def test_a_second_batch_into_a_busy_outdir_is_refused_and_the_first_finishes_whole(
         tmp_path, batch, tiny_model_dir):
     """Two batches into one OUTDIR would run the same jobs and append to the same report

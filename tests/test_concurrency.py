@@ -8,6 +8,8 @@ import json
 import subprocess
 import threading
 
+import pytest
+
 from flipsketch.models.presets import saved_default_model, set_default_model
 
 from testing import environment, flipsketch_command, shared_sketch
@@ -15,6 +17,7 @@ from testing import environment, flipsketch_command, shared_sketch
 QUICK = ["--steps", "3", "--frames", "3", "--size", "32", "--raw", "--json"]
 
 
+@pytest.mark.slow  # two real animate processes
 def test_two_animate_runs_at_once_share_the_inversion_cache_safely(tiny_model_dir, tmp_path):
     """Both miss, both invert, both write the same entry, each renaming its own temporary
     into place (started together on a busy machine, one may find the other's instead): both

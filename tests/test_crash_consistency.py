@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from testing import environment, flipsketch_command, kill_batch_trials, shared_sketch
 
 QUICK = ["--steps", "2", "--frames", "3", "--size", "32"]
@@ -21,6 +23,7 @@ JOBS = [
 ]
 
 
+@pytest.mark.slow  # real batches killed and run again
 def test_batch_killed_at_random_moments_finishes_as_if_never_killed(tiny_model_dir, tmp_path):
     for job in JOBS:
         shutil.copy(shared_sketch(job["sketch"]), tmp_path / job["sketch"])

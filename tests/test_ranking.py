@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from flipsketch.api import Animation, SamplerSettings, animate, load_pipeline
@@ -45,6 +46,7 @@ def test_ties_keep_the_sampling_order():
     assert [r.animation.seed for r in rank(drawing(), same)] == [5, 3, 4]
 
 
+@pytest.mark.slow  # samples and ranks several clips
 def test_keep_writes_the_best_j_and_reports_every_score(cli, tmp_path):
     sketch = shared_sketch("cat.png")
     result = cli("animate", str(sketch), "a cat walking to the right", "--model", "tiny",

@@ -26,6 +26,7 @@ from testing import SMALL, run_loop, small_components
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # trains under torch.profiler
 def test_profiled_steps_say_where_the_time_goes(tmp_path):
     run_loop(tmp_path, steps=3, profile_steps=2)
     profile = tmp_path / "profile"
