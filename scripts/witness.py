@@ -51,7 +51,7 @@ from flipsketch.evaluation.runs import evaluate_sketch
 from flipsketch.models.presets import TINY_DIR
 from flipsketch.models.tiny import load_components
 from flipsketch.training.base import export_trained
-from flipsketch.training.loop import LoopConfig, train_denoiser
+from flipsketch.training.loop import TIMESTEP_SAMPLING, LoopConfig, train_denoiser
 from flipsketch.training.synth import (
     ARTICULATIONS,
     GENTLE_TRAVEL,
@@ -113,14 +113,14 @@ def held_out_sketches(count: int, families: tuple[str, ...]) -> list[tuple[str, 
 
 
 def train(out: Path, minutes: float, steps: int, clips: int, batch: int, lr: float,
-          log) -> Path:
-    components = load_components(TINY_DIR)
+          timesteps: str, init: Path, log) -> Path:
+    components = load_components(init)
     for name in ("unet", "text_encoder"):
         components[name].requires_grad_(True)
     config = LoopConfig(steps=steps, batch_size=batch, lr=lr, warmup_steps=min(20, steps),
                         caption_dropout=0.1, snr_gamma=5.0, ema_decay=0.99,
                         checkpoint_every=50, export_every=50, log_every=10,
-                        cache_latents=True, paired=True, timestep_sampling="high_noise")
+                        cache_latents=True, paired=True, timestep_sampling=timesteps)
     model_dir = out / "model"
 
     def on_export(weights: dict[str, torch.Tensor], step: int) -> None:
@@ -265,6 +265,11 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=2048, help="clip pool (latents cached)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--timesteps", choices=TIMESTEP_SAMPLING, default="high_noise",
+                        help="how training draws timesteps (LoopConfig.timestep_sampling)")
+    parser.add_argument("--init", type=Path, default=TINY_DIR,
+                        help="model folder the fine-tune starts from (default: the shipped "
+                             "tiny model); a new -o folder starts a new run from it")
     parser.add_argument("--evaluate-only", metavar="MODEL", help="skip training")
     parser.add_argument("--train-only", action="store_true", help="skip the evaluation")
     parser.add_argument("--sketches", type=int, default=2, help="held-out drawings per family")
@@ -289,7 +294,7 @@ def main() -> None:
     model = args.evaluate_only
     if model is None:
         model = str(train(args.out, args.minutes, args.steps, args.clips, args.batch, args.lr,
-                          log))
+                          args.timesteps, args.init, log))
     if args.train_only:
         return
     seeds = [int(s) for s in args.seeds.split(",")]
