@@ -206,5 +206,5 @@ def test_recipes_batch_and_the_web_api_take_the_same_setting(tmp_path):
     web_options = pytest.importorskip("flipsketch_web.options")
     request = web_options.parse({"prompt": "a fish", "paper": "on"}, get_manager())
     assert request.settings.paper and request.settings.choices == PAPER_SAMPLER
-    assert "paper" in web_options.OPTIONS and "keep-first-frame" in web_options.FLAGS
-    assert "keep-first-frame" not in web_options.SAMPLER_OPTIONS  # a flag, not a value
+    assert web_options.FIELDS["paper"][1] is True  # a switch: on sets paper
+    assert web_options.FIELDS["free-first-frame"][1] is False

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flipsketch import __version__
-from flipsketch.api import SamplerSettings, check_prompt, check_size
+from flipsketch.api import FALSE, OPTIONS, TRUE, SamplerSettings, check_prompt, check_size
 from flipsketch.errors import FlipSketchError, SettingsError, UsageError
 from flipsketch.frames.examples import is_example, resolve_sketch
 from flipsketch.frames.images import check_drawing, load_sketch, warn_unless_line_art
@@ -50,13 +50,27 @@ OUTPUT_OPTIONS: dict[str, Any] = {"size": int, "fps": float, "postprocess": str,
                                   "transparent": bool}
 OUTPUT_DEFAULTS: dict[str, Any] = {"size": DEFAULT_SIZE, "fps": DEFAULT_FPS, "postprocess": None,
                                    "transparent": False}
-# The command line's names for the same options (``flipsketch animate --frames``).
-ALIASES = {"frames": "num_frames", "steps": "num_inference_steps", "guidance": "guidance_scale",
-           "postprocessor": "postprocess"}
+
+
+def _aliases() -> dict[str, str]:
+    """Every other name the option table gives an option (``frames``, ``align-lr``,
+    ``postprocessor``) -> the column name used here, the recipes' (``num_frames``,
+    ``align_lr``, ``postprocess``)."""
+    aliases = {}
+    for o in OPTIONS.values():
+        if o.field is None:
+            continue  # the command line's shorthands (--motion, --raw): not columns
+        canonical = "postprocess" if o.field == "postprocessor" else o.field.rstrip("_")
+        for name in (o.key, o.key.replace("-", "_"), *o.aliases):
+            if name != canonical:
+                aliases[name] = canonical
+    return aliases
+
+
+ALIASES = _aliases()
 # What loads once per process and so cannot change from row to row.
 COMMAND_LINE_ONLY = ("model", "unet", "lora", "device", "dtype", "backbone", "allow_pickle")
 NO_SKETCH = ("", "none")  # a sketch cell for text-only generation
-TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
 class ManifestError(UsageError):

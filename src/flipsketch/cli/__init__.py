@@ -20,7 +20,7 @@ from typer.exceptions import TyperException
 # ``flipsketch.cli.app`` is the Typer app (tests invoke it); ``main`` runs it with the
 # commands plugins add.
 # The flag names and the error line are the API's, shared with plugins (the web page).
-from flipsketch.api import FLAGS, flag_for, message  # noqa: F401
+from flipsketch.api import flag_for, message  # noqa: F401
 from flipsketch.cli.app import DEBUG, app, console, state  # noqa: F401
 from flipsketch.errors import FlipSketchError, FlipSketchWarning, Terminated
 

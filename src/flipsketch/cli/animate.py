@@ -13,30 +13,18 @@ import re
 import shlex
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flipsketch.api import (
-    COMPOSE_MODES,
-    DEFAULT_LAMBDA,
-    MAX_FRAMES,
-    MAX_SIZE,
-    OFF,
-    SamplerSettings,
-    check_prompt,
-    check_resources,
-    check_size,
-    lambda_from,
-    sampler_stages,
-)
+from flipsketch.api import Request, check_request, check_resources
 from flipsketch.cli.app import app, console, stdout
+from flipsketch.cli.options import values, with_options
 from flipsketch.errors import UsageError
-from flipsketch.plugins import DEFAULT_SIZE, PluginManager
+from flipsketch.plugins import PluginManager
 
-DEFAULTS = SamplerSettings()
 Opt = typer.Option
 
 Sketch = Annotated[Path, typer.Argument(
@@ -67,49 +55,6 @@ Device = Annotated[str | None, Opt(
     "--device", help="cpu, cuda, cuda:N or mps. Default: the best available.")]
 Dtype = Annotated[str | None, Opt(
     "--dtype", help="fp32, bf16 or fp16. Default: fp32 on CPU, bf16 on CUDA.")]
-# -- sampler
-Frames = Annotated[int, Opt(
-    "--frames", help=f"Frames M, 2 to {MAX_FRAMES} (fewer where the model's frame positions "
-                     "end: 32 for tiny).")]
-Steps = Annotated[int, Opt("--steps", help="DDIM steps T.")]
-Guidance = Annotated[float, Opt("--guidance", help="CFG scale.")]
-NegativePrompt = Annotated[str, Opt("--negative-prompt")]
-Lambda = Annotated[float | None, Opt(
-    "--lambda", help="Fidelity vs motion: higher keeps the drawing, lower moves more. "
-                     f"[default: {DEFAULT_LAMBDA:g}]")]
-Motion = Annotated[float | None, Opt(
-    "--motion", help="The same knob as the demo's slider: motion = 1 - lambda.")]
-Tau1 = Annotated[int | None, Opt(
-    "--tau1", help="Align frames for steps i < tau1. [default: 2T/5]")]
-Tau2 = Annotated[int | None, Opt(
-    "--tau2", help="Compose attention for steps i <= tau2. [default: 3T/5]")]
-Compose = Annotated[str, Opt(
-    "--compose", help=f"Which attention is composed: {', '.join(COMPOSE_MODES)}. "
-                      f"'{OFF}' switches the composer off, as --composer {OFF} does.")]
-NoCompose = Annotated[bool, Opt("--no-compose", help=f"Alias of --composer {OFF}.")]
-NoAlign = Annotated[bool, Opt("--no-align", help=f"Alias of --aligner {OFF}.")]
-Paper = Annotated[bool, Opt(
-    "--paper", help="The paper's sampler as the authors ran it: frame 1 free after the "
-                    "method's windows, their frame numbering in the temporal scale and their "
-                    "alignment (10 Adam steps at 1e-3); options you give still apply.")]
-KeepFirstFrame = Annotated[bool | None, Opt(
-    "--keep-first-frame/--free-first-frame",
-    help="Frame 1 stays the drawing to the last step, or (free) joins the guided denoising "
-         "after composition as in the paper. [default: keep; free with --paper]")]
-AlignIterations = Annotated[int | None, Opt(
-    "--align-iterations", help="Optimiser steps per aligned timestep. [default: 1; 10 with "
-                               "--paper]")]
-AlignLr = Annotated[float | None, Opt(
-    "--align-lr", help="Alignment learning rate. [default: 0.01; 0.001 with --paper]")]
-AlignOptimizer = Annotated[str, Opt("--align-optimizer", help="adam or sgd.")]
-AlignCheckpointing = Annotated[bool | None, Opt(
-    "--align-checkpointing/--no-align-checkpointing",
-    help="Recompute activations during alignment to save memory. Default: only for UNets "
-         "over 100 M parameters.")]
-Seed = Annotated[int, Opt("--seed")]
-Samples = Annotated[int, Opt(
-    "--samples", help="K samples with seeds seed..seed+K-1, sampled together; with K > 1 "
-                      "every output is numbered, <name>-1 ... <name>-K (a folder too).")]
 Keep = Annotated[int | None, Opt(
     "--keep", help="Write only the J samples that keep the drawing best, numbered by rank: "
                    "<name>-1 is the best, even with --keep 1; every score is in --json. "
@@ -121,24 +66,7 @@ RankModel = Annotated[str | None, Opt(
 NoCache = Annotated[bool, Opt(
     "--no-cache", help="Invert the drawing afresh instead of reusing an earlier run's "
                        "inversion (kept in the user cache folder).")]
-# -- stages, by plugin name
 Backbone = Annotated[str | None, Opt("--backbone")]
-Inverter = Annotated[str | None, Opt(
-    "--inverter", help="Inverter by name: ddim, or ddim-unit-range, ddim-sampled, "
-                       "ddim-5-copies, ddim-demo (the drawing encoded as the authors' demo "
-                       "did). [default: ddim]")]
-Aligner = Annotated[str | None, Opt(
-    "--aligner", help=f"Aligner by name; '{OFF}' switches alignment off.")]
-Composer = Annotated[str | None, Opt(
-    "--composer", help=f"Composer by name; '{OFF}' switches composition off.")]
-Postprocessor = Annotated[str | None, Opt("--postprocessor")]
-# -- output again: how the frames are written
-Raw = Annotated[bool, Opt(
-    "--raw", help="Keep grey levels (post-processor 'raw') instead of black-and-white "
-                  "strokes.")]
-Size = Annotated[int, Opt("--size", help=f"Output pixels (square), 8 to {MAX_SIZE}.")]
-Transparent = Annotated[bool, Opt("--transparent", help="Strokes on a transparent background.")]
-Fps = Annotated[float, Opt("--fps")]
 Svg = Annotated[bool, Opt(
     "--svg", help="With a folder output (-o frames/), one SVG per frame instead of PNG "
                   "(the flipsketch-svg plugin; -o clip.svg is an animated SVG).")]
@@ -177,44 +105,17 @@ def looks_like_a_sentence(text: str) -> bool:
             and not re.fullmatch(r"\.[A-Za-z0-9]{1,5}", suffix))
 
 
-def checked_options(*, frames: int, steps: int, guidance: float, negative_prompt: str,
-                    lambda_: float | None, motion: float | None, tau1: int | None,
-                    tau2: int | None, compose: str, no_compose: bool, no_align: bool,
-                    paper: bool, keep_first_frame: bool | None, align_iterations: int | None,
-                    align_lr: float | None, align_optimizer: str,
-                    align_checkpointing: bool | None, seed: int,
-                    samples: int, backbone: str | None, inverter: str | None,
-                    aligner: str | None, composer: str | None, postprocessor: str | None,
-                    raw: bool, size: int, fps: float, manager: PluginManager,
-                    **_: object) -> tuple[SamplerSettings, dict[str, str | None], str | None]:
-    """The sampler and output options every sampling command shares, checked and named by
-    their flags before anything loads: (settings, sampler stage names, post-processor).
-
-    ``animate``, ``generate`` and ``batch`` (whose values become each row's defaults) call
-    it with their own ``locals()``; options it does not take are ignored.
-    """
-    if raw and postprocessor not in (None, "raw"):
-        raise UsageError("--raw is the 'raw' post-processor; drop --raw or --postprocessor")
-    if fps <= 0:
-        raise UsageError("--fps must be positive")
-    settings = SamplerSettings(
-        num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
-        negative_prompt=negative_prompt, lambda_=lambda_from(lambda_, motion), tau1=tau1,
-        tau2=tau2, compose=compose, paper=paper, keep_first_frame=keep_first_frame,
-        align_iterations=align_iterations, align_lr=align_lr, align_optimizer=align_optimizer,
-        align_checkpointing=align_checkpointing, seed=seed, samples=samples)
-    # --no-align and --no-compose are the documented short forms of naming the stage "none".
-    settings, stages = sampler_stages(settings, inverter, OFF if no_align else aligner,
-                                      OFF if no_compose else composer)
-    settings.validate()
-    check_size(size)
-    postprocessor = "raw" if raw else postprocessor
-    for stage, name in {**stages, "backbone": backbone, "postprocessor": postprocessor}.items():
-        manager.get(stage, name)
-    return settings, stages, postprocessor
+def checked_request(prompt: str | None, options: dict[str, Any], backbone: str | None,
+                    manager: PluginManager) -> Request:
+    """The sampler and output options every sampling command shares (``**options``, see
+    ``cli.options``), checked and named by their flags before anything loads, and the
+    prompt unless it is None (``batch``, whose rows bring their own)."""
+    manager.get("backbone", backbone)
+    return check_request(prompt, values(options), manager)
 
 
 @app.command("animate")
+@with_options
 def animate_command(
     sketch: Sketch,
     prompt: AnimatePrompt = None,
@@ -225,47 +126,25 @@ def animate_command(
     allow_pickle: AllowPickle = False,
     device: Device = None,
     dtype: Dtype = None,
-    frames: Frames = DEFAULTS.num_frames,
-    steps: Steps = DEFAULTS.num_inference_steps,
-    guidance: Guidance = DEFAULTS.guidance_scale,
-    negative_prompt: NegativePrompt = DEFAULTS.negative_prompt,
-    lambda_: Lambda = None,
-    motion: Motion = None,
-    tau1: Tau1 = None,
-    tau2: Tau2 = None,
-    compose: Compose = DEFAULTS.compose,
-    no_compose: NoCompose = False,
-    no_align: NoAlign = False,
-    paper: Paper = DEFAULTS.paper,
-    keep_first_frame: KeepFirstFrame = DEFAULTS.keep_first_frame,
-    align_iterations: AlignIterations = DEFAULTS.align_iterations,
-    align_lr: AlignLr = DEFAULTS.align_lr,
-    align_optimizer: AlignOptimizer = DEFAULTS.align_optimizer,
-    align_checkpointing: AlignCheckpointing = DEFAULTS.align_checkpointing,
-    seed: Seed = DEFAULTS.seed,
-    samples: Samples = DEFAULTS.samples,
     keep: Keep = None,
     rank_model: RankModel = None,
     no_cache: NoCache = False,
     backbone: Backbone = None,
-    inverter: Inverter = None,
-    aligner: Aligner = None,
-    composer: Composer = None,
-    postprocessor: Postprocessor = None,
-    raw: Raw = False,
-    size: Size = DEFAULT_SIZE,
-    transparent: Transparent = False,
-    fps: Fps = 10.0,
     svg: Svg = False,
     force: Force = False,
     json_output: JsonOutput = False,
+    **options: Any,
 ) -> None:
     """Animate a drawing as the prompt describes (FlipSketch)."""
     sketch = drawing_argument(sketch, prompt)
-    _run(**locals())
+    _run(sketch=sketch, prompt=prompt, output=output, model=model, unet=unet, lora=lora,
+         allow_pickle=allow_pickle, device=device, dtype=dtype, keep=keep,
+         rank_model=rank_model, no_cache=no_cache, backbone=backbone, svg=svg, force=force,
+         json_output=json_output, options=options)
 
 
 @app.command("generate")
+@with_options
 def generate_command(
     prompt: Prompt,
     output: Output = None,
@@ -275,56 +154,25 @@ def generate_command(
     allow_pickle: AllowPickle = False,
     device: Device = None,
     dtype: Dtype = None,
-    frames: Frames = DEFAULTS.num_frames,
-    steps: Steps = DEFAULTS.num_inference_steps,
-    guidance: Guidance = DEFAULTS.guidance_scale,
-    negative_prompt: NegativePrompt = DEFAULTS.negative_prompt,
-    lambda_: Lambda = None,
-    motion: Motion = None,
-    tau1: Tau1 = None,
-    tau2: Tau2 = None,
-    compose: Compose = DEFAULTS.compose,
-    no_compose: NoCompose = False,
-    no_align: NoAlign = False,
-    paper: Paper = DEFAULTS.paper,
-    keep_first_frame: KeepFirstFrame = DEFAULTS.keep_first_frame,
-    align_iterations: AlignIterations = DEFAULTS.align_iterations,
-    align_lr: AlignLr = DEFAULTS.align_lr,
-    align_optimizer: AlignOptimizer = DEFAULTS.align_optimizer,
-    align_checkpointing: AlignCheckpointing = DEFAULTS.align_checkpointing,
-    seed: Seed = DEFAULTS.seed,
-    samples: Samples = DEFAULTS.samples,
     no_cache: NoCache = False,
     backbone: Backbone = None,
-    inverter: Inverter = None,
-    aligner: Aligner = None,
-    composer: Composer = None,
-    postprocessor: Postprocessor = None,
-    raw: Raw = False,
-    size: Size = DEFAULT_SIZE,
-    transparent: Transparent = False,
-    fps: Fps = 10.0,
     svg: Svg = False,
     force: Force = False,
     json_output: JsonOutput = False,
+    **options: Any,
 ) -> None:
     """Generate a sketch animation from text alone (no drawing)."""
-    _run(sketch=None, keep=None, rank_model=None, **locals())  # nothing to rank against
+    _run(sketch=None, prompt=prompt, output=output, model=model, unet=unet, lora=lora,
+         allow_pickle=allow_pickle, device=device, dtype=dtype, keep=None, rank_model=None,
+         no_cache=no_cache, backbone=backbone, svg=svg, force=force, json_output=json_output,
+         options=options)  # nothing to rank against
 
 
 def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | None,
          unet: str | None, lora: list[str] | None, allow_pickle: bool, device: str | None,
-         dtype: str | None, frames: int, steps: int, guidance: float, negative_prompt: str,
-         lambda_: float | None, motion: float | None, tau1: int | None, tau2: int | None,
-         compose: str, no_compose: bool, no_align: bool, paper: bool,
-         keep_first_frame: bool | None, align_iterations: int | None, align_lr: float | None,
-         align_optimizer: str,
-         align_checkpointing: bool | None, seed: int, samples: int, keep: int | None,
-         rank_model: str | None, no_cache: bool,
-         backbone: str | None,
-         inverter: str | None, aligner: str | None, composer: str | None,
-         postprocessor: str | None, raw: bool, size: int, transparent: bool, fps: float,
-         svg: bool, force: bool, json_output: bool) -> None:
+         dtype: str | None, keep: int | None, rank_model: str | None, no_cache: bool,
+         backbone: str | None, svg: bool, force: bool, json_output: bool,
+         options: dict[str, Any]) -> None:
     """``animate`` with ``sketch``, ``generate`` with None: check, sample, write."""
     # Imported here so that other commands and --help start without loading torch.
     from flipsketch.api import animate, load_pipeline, postprocess, save
@@ -338,8 +186,9 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     model = model or default_model()  # --model, else FLIPSKETCH_MODEL, the user's, tiny
 
     # 1. Check everything that can be checked before the model loads.
-    settings, stages, postprocessor = checked_options(**locals())
-    check_prompt(prompt)
+    request = checked_request(prompt, options, backbone, manager)
+    settings, out = request.settings, request.output
+    samples, size = settings.samples, out.size
     if keep is not None and not 1 <= keep <= samples:
         raise UsageError(f"--keep must be between 1 and --samples ({samples}); sample more "
                          f"with --samples K to keep {keep}")
@@ -403,8 +252,8 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
                     console.print(f"{stage} ...", markup=False, highlight=False)
             bar.update(tasks[stage], completed=done)
 
-        animations = animate(pipe, prompt, image, settings, **stages, progress=progress,
-                             cache=not no_cache, manager=manager)
+        animations = animate(pipe, request, image, progress=progress, cache=not no_cache,
+                             manager=manager)
 
     # 3. Best-of-K: order the samples by sketch fidelity and keep the J best, whatever
     #    their scores (never none); every score is reported.
@@ -419,9 +268,9 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     sampled = time.perf_counter()
     written = []
     for animation, path in zip(animations, outputs, strict=True):
-        images = postprocess(animation.frames, postprocessor, size=size, sketch=image,
-                             transparent=transparent, manager=manager)
-        written.append(save(images, path, fps=fps, force=force, writer=writer,
+        images = postprocess(animation.frames, out.postprocessor, size=size, sketch=image,
+                             transparent=out.transparent, manager=manager)
+        written.append(save(images, path, fps=out.fps, force=force, writer=writer,
                             manager=manager))
     elapsed = time.perf_counter() - started
     if json_output:
@@ -431,7 +280,7 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
             "prompt": prompt,
             "sketch": str(sketch) if sketch is not None else None,
             "model": model,
-            "frames": frames,
+            "frames": settings.num_frames,
             "size": size,
             # Where the run's time went, in order (benchmarks/bench_animate.py --profile):
             # checks and the rank model, model load, the sampler's phases, ranking, writing.
@@ -452,5 +301,6 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
                       f"{'CLIP consistency' if rank_model else 'sketch fidelity'}: {scores}",
                       markup=False, highlight=False)
     paths = escape(", ".join(str(p) for p in written))
-    console.print(f"[green]wrote[/] {paths} ({frames} frames, {size} px) in {elapsed:.1f} s",
+    console.print(f"[green]wrote[/] {paths} ({settings.num_frames} frames, {size} px) in "
+                  f"{elapsed:.1f} s",
                   highlight=False)

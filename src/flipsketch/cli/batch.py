@@ -13,7 +13,7 @@ import json
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -29,48 +29,21 @@ from rich.progress import (
 from rich.table import Table
 
 from flipsketch.cli.animate import (
-    DEFAULTS,
-    AlignCheckpointing,
-    Aligner,
-    AlignIterations,
-    AlignLr,
-    AlignOptimizer,
     AllowPickle,
     Backbone,
-    Compose,
-    Composer,
     Device,
     Dtype,
-    Fps,
-    Frames,
-    Guidance,
-    Inverter,
     JsonOutput,
-    KeepFirstFrame,
-    Lambda,
     Lora,
     Model,
-    Motion,
-    NegativePrompt,
-    NoAlign,
     NoCache,
-    NoCompose,
-    Paper,
-    Postprocessor,
-    Raw,
-    Samples,
-    Seed,
-    Size,
-    Steps,
-    Tau1,
-    Tau2,
-    Transparent,
     Unet,
-    checked_options,
+    checked_request,
 )
 from flipsketch.cli.app import DEBUG, app, console, state, stdout
+from flipsketch.cli.options import with_options
 from flipsketch.errors import Terminated, UsageError
-from flipsketch.plugins import DEFAULT_SIZE, get_manager
+from flipsketch.plugins import get_manager
 
 # flipsketch.batch loads the sampler's modules (torch); the command imports it when it runs.
 if TYPE_CHECKING:
@@ -118,6 +91,7 @@ class _RichReporter:
 
 
 @app.command("batch")
+@with_options
 def batch_command(
     ctx: typer.Context,
     manifest: Annotated[Path, typer.Argument(
@@ -139,36 +113,10 @@ def batch_command(
     allow_pickle: AllowPickle = False,
     device: Device = None,
     dtype: Dtype = None,
-    frames: Frames = DEFAULTS.num_frames,
-    steps: Steps = DEFAULTS.num_inference_steps,
-    guidance: Guidance = DEFAULTS.guidance_scale,
-    negative_prompt: NegativePrompt = DEFAULTS.negative_prompt,
-    lambda_: Lambda = None,
-    motion: Motion = None,
-    tau1: Tau1 = None,
-    tau2: Tau2 = None,
-    compose: Compose = DEFAULTS.compose,
-    no_compose: NoCompose = False,
-    no_align: NoAlign = False,
-    paper: Paper = DEFAULTS.paper,
-    keep_first_frame: KeepFirstFrame = DEFAULTS.keep_first_frame,
-    align_iterations: AlignIterations = DEFAULTS.align_iterations,
-    align_lr: AlignLr = DEFAULTS.align_lr,
-    align_optimizer: AlignOptimizer = DEFAULTS.align_optimizer,
-    align_checkpointing: AlignCheckpointing = DEFAULTS.align_checkpointing,
-    seed: Seed = DEFAULTS.seed,
-    samples: Samples = DEFAULTS.samples,
     no_cache: NoCache = False,
     backbone: Backbone = None,
-    inverter: Inverter = None,
-    aligner: Aligner = None,
-    composer: Composer = None,
-    postprocessor: Postprocessor = None,
-    raw: Raw = False,
-    size: Size = DEFAULT_SIZE,
-    transparent: Transparent = False,
-    fps: Fps = 10.0,
     json_output: JsonOutput = False,
+    **options: Any,
 ) -> None:
     """Animate every row of a manifest; finished jobs are skipped, failures reported.
 
@@ -181,10 +129,12 @@ def batch_command(
 
     manager = get_manager()
     # 1. The command line's defaults, checked and named by their flags (--steps ...).
-    settings, stages, postprocessor = checked_options(**locals())
-    defaults = {name.rstrip("_"): value for name, value in asdict(settings).items()}
-    defaults.update({k: v for k, v in stages.items() if v is not None})
-    defaults.update(size=size, fps=fps, postprocess=postprocessor, transparent=transparent)
+    request = checked_request(None, options, backbone, manager)
+    defaults = {name.rstrip("_"): value for name, value in asdict(request.settings).items()}
+    defaults.update({k: v for k, v in request.stages.items() if v is not None})
+    out = request.output
+    defaults.update(size=out.size, fps=out.fps, postprocess=out.postprocessor,
+                    transparent=out.transparent)
     choice = ModelChoice(model or default_model(), unet, tuple(lora or ()), dtype, backbone,
                          allow_pickle)
 

@@ -29,8 +29,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flipsketch.api import SamplerSettings
-from flipsketch.cli.animate import AllowPickle, Inverter, Paper
+from flipsketch.cli.animate import AllowPickle
 from flipsketch.cli.app import app, console, stdout
+from flipsketch.cli.options import annotated
 from flipsketch.errors import UsageError
 from flipsketch.evaluation import metrics, runs
 from flipsketch.evaluation.inputs import (
@@ -62,6 +63,8 @@ SeedsOpt = Annotated[str, typer.Option(help="Comma-separated seeds; one sample p
 StepsOpt = Annotated[int, typer.Option(help="DDIM steps T.")]
 FramesOpt = Annotated[int, typer.Option(help="Frames M per sample.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the full result on stdout.")]
+Paper = annotated("paper")
+Inverter = annotated("inverter")
 SketchDir = Annotated[Path, typer.Argument(
     help="Folder of drawings (any image Pillow opens); each file's name fills {subject}.")]
 ClipOpt = Annotated[str | None, typer.Option(

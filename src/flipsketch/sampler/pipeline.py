@@ -40,7 +40,6 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from flipsketch.errors import FlipSketchWarning
 from flipsketch.plugins import (
     COMPOSE_MODES,
-    DEFAULT_LAMBDA,
     AlignSettings,
     CompositionSettings,
     SketchEncoding,
@@ -51,6 +50,10 @@ from flipsketch.sampler.alignment import gradient_align
 from flipsketch.sampler.attention import compose_attention
 from flipsketch.sampler.inversion import ddim_invert
 from flipsketch.sampler.latents import decode_latents, encode_frames
+from flipsketch.settings import TOOLKIT_SAMPLER, SamplerSettings
+
+# The sampler's defaults are the settings' (one place: flipsketch.settings).
+SAMPLER = SamplerSettings()
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -166,18 +169,18 @@ class FlipSketchPipeline(DiffusionPipeline):
         prompt: str,
         sketch: torch.Tensor | None = None,
         *,
-        num_frames: int = 10,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 9.0,
-        negative_prompt: str = "",
-        seeds: Sequence[int] = (0,),
-        tau1: int | None = None,
-        tau2: int | None = None,
-        lambda_: float = DEFAULT_LAMBDA,
-        compose: str = "both",
-        keep_first_frame: bool = False,
-        frame_index_base: int = 1,
-        lambda_rule: str = "logit",
+        num_frames: int = SAMPLER.num_frames,
+        num_inference_steps: int = SAMPLER.num_inference_steps,
+        guidance_scale: float = SAMPLER.guidance_scale,
+        negative_prompt: str = SAMPLER.negative_prompt,
+        seeds: Sequence[int] = (SAMPLER.seed,),
+        tau1: int | None = SAMPLER.tau1,
+        tau2: int | None = SAMPLER.tau2,
+        lambda_: float = SAMPLER.lambda_,
+        compose: str = SAMPLER.compose,
+        keep_first_frame: bool = TOOLKIT_SAMPLER.keep_first_frame,
+        frame_index_base: int = TOOLKIT_SAMPLER.frame_index_base,
+        lambda_rule: str = TOOLKIT_SAMPLER.lambda_rule,
         inverter: Callable | None = ddim_invert,
         aligner: Callable | None = gradient_align,
         align_settings: AlignSettings | None = None,

@@ -183,17 +183,13 @@ async def page(request: Request) -> Response:
 
 
 async def info(request: Request) -> Response:
-    from flipsketch.api import SamplerSettings
-
     service = service_of(request)
-    defaults = SamplerSettings()
     return JSONResponse({
         "model": service.model,
-        "defaults": {"frames": defaults.num_frames, "steps": defaults.num_inference_steps,
-                     "guidance": defaults.guidance_scale, "lambda": defaults.lambda_,
-                     "seed": defaults.seed, "samples": defaults.samples,
-                     "size": job_options.DEFAULT_SIZE, "fps": job_options.DEFAULT_FPS},
-        "options": list(job_options.OPTIONS),
+        # Every valued field's default, from the option table (as --help shows them).
+        "defaults": {key: o.default for key, o in job_options.OPTIONS.items()
+                     if not o.flags and o.default is not None},
+        "options": list(job_options.FIELDS),
         "formats": formats(service.manager),
         "queue": service.queue.counts(),
         "max_upload_bytes": MAX_UPLOAD_BYTES,
