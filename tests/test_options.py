@@ -18,6 +18,7 @@ from flipsketch.batch import read_manifest
 from flipsketch.cli import app
 from flipsketch.errors import SettingsError, UsageError
 from flipsketch.plugins import get_manager
+from flipsketch.recipes.validation import sampler_call, sampler_options
 from flipsketch.settings import find_option, key_for, parse_text
 
 from testing import assert_one_line_error, shared_sketch
@@ -80,7 +81,7 @@ def test_the_samplers_own_defaults_are_the_settings():
 
 @pytest.mark.parametrize("key", [k for k in OPTIONS if k in OTHER])
 def test_every_valued_option_sets_its_field_the_same_way_everywhere(key, cli, tmp_path):
-    """The command line (as batch's row default), a manifest column by its key and the web
+    """The pre-flight check, a recipe's sampler key, a manifest column by its key and the web
     form by its key give the same settings."""
     o = OPTIONS[key]
     text, expected = OTHER[key]
@@ -89,6 +90,11 @@ def test_every_valued_option_sets_its_field_the_same_way_everywhere(key, cli, tm
     direct = check_request("a fish", {key: expected, **{k: int(v) for k, v in extra.items()}},
                            manager)
     assert field_value(direct, o) == expected
+    if key in sampler_options() or o.field and o.field.rstrip("_") in sampler_options():
+        recipe_key = o.field.rstrip("_") if o.field else key
+        settings, stages = sampler_call({recipe_key: expected, **{
+            OPTIONS[k].field: int(v) for k, v in extra.items()}}, manager)
+        assert (getattr(settings, o.field) if o.field else stages[key]) == expected
 
     sketch = tmp_path / "fish.png"
     sketch.write_bytes(shared_sketch("fish.png").read_bytes())

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from flipsketch.api import SamplerSettings, sampler_stages
+from flipsketch.api import OPTIONS, SamplerSettings, check_request, describe
 from flipsketch.devices import resolve_device, resolve_dtype
 from flipsketch.errors import FlipSketchError, SettingsError, UsageError
 from flipsketch.frames.examples import is_example, resolve_sketch
@@ -30,6 +30,7 @@ from flipsketch.recipes.schema import (
     StepType,
     dotted,
 )
+from flipsketch.settings import find_option
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -314,39 +315,33 @@ def _show(value: Any) -> str:
 
 
 def sampler_options() -> dict[str, Any]:
-    """The sampler options a recipe accepts, with their types.
-
-    They are the fields of ``flipsketch.api.SamplerSettings`` (``lambda_`` is written
-    ``lambda``) and the names of the inverter, aligner and composer to use.
-    """
-    hints = typing.get_type_hints(SamplerSettings)
-    options = {f.name.rstrip("_"): hints[f.name] for f in dataclasses.fields(SamplerSettings)}
-    options.update({key: str for key in STAGE_OPTIONS})
-    return options
+    """The sampler options a recipe (and a manifest) accepts, with their types: the option
+    table's sampler fields by their own names (``num_frames``; ``lambda_`` is written
+    ``lambda``) and the names of the inverter, aligner and composer to use."""
+    sampler = {f.name for f in dataclasses.fields(SamplerSettings)}
+    return {(o.field.rstrip("_") if o.field else o.key): o.type if o.field else str
+            for o in OPTIONS.values()
+            if o.field in sampler or o.key in STAGE_OPTIONS}
 
 
 def sampler_call(options: dict[str, Any], manager) -> tuple[Any, dict[str, str | None]]:
-    """(SamplerSettings, stage names) for merged sampler options.
+    """(SamplerSettings, stage names) for merged sampler options, through the library's
+    pre-flight check (``settings.check_request``).
 
     Bad values raise ``StepError`` naming the recipe key, so a typo in a long recipe costs
     nothing: stage names are looked up now, not minutes into the run. A stage named "none"
-    is switched off in the settings, by the same rule as on the command line
-    (``api.sampler_stages``).
+    is switched off in the settings, by the same rule as on the command line.
     """
-    names = {f.name.rstrip("_"): f.name for f in dataclasses.fields(SamplerSettings)}
-    settings = SamplerSettings(**{names[k]: v for k, v in options.items() if k in names})
-    stages = {key: options[key] for key in STAGE_OPTIONS if options.get(key) is not None}
-    settings, running = sampler_stages(settings, **stages)
+    values = {find_option(k).key: v for k, v in options.items()}
     try:
-        settings.validate()
+        request = check_request(None, values, manager)
     except SettingsError as exc:
         key = exc.field.rstrip("_")  # the recipe key of the field, as in sampler_options
-        raise StepError(key if key in options else None, f"{key} {exc.problem}") from None
-    for stage, name in running.items():
-        if name is None:
-            continue
-        try:
-            manager.get(stage, name)
-        except FlipSketchError as exc:
-            raise StepError(stage, str(exc)) from None
-    return settings, stages
+        raise StepError(key if key in options else None,
+                        describe(exc, lambda field: field.rstrip("_"))) from None
+    except FlipSketchError as exc:  # a stage name no registry knows
+        stage = next((k for k in STAGE_OPTIONS if options.get(k) is not None
+                      and f"'{options[k]}'" in str(exc)), None)
+        raise StepError(stage, str(exc)) from None
+    stages = {key: options[key] for key in STAGE_OPTIONS if options.get(key) is not None}
+    return request.settings, stages
