@@ -24,7 +24,8 @@ def test_the_witness_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["rows"]) == {"full (lambda 0.5)", "lambda 0", "lambda 1",
-                                    "no composition", "lambda 1 (weight rule)"}
+                                    "no composition", "lambda 1 (weight rule)",
+                                    "full + frame alignment"}
     for row in results["rows"].values():
         assert row["clips"] == 3 and 0 <= row["fidelity_compensated"] <= 1
     assert results["text_only"]["clips"] == 4
