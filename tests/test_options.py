@@ -173,3 +173,30 @@ def test_the_pre_flight_check_runs_the_command_lines_checks_in_its_order():
     with pytest.raises(UsageError, match="'stepz' is not an option .did you mean 'steps'"):
         check_request("a fish", {"stepz": 3}, manager)
     assert check_request(None, {}, manager).prompt is None  # batch: options alone
+
+
+def test_the_writer_option_picks_the_writer_on_the_command_line_and_in_a_batch(
+        cli, tiny_model_dir, tmp_path):
+    fast = ["--model", str(tiny_model_dir), "--steps", "2", "--frames", "3", "--size", "32"]
+    out = tmp_path / "clip.out"  # a suffix no writer claims: --writer decides
+    result = cli("generate", "a ball bouncing", "-o", out, "--writer", "gif", *fast)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:6] == b"GIF89a"
+    assert_one_line_error(cli("generate", "a ball", "-o", tmp_path / "x", "--writer", "gyf",
+                              *fast), "gyf")
+    assert_one_line_error(cli("generate", "a ball", "-o", tmp_path / "y", "--svg", "--writer",
+                              "gif", *fast), "--svg is --writer svg-frames")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+    manifest = tmp_path / "jobs.csv"
+    manifest.write_text("prompt,output,writer\na ball,ball.out,webp\na ball,ball.gif,\n")
+    result = cli("batch", manifest, "-o", tmp_path / "batch", *fast)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "batch" / "ball.out").read_bytes()[8:12] == b"WEBP"
+    assert (tmp_path / "batch" / "ball.gif").read_bytes()[:6] == b"GIF89a"
+
+
+def test_the_web_form_refuses_a_writer_the_page_picks_itself():
+    web = pytest.importorskip("flipsketch_web.options")
+    with pytest.raises(UsageError, match="the page writes every download kind"):
+        web.parse({"prompt": "a fish", "writer": "gif"}, get_manager())

@@ -281,6 +281,8 @@ class OutputSettings:
     postprocessor: str | None = option(None, "--postprocessor", "Post-processor by name.",
                                        aliases=("postprocess",))
     transparent: bool = option(False, "--transparent", "Strokes on a transparent background.")
+    writer: str | None = option(None, "--writer", "Writer by name ('flipsketch plugins' lists "
+                                                  "them). [default: the output's suffix picks]")
 
 
 # The sampler stages by name, and the command line's shorthands, which ``check_request``
@@ -489,9 +491,11 @@ def check_request(prompt: str | None, values: Mapping[str, Any],
     check_size(given["size"])
     output = OutputSettings(size=given["size"], fps=given["fps"],
                             postprocessor="raw" if given["raw"] else postprocessor,
-                            transparent=given["transparent"])
+                            transparent=given["transparent"], writer=given["writer"])
     for stage, name in {**stages, "postprocessor": output.postprocessor}.items():
         manager.get(stage, name)
+    if output.writer is not None:  # None: the output's name picks one, checked with the path
+        manager.get("writer", output.writer)
     if prompt is not None:
         check_prompt(prompt)
     return Request(prompt, settings, stages, output)

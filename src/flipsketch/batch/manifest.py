@@ -47,9 +47,9 @@ from flipsketch.recipes.validation import (
 JOB_COLUMNS = ("sketch", "prompt", "output")
 # How the frames are written, as the recipes' ``write`` step names them.
 OUTPUT_OPTIONS: dict[str, Any] = {"size": int, "fps": float, "postprocess": str,
-                                  "transparent": bool}
+                                  "transparent": bool, "writer": str}
 OUTPUT_DEFAULTS: dict[str, Any] = {"size": DEFAULT_SIZE, "fps": DEFAULT_FPS, "postprocess": None,
-                                   "transparent": False}
+                                   "transparent": False, "writer": None}
 
 
 def _aliases() -> dict[str, str]:
@@ -305,7 +305,7 @@ class _RowChecker:
         self.check_write(line, given, write)
 
         outputs = self.outputs(index, line, given.get("output"), values.pop("output", None),
-                               sketch, settings.samples)
+                               sketch, settings.samples, write["writer"])
         job = Job(index, line, sketch, prompt, outputs[0], settings, stages, write,
                   outputs=outputs)
         job.fingerprint = self.fingerprint(job)
@@ -363,9 +363,14 @@ class _RowChecker:
             self.manager.get("postprocessor", write["postprocess"])
         except FlipSketchError as exc:
             self.fail(line, column("postprocess", "postprocess"), str(exc))
+        if write["writer"] is not None:
+            try:
+                self.manager.get("writer", write["writer"])
+            except FlipSketchError as exc:
+                self.fail(line, column("writer", "writer"), str(exc))
 
     def outputs(self, index: int, line: int, column: str | None, value: Any,
-                sketch: Path | None, samples: int) -> list[str]:
+                sketch: Path | None, samples: int, writer: str | None = None) -> list[str]:
         """The row's output names (numbered for several samples), each claimed once; by
         default ``<job number>-<sketch name>.gif``, the same from a CSV or a JSONL file."""
         if value is None:
@@ -373,7 +378,7 @@ class _RowChecker:
         if not isinstance(value, str):
             self.fail(line, column, f"expected a file name, got {value!r}")
         try:
-            name = relative_output(value.strip(), self.manager)
+            name = relative_output(value.strip(), self.manager, writer)
         except ValueError as exc:
             self.fail(line, column or "output", str(exc))
         outputs = [p.as_posix() for p in numbered_paths(name, samples, self.manager)]

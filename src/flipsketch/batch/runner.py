@@ -224,7 +224,8 @@ def _run(job: Job, outdir: Path, pipeline, progress, cache: bool, manager,
             images = postprocess(animation.frames, job.write["postprocess"],
                                  size=job.write["size"], transparent=job.write["transparent"],
                                  sketch=image, manager=manager)
-            save(images, target, fps=job.write["fps"], force=True, manager=manager)
+            save(images, target, fps=job.write["fps"], force=True, writer=job.write["writer"],
+                 manager=manager)
     except Exception as exc:  # noqa: BLE001  one job's failure must not stop the batch
         return _report(job, "failed", rank, time.perf_counter() - started, _one_line(exc))
     return _report(job, "done", rank, time.perf_counter() - started)
@@ -271,7 +272,7 @@ def check_outdir(manifest: Manifest, outdir: str | Path, *, force: bool = False,
                 raise UsageError(f"'{target}' exists and no earlier batch in '{outdir}' wrote "
                                  f"it; pass --force to overwrite it, or another output name "
                                  f"(manifest line {job.line})")
-            check_output_path(target, force=True, manager=manager)
+            check_output_path(target, force=True, manager=manager, writer=job.write["writer"])
     return previous
 
 

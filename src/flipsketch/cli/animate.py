@@ -209,8 +209,10 @@ def _run(*, sketch: Path | None, prompt: str, output: Path | None, model: str | 
     if output is None:
         stem = sketch.stem if sketch is not None else "animation"
         output = Path(stem if svg else f"{stem}.gif")
-    writer = None
+    writer = out.writer
     if svg:
+        if writer is not None:
+            raise UsageError(f"--svg is --writer svg-frames; drop --svg or --writer {writer}")
         if output.suffix:
             raise UsageError(f"--svg writes a folder of SVG frames, and '{output.name}' names "
                              f"a file; drop its suffix (-o {output.stem}) or drop --svg")

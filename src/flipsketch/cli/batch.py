@@ -134,7 +134,7 @@ def batch_command(
     defaults.update({k: v for k, v in request.stages.items() if v is not None})
     out = request.output
     defaults.update(size=out.size, fps=out.fps, postprocess=out.postprocessor,
-                    transparent=out.transparent)
+                    transparent=out.transparent, writer=out.writer)
     choice = ModelChoice(model or default_model(), unet, tuple(lora or ()), dtype, backbone,
                          allow_pickle)
 

@@ -240,9 +240,10 @@ class Validator:
             self.fail(path, str(exc))
 
 
-def relative_output(value: str, manager) -> str:
-    """``value`` as a relative POSIX path inside OUTDIR that some writer can write; raises
-    ``ValueError`` with the problem and the fix otherwise.
+def relative_output(value: str, manager, writer: str | None = None) -> str:
+    """``value`` as a relative POSIX path inside OUTDIR that some writer can write (``writer``
+    when one is named, else the one its suffix picks); raises ``ValueError`` with the problem
+    and the fix otherwise.
 
     The one rule for output names given in a file (recipes, ``flipsketch batch`` manifests):
     no absolute paths, no way out through '..', nothing inside flipsketch's own folder
@@ -259,7 +260,7 @@ def relative_output(value: str, manager) -> str:
     if parts[0] == CACHE_DIR:
         raise ValueError(f"'{value}' is inside the cache folder {CACHE_DIR}/; pick another "
                          f"path")
-    if claimed_suffix(parts[-1], manager.registry("writer")) is None:
+    if writer is None and claimed_suffix(parts[-1], manager.registry("writer")) is None:
         known = sorted({s for w in manager.registry("writer").impls.values()
                         for s in w.suffixes})
         raise ValueError(f"no writer for '{parts[-1]}'; end the name with one of "

@@ -25,9 +25,12 @@ from flipsketch.plugins import DEFAULT_FPS, DEFAULT_SIZE, PluginManager
 # Form fields that are not options.
 SKETCH, PROMPT = "sketch", "prompt"
 
+# Chosen by the page: it writes every download kind of a job itself (/api/info "formats").
+PAGE_OPTIONS = ("writer",)
 # Each switch by its flag (``no-align``: align off), the other options by key.
 FLAGS = {flag: (o, value) for o in OPTIONS.values() for flag, value in o.flags.items()}
-FIELDS = {**{key: (o, None) for key, o in OPTIONS.items() if not o.flags}, **FLAGS}
+FIELDS = {**{key: (o, None) for key, o in OPTIONS.items()
+             if not o.flags and key not in PAGE_OPTIONS}, **FLAGS}
 # Chosen once, when the server starts: a job cannot load another model.
 SERVER_OPTIONS = ("model", "unet", "lora", "allow-pickle", "device", "dtype", "backbone")
 
@@ -124,6 +127,9 @@ def parse(fields: Mapping[str, str], manager: PluginManager) -> JobRequest:
         if name in SERVER_OPTIONS:
             raise UsageError(f"--{name} is chosen when the server starts ('flipsketch serve "
                              f"--{name} ...'), not per job")
+        if name in PAGE_OPTIONS:
+            raise UsageError(f"the page writes every download kind of a job itself; drop the "
+                             f"form field '{key}' and pick a download from the job's record")
         found = field_of(name)
         if found is None:
             raise UsageError(unknown_field(key))
