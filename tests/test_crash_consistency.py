@@ -35,7 +35,7 @@ def test_batch_killed_at_random_moments_finishes_as_if_never_killed(tiny_model_d
         return flipsketch_command("batch", manifest, "-o", outdir, "--model", tiny_model_dir,
                                   *QUICK)
 
-    trials = list(kill_batch_trials(command, tmp_path, env, count=3, seed=24))
+    trials = list(kill_batch_trials(command, tmp_path, env, count=2, seed=24))
     for trial in trials:
         state = "killed" if trial.killed else "it ended first"
         assert trial.problems == [], f"kill {trial.moment} ({state})"

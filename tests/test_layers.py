@@ -66,7 +66,7 @@ print(json.dumps(sorted(m for m in ("torch", "diffusers", "transformers", "accel
 # a circle.
 LAYERS = [
     {"errors", "files", "overrides", "devices", "__version__"},
-    {"plugins", "__init__", "settings"},  # the root re-exports hookimpl from plugins
+    {"plugins", "__init__", "settings", "preflight"},  # the root re-exports hookimpl
     {"sampler", "models", "frames"},
     {"api"},
     # builtins registers the implementations of every stage, recipe steps included

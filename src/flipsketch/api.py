@@ -27,6 +27,14 @@ from flipsketch.plugins import (  # noqa: F401  (OFF and DEFAULT_LAMBDA: the API
     PluginManager,
     get_manager,
 )
+from flipsketch.preflight import (  # noqa: F401  (the API's too)
+    Request,
+    check_prompt,
+    check_request,
+    check_size,
+    lambda_from,
+    sampler_stages,
+)
 from flipsketch.settings import (  # noqa: F401  (the settings are the API's too)
     COMPOSE_MODES,
     FALSE,
@@ -38,16 +46,10 @@ from flipsketch.settings import (  # noqa: F401  (the settings are the API's too
     TRUE,
     Option,
     OutputSettings,
-    Request,
     SamplerChoices,
     SamplerSettings,
-    check_prompt,
-    check_request,
-    check_size,
     describe,
     flag_for,
-    lambda_from,
-    sampler_stages,
 )
 
 # torch, numpy, PIL and diffusers are imported where they are used, so that the CLI can import

@@ -55,5 +55,5 @@ def with_options(command: Command) -> Command:
 
 def values(options: dict[str, Any]) -> dict[str, Any]:
     """A command's ``**options`` (by Python name) by the table's keys, for
-    ``settings.check_request``."""
+    ``preflight.check_request``."""
     return {o.key: options[o.name] for o in OPTIONS.values()}

@@ -327,7 +327,7 @@ def sampler_options() -> dict[str, Any]:
 
 def sampler_call(options: dict[str, Any], manager) -> tuple[Any, dict[str, str | None]]:
     """(SamplerSettings, stage names) for merged sampler options, through the library's
-    pre-flight check (``settings.check_request``).
+    pre-flight check (``preflight.check_request``).
 
     Bad values raise ``StepError`` naming the recipe key, so a typo in a long recipe costs
     nothing: stage names are looked up now, not minutes into the run. A stage named "none"

@@ -4,7 +4,7 @@ The form's fields are the option table's (``flipsketch.settings.OPTIONS``): ever
 key as the command line spells it without dashes (``steps``, ``frames``, ``lambda``,
 ``align-lr``; ``align_lr`` and the settings' own names, ``num_frames``, are accepted too), and
 each switch by its flag (``paper``, ``no-align``, ``free-first-frame``: on or off). The checks
-are the library's pre-flight check, ``settings.check_request``, so every problem is reported in
+are the library's pre-flight check, ``preflight.check_request``, so every problem is reported in
 the command line's words (``--frames must be at least 2``). A field the API does not know is
 the web's own error, named as it was sent (``the form field 'stepz' is not known (did you mean
 'steps'?)``). Nothing here loads torch, so a bad request is answered at once.
