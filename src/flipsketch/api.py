@@ -49,6 +49,7 @@ from flipsketch.settings import (  # noqa: F401  (the settings are the API's too
     SamplerChoices,
     SamplerSettings,
     describe,
+    find_option,
     flag_for,
 )
 

@@ -24,6 +24,8 @@ from flipsketch.settings import (
     unknown_option,
 )
 
+SAMPLER_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplerSettings))
+
 
 def check_prompt(prompt: str) -> None:
     """Refuse a prompt that is empty or holds control characters.
@@ -88,8 +90,8 @@ def sampler_stages(settings: SamplerSettings, inverter: str | None = None,
 
 @dataclass
 class Request:
-    """A sampling request every check has passed: what ``api.animate`` and ``api.save`` run
-    with, whichever front end made it."""
+    """A sampling request every check has passed, whichever front end made it:
+    ``api.animate`` samples it as it is; its ``output`` says how to post-process and save."""
 
     prompt: str | None  # None: the options alone (a batch's defaults for its rows)
     settings: SamplerSettings
@@ -104,7 +106,7 @@ def check_request(prompt: str | None, values: Mapping[str, Any],
 
     Every check the command line makes before anything loads, in its order, with its
     messages: shorthands against what they shorten, the sampler settings, the output size,
-    the prompt, then every stage by name in its registry. Raises ``UsageError`` or
+    every stage by name in its registry, then the prompt. Raises ``UsageError`` or
     ``SettingsError`` (``describe`` words it) for the first value that cannot work.
     """
     unknown = sorted(set(values) - set(OPTIONS))
@@ -116,8 +118,7 @@ def check_request(prompt: str | None, values: Mapping[str, Any],
         raise UsageError("--raw is the 'raw' post-processor; drop --raw or --postprocessor")
     if not given["fps"] > 0:
         raise UsageError("--fps must be positive")
-    fields = {o.field: given[key] for key, o in OPTIONS.items()
-              if o.field in {f.name for f in dataclasses.fields(SamplerSettings)}}
+    fields = {o.field: given[key] for key, o in OPTIONS.items() if o.field in SAMPLER_FIELDS}
     fields["lambda_"] = lambda_from(given["lambda"], given["motion"])
     settings, stages = sampler_stages(
         SamplerSettings(**fields), given["inverter"], given["aligner"],

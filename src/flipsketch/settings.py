@@ -17,13 +17,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from flipsketch.errors import FlipSketchError, SettingsError, UsageError
+from flipsketch.errors import FlipSketchError, SettingsError
 from flipsketch.plugins import (
     ALIGN_OPTIMIZERS,
     COMPOSE_MODES,
@@ -83,12 +82,6 @@ class Option:
     @property
     def parameter_default(self) -> Any:
         return self.default if self.given_default == "default" else self.given_default
-
-    @property
-    def value_type(self) -> type:
-        """``int`` for ``int`` and ``int | None``."""
-        args = [a for a in typing.get_args(self.type) if a is not type(None)]
-        return args[0] if isinstance(self.type, types.UnionType) and args else self.type
 
     @property
     def flags(self) -> dict[str, Any]:
@@ -342,45 +335,15 @@ def flag_for(field_name: str) -> str:
 _OTHER_FLAGS = {"batch_size": "--batch"}
 
 
-def key_for(field_name: str) -> str:
-    """The recipe/manifest key of the settings field ``field_name``."""
-    found = next((o for o in OPTIONS.values() if o.field == field_name), None)
-    return found.key if found is not None else field_name.rstrip("_")
-
-
 def describe(exc: FlipSketchError, spell: Callable[[str], str] = flag_for) -> str:
     """The one line for an error: a ``SettingsError``'s field spelt by ``spell`` (the
-    command line's flag by default; ``key_for`` for recipes and manifests)."""
+    command line's flag by default; a recipe passes its key, the field's own name)."""
     if isinstance(exc, SettingsError):
         return f"{spell(exc.field)} {exc.problem}"
     return str(exc)
 
 
-def parse_text(o: Option, text: str) -> Any:
-    """A value typed as text (a CSV cell, a form field) as the option's type; the same
-    words for yes/no everywhere (``TRUE``, ``FALSE``), "" or "none" for None where None
-    is allowed."""
-    value = text.strip()
-    kind = o.value_type
-    # "none" names the stage that is off, so for a name only the empty text means None.
-    if type(None) in typing.get_args(o.type) and (value == "" or (
-            kind is not str and value.lower() == "none")):
-        return None
-    if kind is bool:
-        if value.lower() in TRUE:
-            return True
-        if value.lower() in FALSE:
-            return False
-        raise UsageError(f"{o.key} must be one of {', '.join(TRUE + FALSE)}, not '{text}'")
-    try:
-        return kind(value)
-    except ValueError:
-        words = {int: "a whole number", float: "a number"}.get(kind, kind.__name__)
-        raise UsageError(f"{o.key} must be {words}, not '{text}'") from None
-
-
-def unknown_option(name: str, extra: tuple[str, ...] = ()) -> str:
+def unknown_option(name: str) -> str:
     """"'stepz' is not an option (did you mean 'steps'?)": the nearest key, for any front end."""
-    keys = [*extra, *OPTIONS]
-    close = difflib.get_close_matches(name.strip().lower().replace("_", "-"), keys, n=1)
+    close = difflib.get_close_matches(name.strip().lower().replace("_", "-"), OPTIONS, n=1)
     return f"'{name}' is not an option" + (f" (did you mean '{close[0]}'?)" if close else "")

@@ -10,19 +10,17 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from flipsketch.settings import OPTIONS, Option, SamplerSettings
+from flipsketch.settings import OPTIONS, Option, OutputSettings
 
 PANELS = {"sampler": "Sampler", "output": "Output"}
-_SAMPLER_FIELDS = {f for f in SamplerSettings.__dataclass_fields__}
+_OUTPUT_FIELDS = set(OutputSettings.__dataclass_fields__)
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def panel(o: Option) -> str:
     """Output options (size, fps, the post-processor, transparency, --raw) go in one help
     panel, the sampler's (and its stages') in another."""
-    output = o.field not in _SAMPLER_FIELDS and o.key not in ("motion", "no-compose",
-                                                               "inverter", "aligner",
-                                                               "composer")
+    output = o.field in _OUTPUT_FIELDS or o.key == "raw"  # --raw: the 'raw' post-processor
     return PANELS["output" if output else "sampler"]
 
 

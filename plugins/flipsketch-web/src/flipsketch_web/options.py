@@ -18,7 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flipsketch.api import FALSE, OPTIONS, TRUE, Option, SamplerSettings, check_request
+from flipsketch.api import (
+    FALSE,
+    OPTIONS,
+    TRUE,
+    Option,
+    SamplerSettings,
+    check_request,
+    find_option,
+)
 from flipsketch.errors import UsageError
 from flipsketch.plugins import DEFAULT_FPS, DEFAULT_SIZE, PluginManager
 
@@ -63,9 +71,8 @@ def field_of(name: str) -> tuple[Option, Any] | None:
     """(option, the value its flag sets, or None for a valued field) for a field name."""
     if name in FIELDS:
         return FIELDS[name]
-    found = next((o for o in OPTIONS.values() if name in (*o.names, o.name)
-                  or option_name(o.name) == name), None)
-    return None if found is None or found.flags else (found, None)
+    found = find_option(name)  # an alias: num_frames, lambda_
+    return None if found is None or found.flags or found.key in PAGE_OPTIONS else (found, None)
 
 
 def unknown_field(key: str) -> str:
