@@ -84,12 +84,14 @@ def test_spatial_composition_replaces_the_queries_of_conditional_frames_1_to_n(t
 @pytest.mark.parametrize("lambda_", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("frame_index_base", [1, 0])  # the toolkit's 1..M, the authors' 0..M-1
 @pytest.mark.parametrize("rule", ["logit", "weight"])
+@pytest.mark.parametrize("scale", [0.02, 1.0])  # eq. 9's 1/50, a model's own
 @torch.no_grad()
 def test_temporal_composition_swaps_frame_1_key_and_scales_its_attention(
-        tiny_components, lambda_, frame_index_base, rule, device):
+        tiny_components, lambda_, frame_index_base, rule, scale, device):
     unet = tiny_components["unet"]
     composition = Composition(unet, CompositionSettings(
-        lambda_=lambda_, frame_index_base=frame_index_base, lambda_rule=rule))
+        lambda_=lambda_, frame_index_base=frame_index_base, lambda_rule=rule,
+        lambda_scale=scale))
     name, attn = find_attention(unet, "temporal")
     frames, pixels, channels = 6, 4, attn.to_q.in_features
     torch.manual_seed(2)
@@ -104,7 +106,7 @@ def test_temporal_composition_swaps_frame_1_key_and_scales_its_attention(
     k[pixels:, 0] = attn.to_k(reference)[:, 0]  # C^T: reference key at frame 1
     numbers = torch.arange(frame_index_base, frame_index_base + frames, dtype=torch.float32,
                            device=device)  # query frame i's number, frame 1 first
-    factor = 1 + lambda_ * numbers / 50
+    factor = 1 + lambda_ * numbers * scale
     expected_cond = direct_attention(attn, q[pixels:], k[pixels:], v[pixels:],
                                      **{f"{rule}_factor": factor})
     expected_uncond = direct_attention(attn, q[:pixels], k[:pixels], v[:pixels])

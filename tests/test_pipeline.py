@@ -149,6 +149,24 @@ def test_composition_changes_the_result_and_lambda_matters(tiny_pipe):
     assert not torch.allclose(composed, stronger, atol=1e-6)
 
 
+def test_the_sampler_takes_eq_9s_constant_from_the_unets_config(tiny_pipe):
+    """A UNet that records ``lambda_scale`` in its config is sampled with it (what passing it
+    gives); one that records none with the paper's 1/50; an explicit value wins."""
+    from flipsketch.plugins import LAMBDA_SCALE_KEY
+
+    kwargs = dict(num_frames=4, num_inference_steps=4, seeds=[1], aligner=None, lambda_=1.0)
+
+    def frames(**more):
+        return tiny_pipe("a fish", a_sketch(), **kwargs, **more).frames
+
+    paper, own = frames(), frames(lambda_scale=1.0)
+    torch.testing.assert_close(paper, frames(lambda_scale=0.02), rtol=0, atol=0)
+    assert (paper - own).abs().max() > 1e-4
+    tiny_pipe.unet.register_to_config(**{LAMBDA_SCALE_KEY: 1.0})
+    torch.testing.assert_close(frames(), own, rtol=0, atol=0)
+    torch.testing.assert_close(frames(lambda_scale=0.02), paper, rtol=0, atol=0)
+
+
 def test_spatial_tokens_equal_to_frame_count_do_not_confuse_the_layers():
     """Latent 4x4 = 16 tokens with 16 frames: layers are chosen by place, not by shape."""
     components = build_tiny_components(device=TEST_DEVICE)

@@ -230,7 +230,7 @@ def animate(pipe: FlipSketchPipeline, prompt: str | Request,
         seeds=settings.seeds, tau1=settings.tau1, tau2=settings.tau2,
         lambda_=settings.lambda_, compose=settings.compose,
         keep_first_frame=choices.keep_first_frame, frame_index_base=choices.frame_index_base,
-        lambda_rule=choices.lambda_rule,
+        lambda_rule=choices.lambda_rule, lambda_scale=choices.lambda_scale,
         align_settings=align_settings,
         progress=progress, **stages,
     )

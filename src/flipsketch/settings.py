@@ -31,6 +31,7 @@ from flipsketch.plugins import (
     DEFAULT_SIZE,
     LAMBDA_RULES,
     OFF,
+    PAPER_LAMBDA_SCALE,
     AlignSettings,
     method_windows,
 )
@@ -133,6 +134,8 @@ class SamplerChoices:
     frame_index_base: int
     # What that factor multiplies: the logit to frame 1 (eq. 9) or the attention weight.
     lambda_rule: str
+    # s in that factor, 1 + lambda * i * s: None, the model's own (``model_lambda_scale``).
+    lambda_scale: float | None
 
 
 # The toolkit: frame 1 is the drawing (freed after the windows, the embedded model redraws it
@@ -141,12 +144,13 @@ class SamplerChoices:
 # Benchmarks); frames numbered 1..M, as eq. 9 reads for frame 1.
 TOOLKIT_SAMPLER = SamplerChoices(keep_first_frame=True, align_iterations=AlignSettings.iterations,
                                  align_lr=AlignSettings.lr, frame_index_base=1,
-                                 lambda_rule="logit")
+                                 lambda_rule="logit", lambda_scale=None)
 # The paper's sampler as the authors' code runs it: frame 1 starts from x_T^r only, their
 # alignment optimiser (10 Adam steps at 1e-3; the paper does not print these), frames
-# numbered 0..M-1 in the temporal scale.
+# numbered 0..M-1 in the temporal scale, eq. 9's constant 1/50 whatever the model.
 PAPER_SAMPLER = SamplerChoices(keep_first_frame=False, align_iterations=10, align_lr=1e-3,
-                               frame_index_base=0, lambda_rule="logit")
+                               frame_index_base=0, lambda_rule="logit",
+                               lambda_scale=PAPER_LAMBDA_SCALE)
 
 
 @dataclass
@@ -194,6 +198,10 @@ class SamplerSettings:
         None, "--lambda-rule", f"What lambda scales in temporal composition: {LAMBDA_RULES[0]} "
                                f"(the logit to frame 1, paper eq. 9) or {LAMBDA_RULES[1]} (its "
                                f"attention weight). [default: {LAMBDA_RULES[0]}]")
+    lambda_scale: float | None = option(
+        None, "--lambda-scale", "s in temporal composition's factor 1 + lambda * i * s towards "
+                                "frame 1. [default: the model's own (0.02, eq. 9's, for "
+                                "ModelScope); 0.02 with --paper]")
     align_optimizer: str = option(AlignSettings.optimizer, "--align-optimizer",
                                   f"{' or '.join(ALIGN_OPTIMIZERS)}.")
     align_checkpointing: bool | None = option(
@@ -230,6 +238,8 @@ class SamplerSettings:
             ("align_iterations", self.align_iterations is None or self.align_iterations >= 1,
              "must be at least 1"),
             ("align_lr", self.align_lr is None or self.align_lr > 0, "must be positive"),
+            ("lambda_scale", self.lambda_scale is None or self.lambda_scale > 0,
+             "must be positive"),
             ("lambda_rule", self.lambda_rule in (None, *LAMBDA_RULES),
              f"must be {' or '.join(LAMBDA_RULES)}, not '{self.lambda_rule}'"),
             ("align_optimizer", self.align_optimizer in ALIGN_OPTIMIZERS,
@@ -257,7 +267,8 @@ class SamplerSettings:
         fields set here put in."""
         chosen = PAPER_SAMPLER if self.paper else TOOLKIT_SAMPLER
         given = {name: getattr(self, name) for name in ("keep_first_frame", "align_iterations",
-                                                        "align_lr", "lambda_rule")}
+                                                        "align_lr", "lambda_rule",
+                                                        "lambda_scale")}
         return replace(chosen, **{k: v for k, v in given.items() if v is not None})
 
 

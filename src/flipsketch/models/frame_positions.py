@@ -25,6 +25,8 @@ from diffusers import UNet3DConditionModel
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 
+from flipsketch.plugins import LAMBDA_SCALE_KEY
+
 CONFIG_KEY = "frame_positions"
 
 
@@ -60,11 +62,12 @@ def restore_frame_positions(unet: UNet3DConditionModel) -> UNet3DConditionModel:
 
 
 class _DropFramePositionsNotice(logging.Filter):
-    """diffusers warns that ``frame_positions`` is 'not expected and will be ignored' when it
-    builds the UNet; we restore the key ourselves, so that warning would only mislead."""
+    """diffusers warns that ``frame_positions`` (and ``lambda_scale``, read by the sampler) is
+    'not expected and will be ignored' when it builds the UNet; the config keeps them and we
+    read them ourselves, so that warning would only mislead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return CONFIG_KEY not in record.getMessage()
+        return not any(key in record.getMessage() for key in (CONFIG_KEY, LAMBDA_SCALE_KEY))
 
 
 @contextmanager

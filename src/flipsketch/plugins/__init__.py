@@ -34,6 +34,8 @@ from flipsketch.plugins.types import (
     DEFAULT_LAMBDA,
     DEFAULT_SIZE,
     LAMBDA_RULES,
+    LAMBDA_SCALE_KEY,
+    PAPER_LAMBDA_SCALE,
     Aligner,
     AlignSettings,
     Backbone,
@@ -56,7 +58,8 @@ from flipsketch.plugins.types import (
 
 __all__ = [
     "ALIGN_OPTIMIZERS", "BUILTIN_PLUGINS", "COMMANDS_HOOK", "COMPOSE_MODES", "DEFAULT_FPS",
-    "DEFAULT_LAMBDA", "DEFAULT_SIZE", "ENTRY_POINT_GROUP", "LAMBDA_RULES", "OFF", "STAGES",
+    "DEFAULT_LAMBDA", "DEFAULT_SIZE", "ENTRY_POINT_GROUP", "LAMBDA_RULES", "LAMBDA_SCALE_KEY",
+    "OFF", "PAPER_LAMBDA_SCALE", "STAGES",
     "AlignSettings",
     "Aligner", "Backbone", "BrokenPlugin", "Clip", "Composer", "Composition",
     "CompositionSettings", "Field", "Interpolator", "Inverter", "LoadedPlugin", "PluginManager",

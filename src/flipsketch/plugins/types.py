@@ -127,6 +127,12 @@ DEFAULT_LAMBDA = 0.5
 COMPOSE_MODES = ("both", "spatial", "temporal", "none")
 # How lambda's factor acts on the temporal attention to frame 1 (``CompositionSettings``).
 LAMBDA_RULES = ("logit", "weight")
+# Eq. 9's constant: query frame i's factor towards frame 1 is 1 + lambda * i * scale. 2e-2 is
+# the paper's, set for ModelScope, whose temporal logits are large; a multiplicative factor does
+# less on a model with small logits (the embedded one's are ~1), so a UNet may record the
+# constant that makes lambda's range do the same there, under this key of its config.json.
+PAPER_LAMBDA_SCALE = 0.02
+LAMBDA_SCALE_KEY = "lambda_scale"
 
 
 @dataclass
@@ -186,14 +192,17 @@ class CompositionSettings:
     # lowers the attention wherever the logit is negative; "weight" multiplies the attention
     # weight before the softmax renormalises, which raises it whatever the logit's sign.
     lambda_rule: str = "logit"
+    # The scale in 1 + lambda * i * scale (``PAPER_LAMBDA_SCALE``: eq. 9's 1/50).
+    lambda_scale: float = PAPER_LAMBDA_SCALE
 
     @classmethod
     def for_mode(cls, mode: str, lambda_: float = DEFAULT_LAMBDA, frame_index_base: int = 1,
-                 lambda_rule: str = "logit") -> CompositionSettings:
+                 lambda_rule: str = "logit",
+                 lambda_scale: float = PAPER_LAMBDA_SCALE) -> CompositionSettings:
         """Settings for a ``--compose`` mode of ``COMPOSE_MODES`` other than "none"."""
         return cls(lambda_=lambda_, spatial=mode in ("both", "spatial"),
                    temporal=mode in ("both", "temporal"), frame_index_base=frame_index_base,
-                   lambda_rule=lambda_rule)
+                   lambda_rule=lambda_rule, lambda_scale=lambda_scale)
 
 
 class Composition(Protocol):

@@ -6,8 +6,9 @@ Two attention processors are swapped into the UNet's self-attention layers (``at
   in the conditional branch the queries of frames 1..N become the reference pass's queries.
 - ``TemporalCompositionProcessor`` (C^T) on temporal attention, tokens = frames, batch =
   pixels: in the conditional branch frame 1's key becomes the reference key, and the logit of
-  every query frame i towards frame 1 is multiplied by (1 + lambda * i / 50) before the
-  softmax (paper eq. 9 scales k^r by 1 + lambda * 2e-2). The toolkit numbers the frames
+  every query frame i towards frame 1 is multiplied by (1 + lambda * i * s) before the
+  softmax (paper eq. 9 scales k^r by 1 + lambda * 2e-2): s = 1/50 (``PAPER_LAMBDA_SCALE``)
+  unless the UNet's config records its own (``model_lambda_scale``). The toolkit numbers the frames
   1..M, so eq. 9's factor is frame 1's; the authors' code numbers them 0..M-1, so frame 1 is
   unscaled and eq. 9's factor is frame 2's (``CompositionSettings.frame_index_base``).
   Scaling a logit only raises the attention where the logit is positive; the "weight" rule
@@ -34,7 +35,12 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from flipsketch.plugins import LAMBDA_RULES, CompositionSettings
+from flipsketch.plugins import (
+    LAMBDA_RULES,
+    LAMBDA_SCALE_KEY,
+    PAPER_LAMBDA_SCALE,
+    CompositionSettings,
+)
 
 SPATIAL_SELF_ATTENTION = re.compile(r"(^|\.)attentions\.\d+\.transformer_blocks\.\d+\.attn1$")
 # Temporal transformers: ``transformer_in`` and ``temp_attentions`` of UNet3DConditionModel
@@ -58,13 +64,26 @@ def attention_kind(module_path: str) -> str | None:
 
 
 def temporal_logit_scale(num_frames: int, lambda_: float, device=None,
-                         frame_index_base: int = 1) -> torch.Tensor:
-    """(M,) factor applied to each query frame's logit towards frame 1: 1 + lambda * i / 50,
-    i = frame_index_base for frame 1 and one more for each next frame (1..M in the toolkit,
-    0..M-1 in the authors' code)."""
+                         frame_index_base: int = 1,
+                         lambda_scale: float = PAPER_LAMBDA_SCALE) -> torch.Tensor:
+    """(M,) factor applied to each query frame's logit towards frame 1: 1 + lambda * i * s
+    (s = 1/50 in eq. 9), i = frame_index_base for frame 1 and one more for each next frame
+    (1..M in the toolkit, 0..M-1 in the authors' code)."""
     frame_number = torch.arange(frame_index_base, frame_index_base + num_frames, device=device,
                                 dtype=torch.float32)
-    return 1 + lambda_ * frame_number / 50
+    return 1 + lambda_ * lambda_scale * frame_number
+
+
+def model_lambda_scale(unet) -> float:
+    """The scale s of eq. 9's factor 1 + lambda * i * s that ``unet`` was calibrated with (its
+    config's ``lambda_scale``), else the paper's 1/50.
+
+    A factor on a logit does as much as the logit is large: ModelScope's temporal logits are
+    large, the embedded model's about 1 in size, so there 1 + lambda * i / 50 (at most 1.2)
+    barely moves the attention and lambda 0 and 1 give the same clip. The calibrated constant
+    gives lambda its range back on such a model (docs/witness.md measures it)."""
+    value = unet.config.get(LAMBDA_SCALE_KEY) if hasattr(unet, "config") else None
+    return float(value) if value else PAPER_LAMBDA_SCALE
 
 
 class Composition:
@@ -216,20 +235,22 @@ class TemporalCompositionProcessor(_SelfAttentionProcessor):
         settings = self.composition.settings
         out[cond] = scaled_temporal_attention(
             attn.heads, query[cond], key[cond], value[cond], settings.lambda_,
-            settings.frame_index_base, settings.lambda_rule,
+            settings.frame_index_base, settings.lambda_rule, settings.lambda_scale,
         )
         return out
 
 
 def scaled_temporal_attention(heads: int, query, key, value, lambda_: float,
-                              frame_index_base: int = 1, rule: str = "logit") -> torch.Tensor:
+                              frame_index_base: int = 1, rule: str = "logit",
+                              lambda_scale: float = PAPER_LAMBDA_SCALE) -> torch.Tensor:
     """Softmax attention over frames with each query frame's attention to frame 1 scaled by
     ``temporal_logit_scale``: its logit ("logit", eq. 9) or its weight ("weight").
 
     query/key/value: (rows, M, heads*d) -> (rows, M, heads*d).
     """
     q, k, v = (split_heads(x, heads) for x in (query, key, value))  # (rows, heads, M, d)
-    scale = temporal_logit_scale(q.shape[2], lambda_, q.device, frame_index_base)  # (M,)
+    scale = temporal_logit_scale(q.shape[2], lambda_, q.device, frame_index_base,
+                                 lambda_scale)  # (M,)
     if rule == "weight":
         # exp(logit + log s) = s * exp(logit): frame 1's weight times s, then renormalised.
         bias = torch.zeros(q.shape[2], q.shape[2], device=q.device, dtype=q.dtype)  # (M, M)

@@ -47,7 +47,7 @@ from flipsketch.plugins import (
     sketch_encoding,
 )
 from flipsketch.sampler.alignment import gradient_align
-from flipsketch.sampler.attention import compose_attention
+from flipsketch.sampler.attention import compose_attention, model_lambda_scale
 from flipsketch.sampler.inversion import ddim_invert
 from flipsketch.sampler.latents import decode_latents, encode_frames
 from flipsketch.settings import TOOLKIT_SAMPLER, SamplerSettings
@@ -181,6 +181,7 @@ class FlipSketchPipeline(DiffusionPipeline):
         keep_first_frame: bool = TOOLKIT_SAMPLER.keep_first_frame,
         frame_index_base: int = TOOLKIT_SAMPLER.frame_index_base,
         lambda_rule: str = TOOLKIT_SAMPLER.lambda_rule,
+        lambda_scale: float | None = SAMPLER.lambda_scale,
         inverter: Callable | None = ddim_invert,
         aligner: Callable | None = gradient_align,
         align_settings: AlignSettings | None = None,
@@ -198,7 +199,8 @@ class FlipSketchPipeline(DiffusionPipeline):
         switch their stage off. ``frame_index_base`` numbers frame 1 in the temporal logit
         scale (``CompositionSettings``): 1 the toolkit, 0 the authors' code; ``lambda_rule``
         says whether the scale multiplies the logit ("logit", eq. 9) or the attention weight
-        ("weight").
+        ("weight"); ``lambda_scale`` is s in its factor 1 + lambda * i * s (None: the UNet's
+        own, ``model_lambda_scale``; eq. 9's 1/50 for a UNet that records none).
 
         Frame 1, with a sketch: it starts from the sketch's inverted noise x_T^r, always, and
         is set to the reference trajectory (x_T^r denoised with the null prompt) at the start
@@ -266,7 +268,8 @@ class FlipSketchPipeline(DiffusionPipeline):
         composition = None
         if composer is not None:
             composition = composer(self.unet, CompositionSettings.for_mode(
-                compose, lambda_, frame_index_base, lambda_rule))
+                compose, lambda_, frame_index_base, lambda_rule,
+                lambda_scale or model_lambda_scale(self.unet)))
 
         # 4. Denoising loop.
         align_losses: list[list[float]] = []
