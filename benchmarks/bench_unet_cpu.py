@@ -8,6 +8,8 @@ machine, and prints the median seconds and the ratio to the plain call:
 - channels-last: convolution weights in channels-last memory format;
 - 1 thread / 2 threads: ``torch.set_num_threads`` (the command line uses torch's default);
 - inference mode: ``torch.inference_mode`` instead of ``no_grad``;
+- bf16 autocast / bf16 weights: bfloat16 arithmetic (this CPU's AVX-512 BF16 instructions,
+  where it has them) under ``torch.autocast``, or with the weights cast to bfloat16;
 - compiled: ``torch.compile`` (its first call, the compilation, is printed apart).
 
 Each variant's output is compared with the plain call's: "max diff" is the largest absolute
@@ -72,6 +74,23 @@ def main() -> None:
             param.data = param.data.contiguous(memory_format=torch.channels_last
                                                if param.dim() == 4 else torch.channels_last_3d)
     variants["channels-last"] = call(last, latents)
+
+    def autocast(run: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        def cast() -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return run().float()
+        return cast
+
+    variants["bf16 autocast"] = autocast(call(unet, latents))
+    half = copy.deepcopy(unet).to(torch.bfloat16)
+    embeds_bf16 = embeds.to(torch.bfloat16)
+
+    def bf16_weights() -> torch.Tensor:
+        with torch.no_grad():
+            return half(latents.to(torch.bfloat16), t,
+                        encoder_hidden_states=embeds_bf16).sample.float()
+
+    variants["bf16 weights"] = bf16_weights
     if args.compile:
         compiled = torch.compile(copy.deepcopy(unet))
         started = time.perf_counter()

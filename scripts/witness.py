@@ -24,13 +24,20 @@ What the paper predicts, and what this prints as PASS/FAIL:
    eq. 9's rule, and with the sign-aware one);
 3. direction follows the prompt, text only and with a sketch: >= 90 %.
 
-Frame alignment is off in every row but the last, "full + frame alignment" (the authors'
-demo ships with it off for its cost; the orderings above are about composition and lambda),
-so those rows cost one guided pass per step; the last shows what the whole of Algorithm 1
-adds. Results: OUT/results.json, OUT/table.md and OUT/witness.png (contact sheets).
+Frame alignment is off in every row but "full + frame alignment" (the authors' demo ships
+with it off for its cost; the orderings above are about composition and lambda), so those
+rows cost one guided pass per step; that row shows what the whole of Algorithm 1 adds.
+
+Eq. 9's constant s (temporal composition's factor 1 + lambda * i * s towards frame 1) is the
+model's own (``--lambda-scale``, else the UNet's config, else the paper's 1/50); the row
+"full, eq. 9's 1/50" runs the paper's constant beside it. ``--calibrate`` sweeps s on drawings
+of the training stream (not the held-out ones) and prints, for each s, what lambda 0 and 1
+keep and move: the range that lambda spans on this model. Results: OUT/results.json,
+OUT/table.md and OUT/witness.png (contact sheets); OUT/calibration.md with ``--calibrate``.
 
     OMP_NUM_THREADS=2 python scripts/witness.py -o runs/witness --minutes 70
     python scripts/witness.py -o runs/witness --evaluate-only runs/witness/model
+    python scripts/witness.py -o runs/cal --calibrate runs/witness/model
     python scripts/witness.py -o /tmp/w --quick     # runs end to end in a few minutes
 """
 
@@ -51,6 +58,8 @@ from flipsketch.evaluation.metrics import judge
 from flipsketch.evaluation.runs import evaluate_sketch
 from flipsketch.models.presets import TINY_DIR
 from flipsketch.models.tiny import load_components
+from flipsketch.plugins import PAPER_LAMBDA_SCALE
+from flipsketch.sampler.attention import model_lambda_scale
 from flipsketch.training.base import export_trained
 from flipsketch.training.loop import TIMESTEP_SAMPLING, LoopConfig, train_denoiser
 from flipsketch.training.synth import (
@@ -100,15 +109,17 @@ def prompts_for(family: str) -> dict[str, str]:
             "move_left": f"a {family} {verbing} to the left"}
 
 
-def held_out_sketches(count: int, families: tuple[str, ...]) -> list[tuple[str, str, np.ndarray]]:
+def held_out_sketches(count: int, families: tuple[str, ...],
+                      seed: int = EVAL_SEED) -> list[tuple[str, str, np.ndarray]]:
     """(family, facing, (H, W) drawing): ``count`` per family, alternately facing right and
-    left (a drawing faces the way the clip it opens travels)."""
-    animator = SketchAnimator(seed=EVAL_SEED, travel=GENTLE_TRAVEL)
+    left (a drawing faces the way the clip it opens travels); ``seed`` TRAIN_SEED draws them
+    from the training stream instead."""
+    animator = SketchAnimator(seed=seed, travel=GENTLE_TRAVEL)
     out = []
     for family in families:
         for k in range(count):
             motion = DIRECTIONS[k % 2]
-            clip = animator.render(family, motion, np.random.default_rng([EVAL_SEED, k]))
+            clip = animator.render(family, motion, np.random.default_rng([seed, k]))
             out.append((family, motion.removeprefix("move_"), clip.frames[0]))
     return out
 
@@ -149,15 +160,18 @@ ROWS = {  # name -> what differs from the base settings
     # pass's frame 1 agrees with the reference alone, the stage that ties the later frames to
     # frame 1 through the temporal layers (informational: the checks compare the rows above).
     "full + frame alignment": {"align": True},
+    # Eq. 9 as printed, with ModelScope's constant (informational, beside the model's own).
+    "full, eq. 9's 1/50": {"lambda_scale": PAPER_LAMBDA_SCALE},
 }
 
 
 def evaluate(model: str, out: Path, sketches_per_family: int, seeds: list[int], steps: int,
-             families: tuple[str, ...], log) -> dict:
+             families: tuple[str, ...], lambda_scale: float | None, log) -> dict:
     pipe = load_pipeline(model)
-    base = SamplerSettings(num_inference_steps=steps, align=False)
+    base = SamplerSettings(num_inference_steps=steps, align=False, lambda_scale=lambda_scale)
     sketches = held_out_sketches(sketches_per_family, families)
-    results: dict = {"model": model, "rows": {}, "text_only": {}, "clips": {}}
+    results: dict = {"model": model, "rows": {}, "text_only": {}, "clips": {},
+                     "lambda_scale": lambda_scale or model_lambda_scale(pipe.unet)}
     for row, change in ROWS.items():
         settings = replace(base, **change)
         cases = []
@@ -224,7 +238,9 @@ def checks(results: dict) -> dict[str, bool]:
 
 
 def table(results: dict) -> str:
-    lines = ["| row | later frames kept (compensated F) | frame 1 F | motion px | direction "
+    lines = [f"Eq. 9's constant s = {results['lambda_scale']:g} (factor 1 + lambda * i * s "
+             "towards frame 1) in every row but the last.\n",
+             "| row | later frames kept (compensated F) | frame 1 F | motion px | direction "
              "(all / facing / against) |", "| --- | --- | --- | --- | --- |"]
     for row, r in results["rows"].items():
         def pct(x):
@@ -236,6 +252,38 @@ def table(results: dict) -> str:
     lines.append(f"\ntext-only direction: {100 * results['text_only']['direction_accuracy']:.0f} %"
                  f" of {results['text_only']['clips']} clips\n")
     lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in results["checks"].items()]
+    return "\n".join(lines) + "\n"
+
+
+CALIBRATION_SCALES = (0.02, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+def calibrate(model: str, out: Path, families: tuple[str, ...], steps: int, log) -> str:
+    """For each s of ``CALIBRATION_SCALES``: later-frame fidelity and motion at lambda 0 and
+    1 (and without composition), on one drawing per family from the training stream, with
+    the part-motion and travel-right prompts, seed 0. Returns the table (markdown)."""
+    pipe = load_pipeline(model)
+    sketches = held_out_sketches(1, families, seed=TRAIN_SEED)
+
+    def row(**change) -> tuple[float, float]:
+        settings = SamplerSettings(num_inference_steps=steps, align=False, **change)
+        cases = []
+        for family, _facing, drawing in sketches:
+            prompts = prompts_for(family)
+            found = evaluate_sketch(pipe, [(family, drawing)],
+                                    [prompts["articulate"], prompts["move_right"]], [0], settings)
+            cases += found["cases"]
+        return (float(np.mean([c["fidelity_compensated"] for c in cases])),
+                float(np.mean([c["motion_px"] for c in cases])))
+
+    plain = row(compose="none")
+    lines = [f"no composition: later frames kept {plain[0]:.3f}, motion {plain[1]:.1f} px\n",
+             "| s | F, lambda 0 | F, lambda 1 | px, lambda 0 | px, lambda 1 |",
+             "| --- | --- | --- | --- | --- |"]
+    for scale in CALIBRATION_SCALES:
+        (f0, px0), (f1, px1) = (row(lambda_=lam, lambda_scale=scale) for lam in (0.0, 1.0))
+        lines.append(f"| {scale:g} | {f0:.3f} | {f1:.3f} | {px0:.1f} | {px1:.1f} |")
+        log(lines[-1])
     return "\n".join(lines) + "\n"
 
 
@@ -280,6 +328,10 @@ def main() -> None:
     parser.add_argument("--sketches", type=int, default=2, help="held-out drawings per family")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--sampling-steps", type=int, default=25)
+    parser.add_argument("--lambda-scale", type=float,
+                        help="eq. 9's constant s for the evaluation (default: the model's own)")
+    parser.add_argument("--calibrate", metavar="MODEL",
+                        help="sweep eq. 9's constant on MODEL instead of evaluating")
     parser.add_argument("--quick", action="store_true",
                         help="a few steps of everything: checks that it runs")
     args = parser.parse_args()
@@ -296,6 +348,11 @@ def main() -> None:
         logfile.write(stamped + "\n")
         logfile.flush()
 
+    if args.calibrate:
+        found = calibrate(args.calibrate, args.out, families, args.sampling_steps, log)
+        (args.out / "calibration.md").write_text(found)
+        print(found)
+        return
     model = args.evaluate_only
     if model is None:
         model = str(train(args.out, args.minutes, args.steps, args.clips, args.batch, args.lr,
@@ -303,7 +360,8 @@ def main() -> None:
     if args.train_only:
         return
     seeds = [int(s) for s in args.seeds.split(",")]
-    results = evaluate(model, args.out, args.sketches, seeds, args.sampling_steps, families, log)
+    results = evaluate(model, args.out, args.sketches, seeds, args.sampling_steps, families,
+                       args.lambda_scale, log)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     (args.out / "table.md").write_text(table(results))
     print(table(results))

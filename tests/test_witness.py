@@ -25,7 +25,7 @@ def test_the_witness_runs_end_to_end_on_a_tiny_budget(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["rows"]) == {"full (lambda 0.5)", "lambda 0", "lambda 1",
                                     "no composition", "lambda 1 (weight rule)",
-                                    "full + frame alignment"}
+                                    "full + frame alignment", "full, eq. 9's 1/50"}
     for row in results["rows"].values():
         assert row["clips"] == 3 and 0 <= row["fidelity_compensated"] <= 1
     assert results["text_only"]["clips"] == 4
@@ -35,3 +35,14 @@ def test_the_witness_runs_end_to_end_on_a_tiny_budget(tmp_path):
     sheet = np.asarray(Image.open(tmp_path / "witness.png"))
     assert sheet.min() < 128 < sheet.max()  # ink on paper, not a blank image
     assert (tmp_path / "model" / "model_index.json").is_file()  # the fine-tune was exported
+    assert "Eq. 9's constant s = 0.02" in table  # the model records none: the paper's
+
+    # The sweep of eq. 9's constant on the fine-tune: one table row per scale.
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "witness.py"), "-o",
+                           str(tmp_path / "cal"), "--quick", "--calibrate",
+                           str(tmp_path / "model")], capture_output=True, text=True,
+                          timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in (tmp_path / "cal" / "calibration.md").read_text().splitlines()
+            if line.startswith("| ") and line[2].isdigit()]
+    assert [float(r.split("|")[1]) for r in rows] == [0.02, 0.1, 0.25, 0.5, 1.0, 2.0]
