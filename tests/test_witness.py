@@ -37,7 +37,8 @@ def test_the_witness_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert (tmp_path / "model" / "model_index.json").is_file()  # the fine-tune was exported
     assert "Eq. 9's constant s = 0.02" in table  # the model records none: the paper's
 
-    # The sweep of eq. 9's constant on the fine-tune: one table row per scale.
+    # The sweep of eq. 9's constant on the fine-tune: one table row per scale (--quick: the
+    # grid's two ends).
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "witness.py"), "-o",
                            str(tmp_path / "cal"), "--quick", "--calibrate",
                            str(tmp_path / "model")], capture_output=True, text=True,
@@ -45,4 +46,4 @@ def test_the_witness_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line for line in (tmp_path / "cal" / "calibration.md").read_text().splitlines()
             if line.startswith("| ") and line[2].isdigit()]
-    assert [float(r.split("|")[1]) for r in rows] == [0.02, 0.1, 0.25, 0.5, 1.0, 2.0]
+    assert [float(r.split("|")[1]) for r in rows] == [0.02, 2.0]
