@@ -109,11 +109,11 @@ def prompts_for(family: str) -> dict[str, str]:
             "move_left": f"a {family} {verbing} to the left"}
 
 
-def held_out_sketches(count: int, families: tuple[str, ...],
+def family_drawings(count: int, families: tuple[str, ...],
                       seed: int = EVAL_SEED) -> list[tuple[str, str, np.ndarray]]:
     """(family, facing, (H, W) drawing): ``count`` per family, alternately facing right and
-    left (a drawing faces the way the clip it opens travels); ``seed`` TRAIN_SEED draws them
-    from the training stream instead."""
+    left (a drawing faces the way the clip it opens travels); held out by default (EVAL_SEED),
+    from the training stream with ``seed=TRAIN_SEED`` (calibration)."""
     animator = SketchAnimator(seed=seed, travel=GENTLE_TRAVEL)
     out = []
     for family in families:
@@ -169,7 +169,7 @@ def evaluate(model: str, out: Path, sketches_per_family: int, seeds: list[int], 
              families: tuple[str, ...], lambda_scale: float | None, log) -> dict:
     pipe = load_pipeline(model)
     base = SamplerSettings(num_inference_steps=steps, align=False, lambda_scale=lambda_scale)
-    sketches = held_out_sketches(sketches_per_family, families)
+    sketches = family_drawings(sketches_per_family, families)
     results: dict = {"model": model, "rows": {}, "text_only": {}, "clips": {},
                      "lambda_scale": lambda_scale or model_lambda_scale(pipe.unet)}
     for row, change in ROWS.items():
@@ -264,7 +264,7 @@ def calibrate(model: str, families: tuple[str, ...], steps: int, log,
     1 (and without composition), on one drawing per family from the training stream, with
     the part-motion and travel-right prompts, seed 0. Returns the table (markdown)."""
     pipe = load_pipeline(model)
-    sketches = held_out_sketches(1, families, seed=TRAIN_SEED)
+    sketches = family_drawings(1, families, seed=TRAIN_SEED)
 
     def row(**change) -> tuple[float, float]:
         settings = SamplerSettings(num_inference_steps=steps, align=False, **change)

@@ -61,19 +61,23 @@ def restore_frame_positions(unet: UNet3DConditionModel) -> UNet3DConditionModel:
     return add_frame_positions(unet, int(max_frames)) if max_frames else unet
 
 
-class _DropFramePositionsNotice(logging.Filter):
-    """diffusers warns that ``frame_positions`` (and ``lambda_scale``, read by the sampler) is
-    'not expected and will be ignored' when it builds the UNet; the config keeps them and we
-    read them ourselves, so that warning would only mislead."""
+# The keys flipsketch adds to a UNet's config.json: its frame positions, and eq. 9's constant
+# that the sampler reads (``sampler.attention.model_lambda_scale``).
+OWN_CONFIG_KEYS = (CONFIG_KEY, LAMBDA_SCALE_KEY)
+
+
+class _DropOwnKeysNotice(logging.Filter):
+    """diffusers warns that our keys are 'not expected and will be ignored' when it builds the
+    UNet; the config keeps them and we read them ourselves, so that warning would mislead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not any(key in record.getMessage() for key in (CONFIG_KEY, LAMBDA_SCALE_KEY))
+        return not any(key in record.getMessage() for key in OWN_CONFIG_KEYS)
 
 
 @contextmanager
 def _quiet_config_notice():
     logger = logging.getLogger("diffusers.configuration_utils")
-    notice = _DropFramePositionsNotice()
+    notice = _DropOwnKeysNotice()
     logger.addFilter(notice)
     try:
         yield

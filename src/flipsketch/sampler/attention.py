@@ -8,8 +8,8 @@ Two attention processors are swapped into the UNet's self-attention layers (``at
   pixels: in the conditional branch frame 1's key becomes the reference key, and the logit of
   every query frame i towards frame 1 is multiplied by (1 + lambda * i * s) before the
   softmax (paper eq. 9 scales k^r by 1 + lambda * 2e-2): s = 1/50 (``PAPER_LAMBDA_SCALE``)
-  unless the UNet's config records its own (``model_lambda_scale``). The toolkit numbers the frames
-  1..M, so eq. 9's factor is frame 1's; the authors' code numbers them 0..M-1, so frame 1 is
+  unless the UNet's config records its own (``model_lambda_scale``). The toolkit numbers the
+  frames 1..M, so eq. 9's factor is frame 1's; the authors' code numbers them 0..M-1, so frame 1 is
   unscaled and eq. 9's factor is frame 2's (``CompositionSettings.frame_index_base``).
   Scaling a logit only raises the attention where the logit is positive; the "weight" rule
   (``CompositionSettings.lambda_rule``) scales the attention weight instead, by adding
@@ -82,8 +82,8 @@ def model_lambda_scale(unet) -> float:
     large, the embedded model's about 1 in size, so there 1 + lambda * i / 50 (at most 1.2)
     barely moves the attention and lambda 0 and 1 give the same clip. The calibrated constant
     gives lambda its range back on such a model (docs/witness.md measures it)."""
-    value = unet.config.get(LAMBDA_SCALE_KEY) if hasattr(unet, "config") else None
-    return float(value) if value else PAPER_LAMBDA_SCALE
+    value = unet.config.get(LAMBDA_SCALE_KEY)
+    return PAPER_LAMBDA_SCALE if value is None else float(value)
 
 
 class Composition:

@@ -269,7 +269,7 @@ class FlipSketchPipeline(DiffusionPipeline):
         if composer is not None:
             composition = composer(self.unet, CompositionSettings.for_mode(
                 compose, lambda_, frame_index_base, lambda_rule,
-                lambda_scale or model_lambda_scale(self.unet)))
+                model_lambda_scale(self.unet) if lambda_scale is None else lambda_scale))
 
         # 4. Denoising loop.
         align_losses: list[list[float]] = []
