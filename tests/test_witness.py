@@ -4,6 +4,7 @@ results and a contact sheet."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow  # a real process that trains and samples: about a minute on 2 idle cores
+@pytest.mark.slow  # a real process that trains and samples: about 40 s on 2 idle cores
 def test_the_witness_runs_end_to_end_on_a_tiny_budget(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "witness.py"), "-o",
                            str(tmp_path), "--quick"], capture_output=True, text=True,
@@ -25,13 +26,14 @@ def test_the_witness_runs_end_to_end_on_a_tiny_budget(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["rows"]) == {"full (lambda 0.5)", "lambda 0", "lambda 1",
                                     "no composition", "lambda 1 (weight rule)",
-                                    "full + frame alignment", "full, eq. 9's 1/50"}
+                                    "lambda 0.5 (weight rule)", "full + frame alignment",
+                                    "full, eq. 9's 1/50"}
     for row in results["rows"].values():
         assert row["clips"] == 3 and 0 <= row["fidelity_compensated"] <= 1
     assert results["text_only"]["clips"] == 4
-    assert len(results["checks"]) == 7
+    assert len(results["checks"]) == 8
     table = (tmp_path / "table.md").read_text()
-    assert table.count("PASS") + table.count("FAIL") == 7
+    assert table.count("PASS") + table.count("FAIL") == 8
     sheet = np.asarray(Image.open(tmp_path / "witness.png"))
     assert sheet.min() < 128 < sheet.max()  # ink on paper, not a blank image
     assert (tmp_path / "model" / "model_index.json").is_file()  # the fine-tune was exported
@@ -47,3 +49,23 @@ def test_the_witness_runs_end_to_end_on_a_tiny_budget(tmp_path):
     rows = [line for line in (tmp_path / "cal" / "calibration.md").read_text().splitlines()
             if line.startswith("| ") and line[2].isdigit()]
     assert [float(r.split("|")[1]) for r in rows] == [0.02, 2.0]
+
+
+def test_the_witness_evaluates_a_subset_of_rows_and_checks_only_what_they_can_tell():
+    witness = load_witness()
+    rows = {"full (lambda 0.5)": {"fidelity_compensated": 0.7, "direction_accuracy": 0.95},
+            "no composition": {"fidelity_compensated": 0.55}}
+    found = witness.checks({"rows": rows, "text_only": {"direction_accuracy": 0.5}})
+    assert found == {"composition keeps the drawing (+0.10)": True,
+                     "sketch direction >= 90 %": True, "text-only direction >= 90 %": False}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "witness.py"), "-o", "/x",
+                           "--evaluate-only", "m", "--rows", "lambda 7"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "unknown row(s) ['lambda 7']" in done.stderr
+
+
+def load_witness():
+    spec = importlib.util.spec_from_file_location("witness", ROOT / "scripts" / "witness.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
