@@ -13,31 +13,33 @@ model with the toolkit's own sampler (``flipsketch.api.animate``) on drawings it
   given;
 - evaluation: held-out drawings of the same families (another seed), each facing right or
   left, animated with every prompt, 2 seeds, under the sampler rows of ``ROWS``: the full
-  method (lambda 0.5), lambda 0, lambda 1, no composition, lambda 1 and 0.5 with the
-  sign-aware ``lambda_rule="weight"``, and two informational ones; plus text-only direction.
+  method (lambda 0.5), lambda 0, lambda 1, no composition, lambda 0.5 and 1 under each rule
+  of eq. 9's factor (``lambda_rule``), and two informational ones; plus text-only direction.
 
 What the paper predicts, and what this prints as PASS/FAIL:
 
 1. composition keeps the drawing: later frames' motion-compensated stroke fidelity at least
    0.10 above the row without composition;
 2. lambda 1 keeps more (higher fidelity) and moves less (fewer pixels) than lambda 0 (with
-   eq. 9's rule, and with the sign-aware one);
+   the model's own rule, and with each rule);
 3. direction follows the prompt, text only and with a sketch: >= 90 %.
 
 Frame alignment is off in every row but "full + frame alignment" (the authors' demo ships
 with it off for its cost; the orderings above are about composition and lambda), so those
 rows cost one guided pass per step; that row shows what the whole of Algorithm 1 adds.
 
-Eq. 9's constant s (temporal composition's factor 1 + lambda * i * s towards frame 1) is the
-model's own (``--lambda-scale``, else the UNet's config, else the paper's 1/50); the row
-"full, eq. 9's 1/50" runs the paper's constant beside it. ``--calibrate`` sweeps s on drawings
-of the training stream (not the held-out ones) and prints, for each s, what lambda 0 and 1
-keep and move: the range that lambda spans on this model. Results: OUT/results.json,
-OUT/table.md and OUT/witness.png (contact sheets); OUT/calibration.md with ``--calibrate``.
+Eq. 9's factor towards frame 1, 1 + lambda * i * s, and what it multiplies (the logit, eq. 9,
+or the attention weight) are the model's own: s from ``--lambda-scale``, else the UNet's
+config, else the paper's 1/50; the rule from the UNet's config, else eq. 9's logit. The row
+"full, eq. 9 as printed" runs the paper's beside them. ``--calibrate`` sweeps s for each rule
+on drawings of the training stream (not the held-out ones), prints what lambda 0 and 1 keep
+and move (the range that lambda spans on this model) and chooses (``choose_calibration``);
+``--record`` writes the choice into the model. Results: OUT/results.json, OUT/table.md and
+OUT/witness.png (contact sheets); OUT/calibration.md with ``--calibrate``.
 
     OMP_NUM_THREADS=2 python scripts/witness.py -o runs/witness --minutes 70
     python scripts/witness.py -o runs/witness --evaluate-only runs/witness/model
-    python scripts/witness.py -o runs/cal --calibrate runs/witness/model
+    python scripts/witness.py -o runs/cal --calibrate runs/witness/model --record
     python scripts/witness.py -o /tmp/w --quick     # runs end to end in a few minutes
 """
 
@@ -58,8 +60,8 @@ from flipsketch.evaluation.metrics import judge
 from flipsketch.evaluation.runs import evaluate_sketch
 from flipsketch.models.presets import TINY_DIR
 from flipsketch.models.tiny import load_components
-from flipsketch.plugins import PAPER_LAMBDA_SCALE
-from flipsketch.sampler.attention import model_lambda_scale
+from flipsketch.plugins import LAMBDA_RULES, PAPER_LAMBDA_SCALE
+from flipsketch.sampler.attention import model_lambda_rule, model_lambda_scale
 from flipsketch.training.base import export_trained
 from flipsketch.training.loop import TIMESTEP_SAMPLING, LoopConfig, train_denoiser
 from flipsketch.training.synth import (
@@ -147,23 +149,26 @@ def train(out: Path, minutes: float, steps: int, clips: int, batch: int, lr: flo
     return model_dir
 
 
-ROWS = {  # name -> what differs from the base settings
+ROWS = {  # name -> what differs from the base settings (the model's own rule and s)
     "full (lambda 0.5)": {},
     "lambda 0": {"lambda_": 0.0},
     "lambda 1": {"lambda_": 1.0},
     "no composition": {"compose": "none"},
-    # The sign-aware variant (``lambda_rule="weight"``): eq. 9 scales the logit towards frame
-    # 1, which lowers its attention where that logit is negative (docs/witness.md); this
-    # scales the attention weight instead. Does lambda then order fidelity and motion?
-    "lambda 1 (weight rule)": {"lambda_": 1.0, "lambda_rule": "weight"},
-    # The weight rule at the default lambda: what composition keeps if it were the default.
+    # Each rule of eq. 9's factor at lambda 0.5 and 1: "logit" (eq. 9) scales the logit towards
+    # frame 1, which lowers its attention where that logit is negative (docs/witness.md);
+    # "weight" scales the attention weight. The model's own rule's rows repeat those above
+    # (and are not sampled twice).
+    "lambda 0.5 (logit rule)": {"lambda_rule": "logit"},
+    "lambda 1 (logit rule)": {"lambda_": 1.0, "lambda_rule": "logit"},
     "lambda 0.5 (weight rule)": {"lambda_rule": "weight"},
+    "lambda 1 (weight rule)": {"lambda_": 1.0, "lambda_rule": "weight"},
     # The whole of Algorithm 1: frame alignment optimises frames 2..M so that the joint
     # pass's frame 1 agrees with the reference alone, the stage that ties the later frames to
     # frame 1 through the temporal layers (informational: the checks compare the rows above).
     "full + frame alignment": {"align": True},
     # Eq. 9 as printed, with ModelScope's constant (informational, beside the model's own).
-    "full, eq. 9's 1/50": {"lambda_scale": PAPER_LAMBDA_SCALE},
+    "full, eq. 9 as printed (logit, 1/50)": {"lambda_rule": "logit",
+                                             "lambda_scale": PAPER_LAMBDA_SCALE},
 }
 
 
@@ -174,10 +179,19 @@ def evaluate(model: str, out: Path, sketches_per_family: int, seeds: list[int], 
     base = SamplerSettings(num_inference_steps=steps, num_frames=frames, align=False,
                            lambda_scale=lambda_scale)
     sketches = family_drawings(sketches_per_family, families)
-    results: dict = {"model": model, "rows": {}, "text_only": {}, "clips": {},
-                     "lambda_scale": lambda_scale or model_lambda_scale(pipe.unet)}
+    own = {"lambda_rule": model_lambda_rule(pipe.unet),
+           "lambda_scale": lambda_scale or model_lambda_scale(pipe.unet)}
+    results: dict = {"model": model, "rows": {}, "text_only": {}, "clips": {}, **own}
+    sampled: dict[str, str] = {}  # the resolved settings -> the row that sampled them
     for row in rows:
         settings = replace(base, **ROWS[row])
+        resolved = repr(replace(settings, **{k: getattr(settings, k) or v
+                                             for k, v in own.items()}))
+        if resolved in sampled:  # the same sampler as a row above: the same clips
+            results["rows"][row] = {k: v for k, v in results["rows"][sampled[resolved]].items()
+                                    if k != "cases"} | {"same_as": sampled[resolved]}
+            continue
+        sampled[resolved] = row
         cases = []
         for family, facing, drawing in sketches:
             prompts = list(prompts_for(family).values())
@@ -222,24 +236,24 @@ def summarise(cases: list[dict]) -> dict:
     }
 
 
+def _keeps_more(high: dict, low: dict) -> bool:
+    return high["fidelity_compensated"] > low["fidelity_compensated"]
+
+
+def _moves_less(high: dict, low: dict) -> bool:
+    return high["motion_px"] < low["motion_px"]
+
+
 CHECKS = {  # name -> (the rows it compares, the test)
     "composition keeps the drawing (+0.10)": (
         ("full (lambda 0.5)", "no composition"),
         lambda full, plain: full["fidelity_compensated"] - plain["fidelity_compensated"] >= 0.10),
-    "composition with the weight rule keeps the drawing (+0.10)": (
-        ("lambda 0.5 (weight rule)", "no composition"),
-        lambda full, plain: full["fidelity_compensated"] - plain["fidelity_compensated"] >= 0.10),
-    "lambda 1 keeps more than lambda 0": (
-        ("lambda 1", "lambda 0"),
-        lambda high, low: high["fidelity_compensated"] > low["fidelity_compensated"]),
-    "lambda 1 moves less than lambda 0": (
-        ("lambda 1", "lambda 0"), lambda high, low: high["motion_px"] < low["motion_px"]),
-    "lambda 1 (weight rule) keeps more than lambda 0": (
-        ("lambda 1 (weight rule)", "lambda 0"),
-        lambda high, low: high["fidelity_compensated"] > low["fidelity_compensated"]),
-    "lambda 1 (weight rule) moves less than lambda 0": (
-        ("lambda 1 (weight rule)", "lambda 0"),
-        lambda high, low: high["motion_px"] < low["motion_px"]),
+    "lambda 1 keeps more than lambda 0": (("lambda 1", "lambda 0"), _keeps_more),
+    "lambda 1 moves less than lambda 0": (("lambda 1", "lambda 0"), _moves_less),
+    **{f"lambda 1 ({rule} rule) {verb} than lambda 0": ((f"lambda 1 ({rule} rule)", "lambda 0"),
+                                                        test)
+       for rule in LAMBDA_RULES
+       for verb, test in (("keeps more", _keeps_more), ("moves less", _moves_less))},
     "sketch direction >= 90 %": (
         ("full (lambda 0.5)",), lambda full: (full["direction_accuracy"] or 0) >= 0.9),
 }
@@ -256,13 +270,17 @@ def checks(results: dict) -> dict[str, bool]:
 
 
 def table(results: dict) -> str:
-    lines = [f"Eq. 9's constant s = {results['lambda_scale']:g} (factor 1 + lambda * i * s "
-             "towards frame 1) in every row but the last.\n",
+    lines = [f"The model's own eq. 9 factor: 1 + lambda * i * s towards frame 1 with s = "
+             f"{results['lambda_scale']:g}, {results['lambda_rule']} rule, in every row that "
+             "does not name another.\n",
              "| row | later frames kept (compensated F) | frame 1 F | motion px | direction "
              "(all / facing / against) |", "| --- | --- | --- | --- | --- |"]
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.0f} %"
+
     for row, r in results["rows"].items():
-        def pct(x):
-            return "-" if x is None else f"{100 * x:.0f} %"
+        if "same_as" in r:
+            row = f"{row} (= {r['same_as']})"
         lines.append(f"| {row} | {r['fidelity_compensated']:.3f} | {r['fidelity_first']:.3f} | "
                      f"{r['motion_px']:.1f} | {pct(r['direction_accuracy'])} / "
                      f"{pct(r['direction_accuracy_facing'])} / "
@@ -277,10 +295,17 @@ CALIBRATION_SCALES = (0.02, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 def calibrate(model: str, families: tuple[str, ...], steps: int, log,
-              scales: tuple[float, ...] = CALIBRATION_SCALES, frames: int = 10) -> str:
-    """For each s of ``scales``: later-frame fidelity and motion at lambda 0 and
-    1 (and without composition), on one drawing per family from the training stream, with
-    the part-motion and travel-right prompts, seed 0. Returns the table (markdown)."""
+              scales: tuple[float, ...] = CALIBRATION_SCALES,
+              frames: int = 10) -> tuple[str, dict]:
+    """Eq. 9's rule and constant for ``model``: for each rule and each s of ``scales``,
+    later-frame fidelity and motion at lambda 1, beside lambda 0 (the factor is 1 there,
+    whatever the rule and s) and no composition, on one drawing per family from the
+    *training* stream, with the part-motion and travel-right prompts, seed 0.
+
+    The choice: for each rule, the largest s at which lambda 1 still moves at least half as
+    much as lambda 0 (a knob that trades motion for fidelity, not one that freezes the drawing
+    at its end); of the two, the rule that keeps more at lambda 1. Returns the table
+    (markdown) and the choice, ``{"lambda_rule": ..., "lambda_scale": ...}``."""
     pipe = load_pipeline(model)
     sketches = family_drawings(1, families, seed=TRAIN_SEED)
 
@@ -296,15 +321,44 @@ def calibrate(model: str, families: tuple[str, ...], steps: int, log,
         return (float(np.mean([c["fidelity_compensated"] for c in cases])),
                 float(np.mean([c["motion_px"] for c in cases])))
 
-    plain = row(compose="none")
-    lines = [f"no composition: later frames kept {plain[0]:.3f}, motion {plain[1]:.1f} px\n",
-             "| s | F, lambda 0 | F, lambda 1 | px, lambda 0 | px, lambda 1 |",
-             "| --- | --- | --- | --- | --- |"]
+    plain, low = row(compose="none"), row(lambda_=0.0)
+    lines = [f"no composition: later frames kept {plain[0]:.3f}, motion {plain[1]:.1f} px; "
+             f"lambda 0 (any rule, any s): {low[0]:.3f}, {low[1]:.1f} px\n",
+             "| s | " + " | ".join(f"F, lambda 1 ({r}) | px, lambda 1 ({r})"
+                                  for r in LAMBDA_RULES) + " |",
+             "| --- |" + " --- | --- |" * len(LAMBDA_RULES)]
+    high = {rule: {} for rule in LAMBDA_RULES}  # rule -> s -> (F, px) at lambda 1
     for scale in scales:
-        (f0, px0), (f1, px1) = (row(lambda_=lam, lambda_scale=scale) for lam in (0.0, 1.0))
-        lines.append(f"| {scale:g} | {f0:.3f} | {f1:.3f} | {px0:.1f} | {px1:.1f} |")
+        for rule in LAMBDA_RULES:
+            high[rule][scale] = row(lambda_=1.0, lambda_rule=rule, lambda_scale=scale)
+        lines.append(f"| {scale:g} | " + " | ".join(
+            f"{high[r][scale][0]:.3f} | {high[r][scale][1]:.1f}" for r in LAMBDA_RULES) + " |")
         log(lines[-1])
-    return "\n".join(lines) + "\n"
+    choice = choose_calibration(low[1], high)
+    lines.append(f"\nchosen: lambda_rule {choice['lambda_rule']}, lambda_scale "
+                 f"{choice['lambda_scale']:g}")
+    return "\n".join(lines) + "\n", choice
+
+
+def choose_calibration(low_px: float,
+                       high: dict[str, dict[float, tuple[float, float]]]) -> dict:
+    """The calibration rule of ``calibrate`` on its measurements: ``high[rule][s]`` is
+    (fidelity, motion px) at lambda 1; ``low_px`` lambda 0's motion."""
+    best = {}
+    for rule, by_scale in high.items():
+        moving = [s for s, (_f, px) in by_scale.items() if px >= low_px / 2]
+        scale = max(moving) if moving else min(by_scale)
+        best[rule] = (by_scale[scale][0], scale)
+    rule = max(best, key=lambda r: best[r][0])
+    return {"lambda_rule": rule, "lambda_scale": best[rule][1]}
+
+
+def record_calibration(model: str, choice: dict) -> None:
+    """Write the choice into the model's UNet config, where the sampler reads its defaults
+    (``model_lambda_rule``, ``model_lambda_scale``)."""
+    path = Path(model) / "unet" / "config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, **choice}, indent=2, sort_keys=True) + "\n")
 
 
 def contact_sheet(pipe, sketches, base: SamplerSettings, seed: int, path: Path) -> None:
@@ -354,7 +408,10 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", metavar="ROW",
                         help="evaluate only these rows (default: all of " + "; ".join(ROWS) + ")")
     parser.add_argument("--calibrate", metavar="MODEL",
-                        help="sweep eq. 9's constant on MODEL instead of evaluating")
+                        help="sweep eq. 9's rule and constant on MODEL instead of evaluating")
+    parser.add_argument("--record", action="store_true",
+                        help="with --calibrate: write the chosen rule and constant into "
+                             "MODEL's UNet config (the sampler's defaults for that model)")
     parser.add_argument("--quick", action="store_true",
                         help="a few steps of everything: checks that it runs")
     args = parser.parse_args()
@@ -378,10 +435,13 @@ def main() -> None:
     if args.calibrate:
         scales = (CALIBRATION_SCALES[0], CALIBRATION_SCALES[-1]) if args.quick \
             else CALIBRATION_SCALES
-        found = calibrate(args.calibrate, families, args.sampling_steps, log, scales,
-                          args.frames)
+        found, choice = calibrate(args.calibrate, families, args.sampling_steps, log, scales,
+                                  args.frames)
         (args.out / "calibration.md").write_text(found)
         print(found)
+        if args.record:
+            record_calibration(args.calibrate, choice)
+            print(f"recorded in {args.calibrate}/unet/config.json")
         return
     model = args.evaluate_only
     if model is None:

@@ -144,18 +144,19 @@ def test_positions_need_at_least_one_frame():
         add_frame_positions(_unet(), 0)
 
 
-def test_a_unets_lambda_scale_round_trips_quietly(tmp_path):
-    """The constant of eq. 9 a UNet was calibrated with (``LAMBDA_SCALE_KEY``) lives in its
-    config.json: saved, loaded back by ``load_unet`` and read by the sampler, without
-    diffusers' 'will be ignored' notice."""
-    from flipsketch.plugins import LAMBDA_SCALE_KEY
-    from flipsketch.sampler.attention import model_lambda_scale
+def test_a_unets_eq_9_calibration_round_trips_quietly(tmp_path):
+    """The constant and rule of eq. 9 a UNet was calibrated with (``LAMBDA_SCALE_KEY``,
+    ``LAMBDA_RULE_KEY``) live in its config.json: saved, loaded back by ``load_unet`` and read
+    by the sampler, without diffusers' 'will be ignored' notice."""
+    from flipsketch.plugins import LAMBDA_RULE_KEY, LAMBDA_SCALE_KEY
+    from flipsketch.sampler.attention import model_lambda_rule, model_lambda_scale
 
     unet = _unet()
-    assert model_lambda_scale(unet) == 0.02  # none recorded: the paper's 1/50
-    unet.register_to_config(**{LAMBDA_SCALE_KEY: 0.75})
+    # None recorded: the paper's 1/50 on the logit.
+    assert (model_lambda_scale(unet), model_lambda_rule(unet)) == (0.02, "logit")
+    unet.register_to_config(**{LAMBDA_SCALE_KEY: 0.75, LAMBDA_RULE_KEY: "weight"})
     unet.save_pretrained(tmp_path / "unet")
     with _Records() as ours:
         loaded = load_unet(tmp_path / "unet")
-    assert model_lambda_scale(loaded) == 0.75
-    assert not [m for m in ours.messages if LAMBDA_SCALE_KEY in m]
+    assert (model_lambda_scale(loaded), model_lambda_rule(loaded)) == (0.75, "weight")
+    assert not [m for m in ours.messages if LAMBDA_SCALE_KEY in m or LAMBDA_RULE_KEY in m]

@@ -149,22 +149,31 @@ def test_composition_changes_the_result_and_lambda_matters(tiny_pipe):
     assert not torch.allclose(composed, stronger, atol=1e-6)
 
 
-def test_the_sampler_takes_eq_9s_constant_from_the_unets_config(tiny_pipe):
-    """A UNet that records ``lambda_scale`` in its config is sampled with it (what passing it
-    gives); one that records none with the paper's 1/50; an explicit value wins."""
-    from flipsketch.plugins import LAMBDA_SCALE_KEY
-
-    kwargs = dict(num_frames=4, num_inference_steps=4, seeds=[1], aligner=None, lambda_=1.0)
+@pytest.mark.parametrize("key, paper_value, own_value", [("lambda_scale", 0.02, 1.0),
+                                                        ("lambda_rule", "logit", "weight")])
+def test_the_sampler_takes_eq_9s_constant_and_rule_from_the_unets_config(
+        tiny_pipe, key, paper_value, own_value):
+    """A UNet that records eq. 9's ``lambda_scale`` or ``lambda_rule`` in its config is
+    sampled with it (what passing it gives); one that records none with the paper's; an
+    explicit value wins."""
+    kwargs = dict(num_frames=4, num_inference_steps=4, seeds=[1], aligner=None, lambda_=1.0,
+                  **({"lambda_scale": 1.0} if key == "lambda_rule" else {}))
 
     def frames(**more):
         return tiny_pipe("a fish", a_sketch(), **kwargs, **more).frames
 
-    paper, own = frames(), frames(lambda_scale=1.0)
-    torch.testing.assert_close(paper, frames(lambda_scale=0.02), rtol=0, atol=0)
+    paper, own = frames(), frames(**{key: own_value})
+    torch.testing.assert_close(paper, frames(**{key: paper_value}), rtol=0, atol=0)
     assert (paper - own).abs().max() > 1e-4
-    tiny_pipe.unet.register_to_config(**{LAMBDA_SCALE_KEY: 1.0})
+    tiny_pipe.unet.register_to_config(**{key: own_value})
     torch.testing.assert_close(frames(), own, rtol=0, atol=0)
-    torch.testing.assert_close(frames(lambda_scale=0.02), paper, rtol=0, atol=0)
+    torch.testing.assert_close(frames(**{key: paper_value}), paper, rtol=0, atol=0)
+
+
+def test_a_unet_recording_an_unknown_rule_is_refused_by_name(tiny_pipe):
+    tiny_pipe.unet.register_to_config(lambda_rule="softmax")
+    with pytest.raises(ValueError, match="config.json has lambda_rule 'softmax'"):
+        tiny_pipe("a fish", a_sketch(), num_frames=4, num_inference_steps=2, aligner=None)
 
 
 def test_spatial_tokens_equal_to_frame_count_do_not_confuse_the_layers():

@@ -24,32 +24,52 @@ def test_the_witness_runs_end_to_end_on_a_tiny_budget(tmp_path):
                           timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["rows"]) == {"full (lambda 0.5)", "lambda 0", "lambda 1",
-                                    "no composition", "lambda 1 (weight rule)",
-                                    "lambda 0.5 (weight rule)", "full + frame alignment",
-                                    "full, eq. 9's 1/50"}
-    for row in results["rows"].values():
+    rows = results["rows"]
+    assert set(rows) == {"full (lambda 0.5)", "lambda 0", "lambda 1", "no composition",
+                         "lambda 0.5 (logit rule)", "lambda 1 (logit rule)",
+                         "lambda 0.5 (weight rule)", "lambda 1 (weight rule)",
+                         "full + frame alignment", "full, eq. 9 as printed (logit, 1/50)"}
+    for row in rows.values():
         assert row["clips"] == 3 and 0 <= row["fidelity_compensated"] <= 1
+    # The fine-tune records no rule: the logit rule's rows are the model's own, sampled once.
+    assert rows["lambda 1 (logit rule)"]["same_as"] == "lambda 1"
+    assert rows["lambda 0.5 (logit rule)"]["same_as"] == "full (lambda 0.5)"
+    assert "same_as" not in rows["lambda 1 (weight rule)"]
     assert results["text_only"]["clips"] == 4
-    assert len(results["checks"]) == 8
+    assert len(results["checks"]) == 9
     table = (tmp_path / "table.md").read_text()
-    assert table.count("PASS") + table.count("FAIL") == 8
+    assert table.count("PASS") + table.count("FAIL") == 9
     sheet = np.asarray(Image.open(tmp_path / "witness.png"))
     assert sheet.min() < 128 < sheet.max()  # ink on paper, not a blank image
     assert (tmp_path / "model" / "model_index.json").is_file()  # the fine-tune was exported
-    assert "Eq. 9's constant s = 0.02" in table  # the model records none: the paper's
+    assert "s = 0.02, logit rule" in table  # the model records none: the paper's
 
-    # The sweep of eq. 9's constant on the fine-tune: one table row per scale (--quick: the
-    # grid's two ends).
+    # The sweep of eq. 9's rule and constant on the fine-tune (--quick: the grid's two ends),
+    # its choice recorded in the model's UNet config, where the sampler reads its defaults.
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "witness.py"), "-o",
                            str(tmp_path / "cal"), "--quick", "--calibrate",
-                           str(tmp_path / "model")], capture_output=True, text=True,
+                           str(tmp_path / "model"), "--record"], capture_output=True, text=True,
                           timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = [line for line in (tmp_path / "cal" / "calibration.md").read_text().splitlines()
-            if line.startswith("| ") and line[2].isdigit()]
+    found = (tmp_path / "cal" / "calibration.md").read_text()
+    rows = [line for line in found.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [float(r.split("|")[1]) for r in rows] == [0.02, 2.0]
+    config = json.loads((tmp_path / "model" / "unet" / "config.json").read_text())
+    assert config["lambda_rule"] in ("logit", "weight") and config["lambda_scale"] in (0.02, 2.0)
+    assert f"chosen: lambda_rule {config['lambda_rule']}, lambda_scale " in found
 
+
+def test_calibration_takes_the_largest_s_that_still_moves_then_the_rule_that_keeps_more():
+    witness = load_witness()
+    high = {"logit": {0.1: (0.60, 11.0), 1.0: (0.70, 7.0), 2.0: (0.80, 5.0)},
+            "weight": {0.1: (0.65, 10.0), 1.0: (0.74, 6.5), 2.0: (0.85, 2.0)}}
+    # lambda 0 moves 12 px: s = 2 freezes both rules (5 and 2 px, under half of 12)
+    assert witness.choose_calibration(12.0, high) == {"lambda_rule": "weight",
+                                                      "lambda_scale": 1.0}
+    assert witness.choose_calibration(9.0, high) == {"lambda_rule": "logit",
+                                                     "lambda_scale": 2.0}
+    # Nothing moves enough: the smallest s, the nearest to a free clip.
+    assert witness.choose_calibration(40.0, high)["lambda_scale"] == 0.1
 
 def test_the_witness_evaluates_a_subset_of_rows_and_checks_only_what_they_can_tell():
     witness = load_witness()

@@ -132,22 +132,24 @@ class SamplerChoices:
     align_lr: float
     # The number i of frame 1 in the temporal logit scale 1 + lambda * i / 50.
     frame_index_base: int
-    # What that factor multiplies: the logit to frame 1 (eq. 9) or the attention weight.
-    lambda_rule: str
-    # s in that factor, 1 + lambda * i * s: None, the model's own (``model_lambda_scale``).
+    # What that factor multiplies: the logit to frame 1 (eq. 9) or the attention weight, and
+    # s in it, 1 + lambda * i * s; None: the model's own (``model_lambda_rule``,
+    # ``model_lambda_scale``), eq. 9's where the model records none.
+    lambda_rule: str | None
     lambda_scale: float | None
 
 
 # The toolkit: frame 1 is the drawing (freed after the windows, the embedded model redraws it
 # its own way: frame-1 stroke F-score 0.50 instead of 0.89, model card); one Adam step at 1e-2
 # removes as much of L_align as the authors' 10 at 1e-3 at a tenth of the work (README,
-# Benchmarks); frames numbered 1..M, as eq. 9 reads for frame 1.
+# Benchmarks); frames numbered 1..M, as eq. 9 reads for frame 1; eq. 9's rule and constant the
+# model's own (calibrated on the model, docs/witness.md).
 TOOLKIT_SAMPLER = SamplerChoices(keep_first_frame=True, align_iterations=AlignSettings.iterations,
                                  align_lr=AlignSettings.lr, frame_index_base=1,
-                                 lambda_rule="logit", lambda_scale=None)
+                                 lambda_rule=None, lambda_scale=None)
 # The paper's sampler as the authors' code runs it: frame 1 starts from x_T^r only, their
 # alignment optimiser (10 Adam steps at 1e-3; the paper does not print these), frames
-# numbered 0..M-1 in the temporal scale, eq. 9's constant 1/50 whatever the model.
+# numbered 0..M-1 in the temporal scale, eq. 9's logit rule and constant 1/50 whatever the model.
 PAPER_SAMPLER = SamplerChoices(keep_first_frame=False, align_iterations=10, align_lr=1e-3,
                                frame_index_base=0, lambda_rule="logit",
                                lambda_scale=PAPER_LAMBDA_SCALE)
@@ -197,7 +199,8 @@ class SamplerSettings:
     lambda_rule: str | None = option(
         None, "--lambda-rule", f"What lambda scales in temporal composition: {LAMBDA_RULES[0]} "
                                f"(the logit to frame 1, paper eq. 9) or {LAMBDA_RULES[1]} (its "
-                               f"attention weight). [default: {LAMBDA_RULES[0]}]")
+                               "attention weight). [default: the model's own (logit, eq. 9's, "
+                               "for ModelScope); logit with --paper]")
     lambda_scale: float | None = option(
         None, "--lambda-scale", "s in temporal composition's factor 1 + lambda * i * s towards "
                                 "frame 1. [default: the model's own (0.02, eq. 9's, for "

@@ -25,7 +25,7 @@ from diffusers import UNet3DConditionModel
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 
-from flipsketch.plugins import LAMBDA_SCALE_KEY
+from flipsketch.plugins import LAMBDA_RULE_KEY, LAMBDA_SCALE_KEY
 
 CONFIG_KEY = "frame_positions"
 
@@ -62,8 +62,8 @@ def restore_frame_positions(unet: UNet3DConditionModel) -> UNet3DConditionModel:
 
 
 # The keys flipsketch adds to a UNet's config.json: its frame positions, and eq. 9's constant
-# that the sampler reads (``sampler.attention.model_lambda_scale``).
-OWN_CONFIG_KEYS = (CONFIG_KEY, LAMBDA_SCALE_KEY)
+# and rule that the sampler reads (``sampler.attention.model_lambda_scale``/``_rule``).
+OWN_CONFIG_KEYS = (CONFIG_KEY, LAMBDA_SCALE_KEY, LAMBDA_RULE_KEY)
 
 
 class _DropOwnKeysNotice(logging.Filter):

@@ -33,6 +33,7 @@ from flipsketch.plugins.types import (
     DEFAULT_FPS,
     DEFAULT_LAMBDA,
     DEFAULT_SIZE,
+    LAMBDA_RULE_KEY,
     LAMBDA_RULES,
     LAMBDA_SCALE_KEY,
     PAPER_LAMBDA_SCALE,
@@ -58,8 +59,8 @@ from flipsketch.plugins.types import (
 
 __all__ = [
     "ALIGN_OPTIMIZERS", "BUILTIN_PLUGINS", "COMMANDS_HOOK", "COMPOSE_MODES", "DEFAULT_FPS",
-    "DEFAULT_LAMBDA", "DEFAULT_SIZE", "ENTRY_POINT_GROUP", "LAMBDA_RULES", "LAMBDA_SCALE_KEY",
-    "OFF", "PAPER_LAMBDA_SCALE", "STAGES",
+    "DEFAULT_LAMBDA", "DEFAULT_SIZE", "ENTRY_POINT_GROUP", "LAMBDA_RULE_KEY", "LAMBDA_RULES",
+    "LAMBDA_SCALE_KEY", "OFF", "PAPER_LAMBDA_SCALE", "STAGES",
     "AlignSettings",
     "Aligner", "Backbone", "BrokenPlugin", "Clip", "Composer", "Composition",
     "CompositionSettings", "Field", "Interpolator", "Inverter", "LoadedPlugin", "PluginManager",

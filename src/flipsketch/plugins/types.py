@@ -133,6 +133,9 @@ LAMBDA_RULES = ("logit", "weight")
 # constant that makes lambda's range do the same there, under this key of its config.json.
 PAPER_LAMBDA_SCALE = 0.02
 LAMBDA_SCALE_KEY = "lambda_scale"
+# Likewise the rule (``LAMBDA_RULES``) that gives lambda its range on that model: eq. 9's
+# "logit" unless the config records another under this key.
+LAMBDA_RULE_KEY = "lambda_rule"
 
 
 @dataclass

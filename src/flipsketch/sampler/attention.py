@@ -13,7 +13,8 @@ Two attention processors are swapped into the UNet's self-attention layers (``at
   unscaled and eq. 9's factor is frame 2's (``CompositionSettings.frame_index_base``).
   Scaling a logit only raises the attention where the logit is positive; the "weight" rule
   (``CompositionSettings.lambda_rule``) scales the attention weight instead, by adding
-  log(factor) to the logit, so a larger lambda always means more attention to frame 1.
+  log(factor) to the logit, so a larger lambda always means more attention to frame 1. Which
+  rule runs is, like s, the model's own where its config records one (``model_lambda_rule``).
 
 Which layer is spatial or temporal is read from the module's place in the UNet, never from
 tensor shapes (a shape test breaks when H_s*W_s happens to equal the frame count).
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from flipsketch.plugins import (
+    LAMBDA_RULE_KEY,
     LAMBDA_RULES,
     LAMBDA_SCALE_KEY,
     PAPER_LAMBDA_SCALE,
@@ -84,6 +86,21 @@ def model_lambda_scale(unet) -> float:
     gives lambda its range back on such a model (docs/witness.md measures it)."""
     value = unet.config.get(LAMBDA_SCALE_KEY)
     return PAPER_LAMBDA_SCALE if value is None else float(value)
+
+
+def model_lambda_rule(unet) -> str:
+    """The rule (``LAMBDA_RULES``) that ``unet`` was calibrated with (its config's
+    ``lambda_rule``), else eq. 9's "logit".
+
+    On a model whose logits towards frame 1 are small and of either sign, scaling the logit
+    barely moves the attention, and a factor large enough to matter freezes the clip at lambda
+    1 before it keeps the drawing at lambda 0.5; scaling the weight keeps more per pixel of
+    motion given up (docs/witness.md, the calibration)."""
+    rule = unet.config.get(LAMBDA_RULE_KEY) or LAMBDA_RULES[0]
+    if rule not in LAMBDA_RULES:
+        raise ValueError(f"the UNet's config.json has {LAMBDA_RULE_KEY} {rule!r}; it must be "
+                         f"one of {', '.join(LAMBDA_RULES)} (fix or remove the key)")
+    return rule
 
 
 class Composition:

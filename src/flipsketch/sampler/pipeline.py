@@ -47,7 +47,11 @@ from flipsketch.plugins import (
     sketch_encoding,
 )
 from flipsketch.sampler.alignment import gradient_align
-from flipsketch.sampler.attention import compose_attention, model_lambda_scale
+from flipsketch.sampler.attention import (
+    compose_attention,
+    model_lambda_rule,
+    model_lambda_scale,
+)
 from flipsketch.sampler.inversion import ddim_invert
 from flipsketch.sampler.latents import decode_latents, encode_frames
 from flipsketch.settings import TOOLKIT_SAMPLER, SamplerSettings
@@ -180,7 +184,7 @@ class FlipSketchPipeline(DiffusionPipeline):
         compose: str = SAMPLER.compose,
         keep_first_frame: bool = TOOLKIT_SAMPLER.keep_first_frame,
         frame_index_base: int = TOOLKIT_SAMPLER.frame_index_base,
-        lambda_rule: str = TOOLKIT_SAMPLER.lambda_rule,
+        lambda_rule: str | None = TOOLKIT_SAMPLER.lambda_rule,
         lambda_scale: float | None = SAMPLER.lambda_scale,
         inverter: Callable | None = ddim_invert,
         aligner: Callable | None = gradient_align,
@@ -199,8 +203,9 @@ class FlipSketchPipeline(DiffusionPipeline):
         switch their stage off. ``frame_index_base`` numbers frame 1 in the temporal logit
         scale (``CompositionSettings``): 1 the toolkit, 0 the authors' code; ``lambda_rule``
         says whether the scale multiplies the logit ("logit", eq. 9) or the attention weight
-        ("weight"); ``lambda_scale`` is s in its factor 1 + lambda * i * s (None: the UNet's
-        own, ``model_lambda_scale``; eq. 9's 1/50 for a UNet that records none).
+        ("weight"), and ``lambda_scale`` is s in its factor 1 + lambda * i * s; None for
+        either: the UNet's own (``model_lambda_rule``, ``model_lambda_scale``), eq. 9's for a
+        UNet that records none.
 
         Frame 1, with a sketch: it starts from the sketch's inverted noise x_T^r, always, and
         is set to the reference trajectory (x_T^r denoised with the null prompt) at the start
@@ -268,7 +273,8 @@ class FlipSketchPipeline(DiffusionPipeline):
         composition = None
         if composer is not None:
             composition = composer(self.unet, CompositionSettings.for_mode(
-                compose, lambda_, frame_index_base, lambda_rule,
+                compose, lambda_, frame_index_base,
+                model_lambda_rule(self.unet) if lambda_rule is None else lambda_rule,
                 model_lambda_scale(self.unet) if lambda_scale is None else lambda_scale))
 
         # 4. Denoising loop.
