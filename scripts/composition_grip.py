@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--lambda", dest="lambda_", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compose", default="both", help="both, spatial or temporal")
-    parser.add_argument("--lambda-rule", default="logit", help="logit or weight")
+    parser.add_argument("--lambda-rule", choices=("logit", "weight"),
+                        help="what lambda's factor scales (default: the model's own)")
     args = parser.parse_args()
 
     pipe = load_pipeline(args.model)
