@@ -13,9 +13,11 @@ and measures three kinds of step:
   stopped and resumed every hour or two are: tiny.yaml's pool of 4,000 clips takes 1,000 steps.
 
 The first step of a process (allocations) and the last one (checkpoint and export) are left
-out. Runs alternate old, new, old, new, ... so both see the same machine load; the medians over
-repeats are compared. The cached steps run the same code in both variants: their ratio shows
-how much the machine's load moved the numbers.
+out. The steps are timed by the loop's section timers alone (``profile_operators`` False):
+torch.profiler would slow the steps it times, and parsing its trace took longer than the steps;
+``--operators`` runs it too. Runs alternate old, new, old, new, ... so both see the same
+machine load; the medians over repeats are compared. The cached steps run the same code in
+both variants: their ratio shows how much the machine's load moved the numbers.
 
 "old" is tiny.yaml's base stage as it was: the VAE encoding all 40 frames of a batch at once,
 the latent cache in memory only. "new" is tiny.yaml as it is (4 frames per VAE call, the cache
@@ -24,10 +26,11 @@ kept in RUN_DIR/latents). Both run the current loop, so its fused AdamW and mult
 the section tables (where a step's time goes) and the ratio line:
 
     python benchmarks/bench_training.py [--steps 4] [--repeats 2] [--config tiny.yaml]
-        [--profile-out DIR]
+        [--profile-out DIR] [--operators]
 
 ``--config`` takes another training config (the tests pass a small one); ``--profile-out``
-keeps each variant's last profile (sections, operators, trace) there.
+keeps each variant's last profile there (sections; with ``--operators`` the operator table and
+trace too).
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ VARIANTS: dict[str, dict] = {
 KINDS = ("new clips", "cached clips", "resumed")
 
 
-def run_child(config: Path, changes: dict, steps: int, out: Path, resume: bool) -> None:
+def run_child(config: Path, changes: dict, steps: int, out: Path, resume: bool,
+              operators: bool) -> None:
     """Train this process's part of a run: 2 x ``steps`` steps, or with ``resume`` the
     ``steps`` + 1 after them; the profile lands in ``out/profile``."""
     from flipsketch.models.tiny import load_config
@@ -60,7 +64,7 @@ def run_child(config: Path, changes: dict, steps: int, out: Path, resume: bool) 
     settings = load_config(config)
     base = settings["stages"]["base"]
     base.update(changes, clips=steps * int(base["batch_size"]),
-                profile_steps=steps + 1 if resume else 2 * steps,
+                profile_steps=steps + 1 if resume else 2 * steps, profile_operators=operators,
                 checkpoint_every=10**6, log_every=10**6, export_every=None)
     train_base(settings, out, resume=resume, steps=3 * steps + 1 if resume else 2 * steps)
 
@@ -78,7 +82,7 @@ def per_clip(run: dict, steps: int) -> dict[str, float]:
             for kind, rows in step_rows(run, steps).items()}
 
 
-def measure(name: str, config: Path, steps: int, folder: Path) -> dict:
+def measure(name: str, config: Path, steps: int, folder: Path, operators: bool) -> dict:
     """One run of variant ``name``, started and resumed in fresh processes (allocator, caches
     and threads start equal for every run); returns its profile summary, the resumed part's
     under ``resumed``."""
@@ -88,7 +92,8 @@ def measure(name: str, config: Path, steps: int, folder: Path) -> dict:
     for resume in (False, True):
         subprocess.run([sys.executable, __file__, "--child", name, "--config", str(config),
                         "--steps", str(steps), "--out", str(out),
-                        *(["--resume"] if resume else [])],
+                        *(["--resume"] if resume else []),
+                        *(["--operators"] if operators else [])],
                        check=True, env=env, stdout=subprocess.DEVNULL)
         profile = out / ("profile-resumed" if resume else "profile-first")
         (out / "profile").rename(profile)
@@ -105,6 +110,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--config", type=Path, default=CONFIG_PATH)
     parser.add_argument("--profile-out", type=Path)
+    parser.add_argument("--operators", action="store_true",
+                        help="torch.profiler in every run too (slower; operator tables and "
+                             "traces for --profile-out)")
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
@@ -112,7 +120,8 @@ def main() -> None:
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the first step of a run is left out)")
     if args.child:
-        run_child(args.config, VARIANTS[args.child], args.steps, args.out, args.resume)
+        run_child(args.config, VARIANTS[args.child], args.steps, args.out, args.resume,
+                  args.operators)
         return
 
     from flipsketch.training.profiling import format_sections, legend, mean_sections
@@ -125,7 +134,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for name in VARIANTS:
-                run = measure(name, args.config, args.steps, Path(tmp))
+                run = measure(name, args.config, args.steps, Path(tmp), args.operators)
                 results[name].append(run)
                 costs = per_clip(run, args.steps)
                 print(f"{name} run {repeat + 1}: " + ", ".join(

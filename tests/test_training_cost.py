@@ -44,6 +44,15 @@ def test_profiled_steps_say_where_the_time_goes(tmp_path):
     assert {"unet_forward", "backward", "optimizer"} <= names
 
 
+def test_the_section_timers_run_without_torch_profiler(tmp_path):
+    run_loop(tmp_path, steps=3, profile_steps=2, profile_operators=False)
+    summary = json.loads((tmp_path / "profile" / "sections.json").read_text())
+    assert summary["steps"] == 2
+    assert all(row["unet_forward"] > 0 and row["backward"] > 0 for row in summary["per_step"])
+    assert sorted(p.name for p in (tmp_path / "profile").iterdir()) == \
+        ["sections.json", "sections.txt"]
+
+
 def test_a_shorter_run_than_profile_steps_still_writes_its_profile(tmp_path):
     run_loop(tmp_path, steps=1, profile_steps=5)
     assert json.loads((tmp_path / "profile" / "sections.json").read_text())["steps"] == 1
@@ -80,7 +89,7 @@ def test_a_resumed_run_reads_its_cached_latents_instead_of_encoding_again(tmp_pa
     assert encodes(tmp_path / "run", steps=6, seed=4, resume=True) > 0
 
 
-@pytest.mark.slow  # eight training processes
+@pytest.mark.slow  # four training processes
 def test_the_cost_benchmark_runs_for_a_few_steps(tmp_path):
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump(SMALL))
@@ -100,6 +109,8 @@ def test_the_cost_benchmark_runs_for_a_few_steps(tmp_path):
     for name in ("old", "new"):
         for part in ("profile-first", "profile-resumed"):
             assert (tmp_path / "profiles" / name / part / "sections.txt").is_file()
+            # The steps were timed without torch.profiler (no --operators).
+            assert not (tmp_path / "profiles" / name / part / "ops.txt").exists()
 
 
 @pytest.mark.slow  # trains, evaluates and exports through four commands

@@ -101,6 +101,10 @@ class LoopConfig:
     # Run the first N steps under torch.profiler, with each part of a step timed, and write
     # the tables to RUN_DIR/profile (``training.profiling``): where a step's time goes.
     profile_steps: int = 0
+    # With profile_steps: the operators too (torch.profiler: ops.txt, trace.json.gz). False:
+    # the section timers only, which is all a cost comparison reads; torch.profiler slows
+    # the steps it times, and parsing its trace took 15 s of a 25 s benchmark process.
+    profile_operators: bool = True
     # Frames per VAE encode call (0: all frames of the batch at once). On a CPU, 4 frames at
     # a time encode 1.3-2x faster than 40 and give the same latents bit for bit: a 128 px
     # frame's activations (32 channels, 2 MB) then stay in the caches instead of streaming
@@ -235,7 +239,7 @@ def train_denoiser(
         for model in run.wrapped.values():
             model.train()
         profiler = StepProfiler(config.profile_steps if main else 0, run_dir / "profile",
-                                run.device, config.batch_size)
+                                run.device, config.batch_size, config.profile_operators)
         section = profiler.sections.section
 
         while step < config.steps:

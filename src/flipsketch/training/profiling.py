@@ -10,7 +10,8 @@ beside the operators that ran inside them.
 Written to ``RUN_DIR/profile/``: ``sections.txt`` / ``sections.json`` (seconds per step and per
 clip by section, the first step apart from the later ones: it pays one-off costs such as
 allocations and cuDNN's kernel search), ``ops.txt`` (the operators by self time) and
-``trace.json.gz`` (a Chrome/Perfetto trace of the profiled steps).
+``trace.json.gz`` (a Chrome/Perfetto trace of the profiled steps); with
+``LoopConfig.profile_operators`` False the timers run alone and only the sections are written.
 """
 
 from __future__ import annotations
@@ -116,34 +117,38 @@ def legend() -> str:
 
 
 class StepProfiler:
-    """``torch.profiler`` over the first ``steps`` steps plus the section timers; writes
-    ``out_dir`` when those steps are done (or at ``close`` if the run ends sooner)."""
+    """The section timers over the first ``steps`` steps, with ``torch.profiler`` beside them
+    when ``operators``; writes ``out_dir`` when those steps are done (or at ``close`` if the
+    run ends sooner)."""
 
-    def __init__(self, steps: int, out_dir: Path, device: torch.device, batch_size: int):
+    def __init__(self, steps: int, out_dir: Path, device: torch.device, batch_size: int,
+                 operators: bool = True):
         self.remaining, self.out_dir, self.batch_size = steps, out_dir, batch_size
         self.sections = StepSections(device)
         self._profile = None
         if steps > 0:
-            activities = [ProfilerActivity.CPU]
-            if device.type == "cuda":
-                activities.append(ProfilerActivity.CUDA)
-            self._profile = profile(activities=activities)
-            self._profile.__enter__()
+            if operators:
+                activities = [ProfilerActivity.CPU]
+                if device.type == "cuda":
+                    activities.append(ProfilerActivity.CUDA)
+                self._profile = profile(activities=activities)
+                self._profile.__enter__()
             self.sections.active = True
 
     def step_done(self) -> None:
         """Call after each optimiser step; stops and writes after the last profiled one."""
-        if self._profile is None:
+        if not self.sections.active:
             return
         self.remaining -= 1
         if self.remaining <= 0:
             self.close()
 
     def close(self) -> None:
-        if self._profile is None:
+        if not self.sections.active:
             return
         prof, self._profile = self._profile, None
-        prof.__exit__(None, None, None)
+        if prof is not None:
+            prof.__exit__(None, None, None)
         self.sections.active = False
         if self.sections.steps:
             self._write(prof)
@@ -158,6 +163,8 @@ class StepProfiler:
         table = format_sections({"step 1": summary["first"], later: summary["later"]},
                                 self.batch_size)
         (out / "sections.txt").write_text(table + "\n" + legend() + "\n")
+        if prof is None:  # the section timers only
+            return
         sort = "self_device_time_total" if self.sections.sync else "self_cpu_time_total"
         (out / "ops.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=40))
         raw = out / "trace.json"
