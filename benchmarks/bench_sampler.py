@@ -5,6 +5,8 @@ Variants, all with the same weights, prompt, seed and settings (T steps, M frame
     plain    text only: guided text-to-video sampling of the same UNet, no sketch, no stage
     compose  composition only (--no-align): sketch inversion + reference passes + composition
     full     the whole method: inversion + alignment (default settings) + composition
+    full-one-call  the same with each step's reference pass and joint pass in one UNet call
+             (``FlipSketchPipeline.one_call``, ``sampler/clips.py``)
 
 The model is ``--model`` (the shipped ``tiny`` model by default, or a diffusers folder), or an
 architecture built in memory with random weights (``--arch``), which is enough because this
@@ -44,8 +46,9 @@ from typing import Any
 
 SKETCH = Path(__file__).resolve().parents[1] / "src" / "flipsketch" / "examples" / "fish.png"
 PROMPT = "a fish swimming to the right"
-VARIANTS = ("plain", "compose", "full")
-LABELS = {"plain": "text only (plain)", "compose": "composition only", "full": "full method"}
+VARIANTS = ("plain", "compose", "full", "full-one-call")
+LABELS = {"plain": "text only (plain)", "compose": "composition only", "full": "full method",
+          "full-one-call": "full, one call"}
 MIB = 2**20
 
 
@@ -194,12 +197,14 @@ def run_child(args) -> dict:
 
     torch.set_num_threads(args.threads)
     pipe = build_pipeline(args)
+    pipe.one_call = args.variant == "full-one-call"
     device = pipe.unet.device
     sketch = None if args.variant == "plain" else sketch_image()
 
     def settings(steps: int) -> SamplerSettings:
         return SamplerSettings(num_frames=args.frames, num_inference_steps=steps,
-                               guidance_scale=9.0, seed=0, align=args.variant == "full")
+                               guidance_scale=9.0, seed=0,
+                               align=args.variant.startswith("full"))
 
     warmup = args.warmup if args.warmup is not None else int(device.type == "cuda")
     for _ in range(warmup):  # 3 steps: one aligned (tau1 = 1) and composed step, then plain
@@ -293,13 +298,17 @@ def summarize(args, runs: dict[str, list[dict]]) -> dict:
         "all_finite": all(r.get("finite", True) for v in VARIANTS for r in runs[v]),
     }
     for v in VARIANTS:
-        summary[f"{v}_s"] = round(seconds[v], 3)
+        summary[f"{v.replace('-', '_')}_s"] = round(seconds[v], 3)
     summary["compose_ratio"] = ratio(seconds["compose"], seconds["plain"])
     summary["full_ratio"] = ratio(seconds["full"], seconds["plain"])
+    summary["full_one_call_ratio"] = ratio(seconds["full-one-call"], seconds["plain"])
+    # What sharing a call does: the full method's time with one call a step over its own.
+    summary["one_call_ratio"] = ratio(seconds["full-one-call"], seconds["full"])
     for v in VARIANTS:
-        summary[f"{v}_peak_mib"] = None if peak[v] is None else round(peak[v] / MIB, 1)
-    summary["compose_mem_ratio"] = ratio(peak["compose"], peak["plain"])
-    summary["full_mem_ratio"] = ratio(peak["full"], peak["plain"])
+        key = v.replace("-", "_")
+        summary[f"{key}_peak_mib"] = None if peak[v] is None else round(peak[v] / MIB, 1)
+        if v != "plain":
+            summary[f"{key}_mem_ratio"] = ratio(peak[v], peak["plain"])
     return summary
 
 
@@ -313,10 +322,12 @@ def report(summary: dict) -> str:
              f"T = {summary['steps']}, M = {summary['frames']}, median of "
              f"{summary['repeats']}; memory: {summary['memory']}"]
     for v in VARIANTS:
-        time_ratio = "" if v == "plain" else f"  time ratio {summary[f'{v}_ratio']}"
-        mem_ratio = "" if v == "plain" else f"  memory ratio {summary[f'{v}_mem_ratio']}"
-        lines.append(f"  {LABELS[v]:18s} {summary[f'{v}_s']:9.2f} s  "
-                     f"peak {mib(summary[f'{v}_peak_mib']):>14s}{time_ratio}{mem_ratio}")
+        key = v.replace("-", "_")
+        time_ratio = "" if v == "plain" else f"  time ratio {summary[f'{key}_ratio']}"
+        mem_ratio = "" if v == "plain" else f"  memory ratio {summary[f'{key}_mem_ratio']}"
+        lines.append(f"  {LABELS[v]:18s} {summary[f'{key}_s']:9.2f} s  "
+                     f"peak {mib(summary[f'{key}_peak_mib']):>14s}{time_ratio}{mem_ratio}")
+    lines.append(f"  one call a step: full, one call / full = {summary['one_call_ratio']}")
     return "\n".join(lines)
 
 

@@ -17,7 +17,8 @@
 #    the same architecture (speed and memory, not quality), text only vs composition only vs
 #    the full method, each in a fresh process;
 # 4. prints the seconds, the time ratios compose/plain and full/plain and the peak CUDA memory
-#    ratio, and writes OUTDIR/gpu_check.log and OUTDIR/bench_sampler.json.
+#    ratio, the full method with one call a step against a call per pass, and writes
+#    OUTDIR/gpu_check.log and OUTDIR/bench_sampler.json.
 #
 # OUTDIR: the argument, else $OUT (the device machine's folder that comes back), else
 # runs/gpu-check. Without a CUDA GPU it stops with one line and exit code 1, unless --cpu (or
@@ -205,6 +206,8 @@ print(f"{s['model']} ({s['dtype']}), T = {s['steps']}, M = {s['frames']}: "
 print(f"compose ratio {s['compose_ratio']}, full ratio {s['full_ratio']}; memory ratio "
       f"compose {s['compose_mem_ratio']}, full {s['full_mem_ratio']} (peaks {s['plain_peak_mib']}"
       f" / {s['compose_peak_mib']} / {s['full_peak_mib']} MiB, {s['memory']})")
+print(f"one call a step (reference and joint passes): {s['full_one_call_s']} s against "
+      f"{s['full_s']} s with a call each, ratio {s['one_call_ratio']}")
 EOF
 echo "end-to-end commands on $device: $e2e_status (e2e/summary.txt)"
 [[ "$tests_status" == passed ]] || fail "sampler tests failed on $device (see $out/gpu_check.log)"

@@ -126,15 +126,18 @@ def test_the_cpu_smoke_run_tests_the_sampler_runs_the_main_job_and_prints_the_ra
     assert "flipsketch test device: cpu" in output  # the tests ran on the chosen device
     assert "2 passed" in output and "sampler tests on cpu: passed" in output
     for words in ("text only (plain)", "composition only", "full method", "compose ratio",
-                  "full ratio", "memory ratio"):
+                  "full ratio", "memory ratio", "one call a step"):
         assert words in output
     summary = json.loads((tmp_path / "out" / "bench_sampler.json").read_text())
     assert summary["model"] == "tiny" and summary["device"] == "cpu"
     assert summary["steps"] == 3 and summary["frames"] == 4 and summary["all_finite"]
-    for key in ("plain_s", "compose_s", "full_s", "compose_ratio", "full_ratio"):
+    for key in ("plain_s", "compose_s", "full_s", "full_one_call_s", "compose_ratio",
+                "full_ratio", "one_call_ratio"):
         assert summary[key] > 0
     assert summary["full_ratio"] == pytest.approx(summary["full_s"] / summary["plain_s"],
                                                   rel=1e-2)
+    assert summary["one_call_ratio"] == pytest.approx(
+        summary["full_s"] / summary["full_one_call_s"], rel=1e-2)
     if summary["memory"] != "n/a":  # Linux: peak resident size
         assert summary["full_mem_ratio"] > 0 and summary["plain_peak_mib"] > 0
     assert "gpu_check: done" in (tmp_path / "out" / "gpu_check.log").read_text()

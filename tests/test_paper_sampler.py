@@ -28,7 +28,7 @@ from flipsketch.api import (
 from flipsketch.plugins import AlignSettings, get_manager
 from flipsketch.sampler.attention import temporal_logit_scale
 
-from testing import shared_sketch
+from testing import record_unet_calls, shared_sketch
 
 PROMPT = "a fish swimming"
 STEPS, FRAMES, SEED = 6, 4, 3  # tau1 = 2T/5 = 2, tau2 = 3T/5 = 3: both windows inside the run
@@ -41,17 +41,9 @@ def drawing() -> Image.Image:
     return image
 
 
-def unet_calls(pipe) -> tuple[list[tuple[int, int]], object]:
-    """(batch, frames) of every UNet call from now on, and the hook's handle."""
-    calls: list[tuple[int, int]] = []
-    handle = pipe.unet.register_forward_pre_hook(
-        lambda module, args: calls.append((args[0].shape[0], args[0].shape[2])))
-    return calls, handle
-
-
 def through_api(pipe, **settings) -> tuple[np.ndarray, list]:
     """``api.animate`` as every front end calls it: (frames, UNet calls)."""
-    calls, handle = unet_calls(pipe)
+    calls, handle = record_unet_calls(pipe)
     [clip] = animate(pipe, PROMPT, drawing(), SamplerSettings(
         num_frames=FRAMES, num_inference_steps=STEPS, seed=SEED, **settings), cache=False)
     handle.remove()
@@ -61,7 +53,7 @@ def through_api(pipe, **settings) -> tuple[np.ndarray, list]:
 def direct(pipe, choices: SamplerChoices) -> tuple[np.ndarray, list]:
     """The pipeline itself with ``choices`` where the samplers differ and its defaults (the
     numbers of Algorithm 1, the built-in stages) everywhere else."""
-    calls, handle = unet_calls(pipe)
+    calls, handle = record_unet_calls(pipe)
     out = pipe(PROMPT, prepare_sketch(drawing(), pipe.model_resolution), num_frames=FRAMES,
                num_inference_steps=STEPS, seeds=[SEED],
                keep_first_frame=choices.keep_first_frame,
@@ -116,16 +108,16 @@ def test_the_two_samplers_differ_in_unet_calls_where_the_table_says(tiny_pipe):
     inversion = [(1, 1)] * STEPS
     # One sample: a joint pass is (2, M) (guidance batched), an alignment iteration (1, M).
     toolkit_loop = [
-        (1, 4), (1, 1), (1, 4), (2, 4),  # step 0: reference x N = 4, target, 1 iteration, joint
-        (1, 3), (1, 1), (1, 4), (2, 4),  # step 1: N = 3
+        (1, 1), (1, 4), (1, 4), (2, 4),  # step 0: target, 1 iteration, reference x N = 4, joint
+        (1, 1), (1, 4), (1, 3), (2, 4),  # step 1: N = 3
         (1, 2), (2, 4),  # step 2: composing only
         (1, 1), (2, 4),  # step 3 = tau2: N = 1
         (1, 1), (2, 4),  # step 4: frame 1 kept, so its reference trajectory goes on
         (2, 4),  # step 5: frame 1 set to it; nothing left to advance
     ]
     paper_loop = [
-        (1, 4), (1, 1), *[(1, 4)] * 10, (2, 4),  # step 0: the authors' 10 iterations
-        (1, 3), (1, 1), *[(1, 4)] * 10, (2, 4),  # step 1
+        (1, 1), *[(1, 4)] * 10, (1, 4), (2, 4),  # step 0: the authors' 10 iterations
+        (1, 1), *[(1, 4)] * 10, (1, 3), (2, 4),  # step 1
         (1, 2), (2, 4),  # step 2
         (1, 1), (2, 4),  # step 3 = tau2: the last step with frame 1 on the reference
         (2, 4), (2, 4),  # steps 4, 5: frame 1 generated like the others

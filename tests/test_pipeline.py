@@ -9,41 +9,44 @@ from flipsketch.sampler.alignment import AlignSettings, gradient_align
 from flipsketch.sampler.inversion import ddim_invert
 from flipsketch.sampler.pipeline import FlipSketchPipeline
 
-from testing import TEST_DEVICE, a_sketch, build_tiny_components, denoise_inverted
+from testing import (
+    TEST_DEVICE,
+    a_sketch,
+    build_tiny_components,
+    clips_of_call,
+    denoise_inverted,
+    record_unet_calls,
+)
 
 
-def record_unet_calls(pipe) -> list[tuple[int, int]]:
-    """(batch, frames) of every UNet forward call, recorded by a forward pre-hook."""
-    calls: list[tuple[int, int]] = []
-    pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(
-        (args[0].shape[0], args[0].shape[2])))
-    return calls
-
-
-def test_unet_calls_follow_the_schedule_and_waste_no_pass(tiny_pipe):
+@pytest.mark.parametrize("one_call", [True, False])
+def test_unet_calls_follow_the_schedule_and_waste_no_pass(tiny_pipe, one_call):
     """T = 6, M = 4, tau1 = 2, tau2 = 3, 2 alignment iterations, 2 samples with CFG;
-    frame 1 free after the windows, as in the paper."""
-    calls = record_unet_calls(tiny_pipe)
+    frame 1 free after the windows, as in the paper. The reference pass and the joint pass of
+    a step take one UNet call each, or share one (``one_call``)."""
+    tiny_pipe.one_call = one_call
+    calls, _ = record_unet_calls(tiny_pipe)
     tiny_pipe("a fish", a_sketch(), num_frames=4, num_inference_steps=6, seeds=[0, 1],
               tau1=2, tau2=3, align_settings=AlignSettings(iterations=2),
               keep_first_frame=False)
+
+    def passes(n: int) -> list:
+        """Reference x N (unguided), then one batched uncond+cond joint pass."""
+        return [((1, n), (4, 4))] if one_call else [(1, n), (4, 4)]
+
     inversion = [(1, 1)] * 6
-    expected = inversion + [
-        # step 0: reference x N=4 (unguided), target (reference alone), 2 alignment
-        # iterations (cond only, 2 samples), one batched uncond+cond joint pass
-        (1, 4), (1, 1), (2, 4), (2, 4), (4, 4),
-        (1, 3), (1, 1), (2, 4), (2, 4), (4, 4),  # step 1, N = 3
-        (1, 2), (4, 4),  # step 2: composing only
-        (1, 1), (4, 4),  # step 3 = tau2: last composed step, N = 1
-        (4, 4), (4, 4),  # steps 4, 5: no reference pass any more
-    ]
+    # steps 0, 1: the alignment target (reference alone), 2 alignment iterations (cond only,
+    # 2 samples), then the passes; step 2 composing only; step 3 = tau2: the last composed
+    # step, N = 1; steps 4, 5: no reference pass any more.
+    expected = [*inversion, (1, 1), (2, 4), (2, 4), *passes(4), (1, 1), (2, 4), (2, 4),
+                *passes(3), *passes(2), *passes(1), (4, 4), (4, 4)]
     assert calls == expected
 
 
 def test_keeping_frame_one_follows_the_reference_to_the_last_step(tiny_pipe):
     """keep_first_frame: one-frame reference passes after composition, and frame 1 ends as
     the sketch's own reconstruction (the reference trajectory denoised to the end)."""
-    calls = record_unet_calls(tiny_pipe)
+    calls, _ = record_unet_calls(tiny_pipe)
     out = tiny_pipe("a fish", a_sketch(), num_frames=4, num_inference_steps=6, seeds=[0],
                     tau1=0, tau2=1, aligner=None, keep_first_frame=True)
     assert calls[6:] == [(1, 4), (2, 4), (1, 3), (2, 4),  # composing, N = 4 then 3
@@ -65,19 +68,20 @@ def test_keeping_frame_one_follows_the_reference_to_the_last_step(tiny_pipe):
 
 
 def test_one_frame_reference_pass_doubles_as_the_alignment_target(tiny_pipe):
-    calls = record_unet_calls(tiny_pipe)
+    calls, _ = record_unet_calls(tiny_pipe)
     tiny_pipe("a fish", a_sketch(), num_frames=3, num_inference_steps=4, seeds=[0],
               tau1=3, tau2=0, guidance_scale=1.0, align_settings=AlignSettings(iterations=1))
-    # N = 3 at step 0 (target needs its own 1-frame pass); later the reference pass is
-    # already one frame (composition off after step 0), so it serves as the target.
-    assert calls[4:] == [(1, 3), (1, 1), (1, 3), (1, 3),
+    # N = 3 at step 0 (the target needs its own 1-frame pass); later the reference pass is
+    # one frame (composition off after step 0), so the target serves as it, and the last
+    # step needs no reference.
+    assert calls[4:] == [(1, 1), (1, 3), (1, 3), (1, 3),
                          (1, 1), (1, 3), (1, 3),
                          (1, 1), (1, 3), (1, 3),
                          (1, 3)]
 
 
 def test_text_only_mode_is_plain_guided_sampling(tiny_pipe):
-    calls = record_unet_calls(tiny_pipe)
+    calls, _ = record_unet_calls(tiny_pipe)
     out = tiny_pipe("a fish", None, num_frames=4, num_inference_steps=5, seeds=[3])
     assert calls == [(2, 4)] * 5
     assert out.frames.shape == (1, 4, 64, 64)
@@ -220,7 +224,7 @@ def test_gradient_checkpointing_changes_memory_not_results(tiny_pipe, device):
 def test_a_sketch_seeds_frame_one_even_with_every_stage_off(tiny_pipe):
     """The paper's naive baseline [x_T^r, f_T]: no alignment, no composition, frame 1 pinned
     at the start only. It costs plain sampling plus the inversion, and the sketch shows."""
-    calls = record_unet_calls(tiny_pipe)
+    calls, _ = record_unet_calls(tiny_pipe)
     naive = dict(num_frames=4, num_inference_steps=5, seeds=[3], tau1=0, tau2=-1,
                  aligner=None, composer=None, keep_first_frame=False)
     line = tiny_pipe("a fish", a_sketch(), **naive)
@@ -246,7 +250,7 @@ def test_ablation_rows_pin_frame_one_for_the_same_steps(tiny_pipe):
         seen = []
 
         def hook(module, args):
-            x = args[0]  # (b, c, f, h, w)
+            x = clips_of_call(module, args[0])[-1]  # (b, c, f, h, w): the last pass's clips
             if x.shape[2] == 4 and not torch.is_grad_enabled():
                 seen.append(x[0, :, 0].clone())  # (c, h, w)
 

@@ -209,6 +209,32 @@ def a_sketch(size: int = 64) -> torch.Tensor:
     return sketch
 
 
+def clips_of_call(unet, sample: torch.Tensor) -> list[torch.Tensor]:
+    """The clips a UNet call computes, (b, c, f, h, w) each: ``sample`` itself, or for a step
+    whose reference and joint passes share one call (``clips.predict_clips``: its frames come
+    in as one-frame clips) each pass's clips."""
+    from flipsketch.sampler.clips import layout_in_progress
+
+    layout = layout_in_progress(unet)
+    if layout is None:
+        return [sample]
+    frames = sample[:, :, 0]  # (all frames, c, h, w)
+    return [frames[layout.rows(g)].unflatten(0, (b, f)).transpose(1, 2)
+            for g, (b, f) in enumerate(layout.shapes)]
+
+
+def record_unet_calls(pipe) -> tuple[list, object]:
+    """(batch, frames) of every UNet call from now on, a tuple of them for a call that computes
+    several passes at once, and the hook's handle."""
+    calls: list = []
+
+    def record(module, args) -> None:
+        shapes = [(x.shape[0], x.shape[2]) for x in clips_of_call(module, args[0])]
+        calls.append(shapes[0] if len(shapes) == 1 else tuple(shapes))
+
+    return calls, pipe.unet.register_forward_pre_hook(record)
+
+
 def denoise_inverted(pipe, sketch, steps: int, start=None) -> float:
     """Relative error of null-prompt DDIM denoising started from the inverted latent."""
     from flipsketch.sampler.inversion import ddim_invert

@@ -20,8 +20,10 @@ Which layer is spatial or temporal is read from the module's place in the UNet, 
 tensor shapes (a shape test breaks when H_s*W_s happens to equal the frame count).
 
 The processors share one ``Composition`` object that says what the current UNet call is:
-``capture`` (the reference pass; store q or k), ``compose`` (the joint pass; use them) or
-neither (any other pass: plain fused attention). Everything runs through
+``capture`` (the reference pass; store q or k), ``compose`` (the joint pass; use them),
+``in_one_call`` (both passes in one call, ``clips.predict_clips``: each layer captures from the
+reference's frames before it composes the joint pass's) or none (any other pass: plain fused
+attention). Everything runs through
 ``scaled_dot_product_attention`` (the "weight" rule is an additive mask) except the
 conditional rows of a temporally composed layer under the "logit" rule, which build their
 (frames x frames) logits explicitly: a multiplicative logit scale is not an additive mask.
@@ -43,6 +45,7 @@ from flipsketch.plugins import (
     PAPER_LAMBDA_SCALE,
     CompositionSettings,
 )
+from flipsketch.sampler.clips import ClipLayout
 
 SPATIAL_SELF_ATTENTION = re.compile(r"(^|\.)attentions\.\d+\.transformer_blocks\.\d+\.attn1$")
 # Temporal transformers: ``transformer_in`` and ``temp_attentions`` of UNet3DConditionModel
@@ -110,10 +113,13 @@ class Composition:
     def __init__(self, unet, settings: CompositionSettings) -> None:
         self.unet = unet
         self.settings = settings
-        self.mode: str | None = None  # None | "capture" | "compose"
+        self.mode: str | None = None  # None | "capture" | "compose" | "one call"
         self.num_frames = 0  # frames per batch entry in the joint pass
         self.cond_rows = slice(0, 0)  # which batch entries of the joint pass are conditional
         self.captured: dict[str, torch.Tensor] = {}
+        # In a one-call step: the call's layout and which of its groups is which.
+        self.layout: ClipLayout | None = None
+        self.reference_group, self.joint_group = 0, 1
         self._original = dict(unet.attn_processors)
         processors = {}
         for name, original in self._original.items():
@@ -155,6 +161,34 @@ class Composition:
         finally:
             self.mode = None
 
+    @contextmanager
+    def in_one_call(self, step: int, layout: ClipLayout, reference: int, joint: int,
+                    cond_rows: slice) -> Iterator[None]:
+        """Wrap one ``predict_clips`` call of step ``step`` whose group ``reference`` is the
+        reference pass and group ``joint`` the joint pass (``cond_rows``: its conditional
+        clips). Every layer captures from the reference before it composes the joint pass,
+        and the reference's own attention stays plain: the same as ``capture`` on one call and
+        ``compose`` on the next."""
+        self.captured.clear()
+        self.mode = "one call"
+        self.layout, self.reference_group, self.joint_group = layout, reference, joint
+        self.num_frames, self.cond_rows = layout.shapes[joint][1], cond_rows
+        try:
+            yield
+        finally:
+            self.mode, self.layout = None, None
+
+    def call_mode(self) -> str | None:
+        """What the attention call in progress does with q and k: "capture", "compose",
+        "capture and compose" (a spatial layer of a one-call step sees the frames of both
+        passes at once) or None (plain attention)."""
+        if self.mode != "one call":
+            return self.mode
+        active = self.layout.active  # the group a temporal layer is computing, else None
+        if active is None:
+            return "capture and compose"
+        return {self.reference_group: "capture", self.joint_group: "compose"}.get(active)
+
     def remove(self) -> None:
         """Put the UNet's original processors back."""
         self.unet.set_attn_processor(self._original)
@@ -175,11 +209,13 @@ class _SelfAttentionProcessor:
         residual = hidden_states
         query, key, value = (attn.to_q(hidden_states), attn.to_k(hidden_states),
                              attn.to_v(hidden_states))  # each (batch, tokens, inner)
-        mode = self.composition.mode
+        mode = self.composition.call_mode()
         if mode == "capture":
             self.capture(query, key)
         elif mode == "compose":
             query, key = self.compose(query, key)
+        elif mode == "capture and compose":
+            query, key = self.capture_and_compose(query, key)
         out = self.attend(attn, query, key, value)  # (batch, tokens, inner)
         out = attn.to_out[1](attn.to_out[0](out))
         if attn.residual_connection:
@@ -191,6 +227,9 @@ class _SelfAttentionProcessor:
 
     def compose(self, query, key) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def capture_and_compose(self, query, key) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError(f"{self.path}: a layer that mixes frames sees one group")
 
     def attend(self, attn, query, key, value) -> torch.Tensor:
         return fused_attention(attn.heads, query, key, value)
@@ -227,6 +266,16 @@ class SpatialCompositionProcessor(_SelfAttentionProcessor):
         query[self.composition.cond_rows, :n] = ref_query.to(query.dtype)
         return query.flatten(0, 1), key  # (b*M, hw, inner)
 
+    def capture_and_compose(self, query, key):
+        # (frames of every group, hw, inner): the reference's frames, then the joint pass's.
+        layout = self.composition.layout
+        reference = layout.rows(self.composition.reference_group)
+        joint = layout.rows(self.composition.joint_group)
+        self.capture(query[reference], key[reference])
+        query = query.clone()
+        query[joint] = self.compose(query[joint], key[joint])[0]
+        return query, key
+
 
 class TemporalCompositionProcessor(_SelfAttentionProcessor):
     """C^T: conditional rows see the reference key at frame 1, its logits scaled by lambda."""
@@ -242,7 +291,7 @@ class TemporalCompositionProcessor(_SelfAttentionProcessor):
         return query, key.flatten(0, 1)  # (b*hw, M, inner)
 
     def attend(self, attn, query, key, value):
-        if self.composition.mode != "compose":
+        if self.composition.call_mode() != "compose":
             return super().attend(attn, query, key, value)
         pixels = self.composition.captured[self.path].shape[0]
         rows = self.composition.cond_rows

@@ -4,11 +4,12 @@
     2. encode and invert the sketch -> reference noise x_T^r          (inversion.py)
     3. start noise: frame 1 = x_T^r, frames 2..M ~ N(0, I) per seed
     4. for each DDIM step i, timestep t:
-       a. reference pass eps([x_t^r]^N, t, P_null), N = max(1, M - i),
+       a. if i < tau_1: align frames 2..M to the reference            (alignment.py)
+       b. reference pass eps([x_t^r]^N, t, P_null), N = max(1, M - i),
           capturing attention queries/keys                            (attention.py)
-       b. if i < tau_1: align frames 2..M to the reference            (alignment.py)
        c. joint guided pass; its conditional half composed with the
-          reference's queries/keys while i <= tau_2
+          reference's queries/keys while i <= tau_2; b and c can share
+          one UNet call (``one_call``)                                (clips.py)
        d. DDIM step of the joint latents and of the reference latent
     5. decode the frames with the VAE
 
@@ -22,7 +23,10 @@ defaults are this package's own.
 
 No pass is wasted: the reference pass runs unguided (both of its branches would be the null
 prompt), only while the reference is still needed, and the unconditional and conditional
-joint passes share one batched UNet call.
+joint passes share one batched UNet call (the reference pass can join it: ``one_call``).
+Alignment (a) comes first because its target is the reference alone, a pass of its own; the
+paper's order (reference pass, then alignment) computes the same, since alignment moves frames
+2..M only and the reference pass never sees them.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from flipsketch.sampler.attention import (
     model_lambda_rule,
     model_lambda_scale,
 )
+from flipsketch.sampler.clips import ClipLayout, predict_clips, supports_one_call
 from flipsketch.sampler.inversion import ddim_invert
 from flipsketch.sampler.latents import decode_latents, encode_frames
 from flipsketch.settings import TOOLKIT_SAMPLER, SamplerSettings
@@ -95,6 +100,11 @@ class FlipSketchOutput:
 
 class FlipSketchPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet->vae"
+    # True: the reference pass and the joint pass of a step in one UNet call where the UNet
+    # and the composer allow it (``clips.py``). Off by default: on 2 CPU cores it did not
+    # clearly win (0.88-1.05x, README, Benchmarks); on CUDA, where a call's fixed cost is
+    # kernel launches, ``scripts/gpu_check.sh`` measures it (full vs full-one-call).
+    one_call: bool = False
 
     def __init__(self, vae: AutoencoderKL, text_encoder: CLIPTextModel,
                  tokenizer: CLIPTokenizer, unet: UNet3DConditionModel,
@@ -139,6 +149,34 @@ class FlipSketchPipeline(DiffusionPipeline):
         out = self.unet(latents.to(self.unet.dtype), t,
                         encoder_hidden_states=embeds.to(self.unet.dtype)).sample
         return out.float()
+
+    def reference_and_joint(self, t, reference: torch.Tensor | None, null: torch.Tensor,
+                            joint: torch.Tensor, joint_embeds: torch.Tensor,
+                            composition=None, step: int = 0, cond_rows: slice = slice(0)
+                            ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The reference pass on ``reference`` (1, c, N, h, w) under ``null``, if any, and the
+        joint pass on ``joint`` (b, c, M, h, w); with ``composition`` the first captures and the
+        second composes. Returns the reference's frame 1 output (1, c, 1, h, w) or None, and
+        the joint output. With ``one_call``, one UNet call (``predict_clips``) where the UNet
+        and the composer support it: the same numbers as two calls, up to float rounding."""
+        clips = [(joint, joint_embeds)] if reference is None else \
+            [(reference, null), (joint, joint_embeds)]
+        one_call = (self.one_call and len(clips) == 2 and supports_one_call(self.unet)
+                    and (composition is None or hasattr(composition, "in_one_call")))
+        if one_call:
+            layout = ClipLayout.of(clips)
+            with composition.in_one_call(step, layout, 0, 1, cond_rows) if composition \
+                    else nullcontext():
+                ref_out, out = predict_clips(self.unet, clips, t, layout)
+            return ref_out[:, :, :1], out
+        ref_out = None
+        if reference is not None:
+            with composition.capture() if composition else nullcontext():
+                ref_out = self.predict(reference, t, null)[:, :, :1]
+        with composition.compose(step, joint.shape[2], cond_rows) if composition \
+                else nullcontext():
+            out = self.predict(joint, t, joint_embeds)
+        return ref_out, out
 
     @torch.no_grad()
     def encode_sketch(self, sketch: torch.Tensor,
@@ -288,30 +326,33 @@ class FlipSketchPipeline(DiffusionPipeline):
                 advancing = i + 1 < pin_until  # the reference latent is needed next step
                 if reference_live:
                     latents[:, :, :1] = ref_latent
-
-                # a. Reference pass, unguided: N copies while composing, else just one; none
-                #    on a last kept step that neither composes, aligns nor advances.
+                # The reference pass, unguided: N copies while composing, else just one;
+                # none on a last kept step that neither composes, aligns nor advances.
+                n = max(1, frames - i) if composing else 1
+                reference = ref_latent.expand(-1, -1, n, -1, -1) \
+                    if reference_live and (composing or aligning or advancing) else None
                 ref_out = None
-                if reference_live and (composing or aligning or advancing):
-                    n = max(1, frames - i) if composing else 1
-                    with timed(timings, "reference_s"), \
-                            composition.capture() if composing else nullcontext():
-                        ref_out = self.predict(ref_latent.expand(-1, -1, n, -1, -1), t,
-                                               null)[:, :, :1]  # (1, c, 1, h, w)
 
-                # b. Frame alignment towards the reference alone (reuses a 1-frame pass).
+                # a. Frame alignment towards the reference alone, under the null prompt: a pass
+                #    of its own, which at N = 1 is the step's reference pass too.
                 if aligning:
                     with timed(timings, "alignment_s"):
-                        target = ref_out if n == 1 else self.predict(ref_latent, t, null)
+                        with composition.capture() if composing and n == 1 else nullcontext():
+                            target = self.predict(ref_latent, t, null)  # (1, c, 1, h, w)
+                        if n == 1:
+                            ref_out, reference = target, None
                         latents, losses = aligner(self, latents, ref_latent, t, cond_embeds,
                                                   target, align_settings)
                     align_losses.append(losses)
 
-                # c. Joint pass, unconditional and conditional rows batched.
+                # b + c. Reference pass and joint pass (unconditional and conditional rows
+                #    batched).
                 model_in = torch.cat([latents, latents]) if use_cfg else latents
-                with timed(timings, "joint_s"), \
-                        composition.compose(i, frames, cond_rows) if composing else nullcontext():
-                    out = self.predict(model_in, t, joint_embeds)
+                with timed(timings, "passes_s"):
+                    ref_first, out = self.reference_and_joint(
+                        t, reference, null, model_in, joint_embeds,
+                        composition if composing else None, i, cond_rows)
+                ref_out = ref_out if ref_first is None else ref_first
                 if use_cfg:
                     out_uncond, out_cond = out.chunk(2)
                     out = out_uncond + guidance_scale * (out_cond - out_uncond)
