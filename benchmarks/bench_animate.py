@@ -6,10 +6,12 @@ prompt and seed (its inversion comes from the cache). Prints one JSON object wit
 every wall time, the re-run / first-run ratio and the seconds each spent on the inversion.
 The bar for the embedded model is 20 s on 2 CPU cores.
 
-``--together`` measures sharing instead: one first run alone, then two first runs started
-together, once as the command runs them (``OMP_WAIT_POLICY=PASSIVE``, set by the CLI) and once
-with OpenMP's spinning wait forced (``ACTIVE``, what torch does unless told otherwise); it
-prints each pair's slower wall time over the lone run's (the bar: within 2.3x).
+``--together`` measures sharing instead: one first run alone as the command runs it (its
+OpenMP threads spin briefly: nothing else is running, ``flipsketch.openmp``) and one with them
+sleeping (``OMP_WAIT_POLICY=PASSIVE``), then two first runs started together, once as the
+command runs them (each sees the other, so both sleep) and once with OpenMP's spinning wait
+forced (``ACTIVE``); it prints each pair's slower wall time over the lone run's (the bar:
+within 2.3x).
 
 ``--profile`` prints where the time goes instead: a table of each phase's median seconds,
 first run and re-run (start-up is the process's wall time before the command's own clock
@@ -40,11 +42,22 @@ def command(model: str, prompt: str, seed: int, output: Path) -> list[str]:
             "--seed", str(seed), "-o", str(output), "--json"]
 
 
-def animate(model: str, prompt: str, seed: int, output: Path, cache: Path) -> tuple[float, dict]:
+# Each run chooses how its OpenMP threads wait (flipsketch.openmp) unless told.
+OPENMP_WAITING = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def command_environ(**more: str) -> dict[str, str]:
+    """This environment without a wait policy, plus ``more``."""
+    return {k: v for k, v in os.environ.items() if k not in OPENMP_WAITING} | more
+
+
+def animate(model: str, prompt: str, seed: int, output: Path, cache: Path,
+            environ: dict[str, str] | None = None) -> tuple[float, dict]:
     """Wall seconds of one ``flipsketch animate`` process and its ``--json`` summary."""
     started = time.perf_counter()
     done = subprocess.run(command(model, prompt, seed, output), check=True, capture_output=True,
-                          text=True, env={**os.environ, "FLIPSKETCH_CACHE": str(cache)})
+                          text=True, env=command_environ(FLIPSKETCH_CACHE=str(cache),
+                                                         **(environ or {})))
     return time.perf_counter() - started, json.loads(done.stdout)
 
 
@@ -57,9 +70,7 @@ def run_phases(wall: float, summary: dict) -> dict[str, float]:
 
 def together(model: str, folder: Path, wait_policy: str | None) -> float:
     """Wall seconds until the slower of two first runs started at once finishes."""
-    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
-    if wait_policy:
-        env["OMP_WAIT_POLICY"] = wait_policy
+    env = command_environ(**({"OMP_WAIT_POLICY": wait_policy} if wait_policy else {}))
     run_folder = folder / (wait_policy or "default")  # its own empty caches: first runs
     run_folder.mkdir()
     started = time.perf_counter()
@@ -83,9 +94,8 @@ PHASES = {
     "prompt encoding": "prompts_s",
     "sketch inversion (or cache read)": "inversion_s",
     "denoising loop": "sampling_s",
-    "  reference passes": "reference_s",
-    "  frame alignment": "alignment_s",
-    "  joint guided passes": "joint_s",
+    "  frame alignment (its target pass, forward and backward)": "alignment_s",
+    "  reference and joint guided passes": "passes_s",
     "VAE decode": "decode_s",
     "post-process and write": "write_s",
 }
@@ -106,12 +116,15 @@ def main_together(model: str) -> None:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         alone, _ = animate(model, "a fish swimming to the right", 0, folder / "alone.gif",
-                           folder / "cache-alone")
-        passive = together(model, folder, None)  # the CLI's own default
+                           folder / "cache-alone")  # the command's own choice: it spins
+        sleeping, _ = animate(model, "a fish swimming to the right", 0, folder / "sleep.gif",
+                              folder / "cache-sleep", {"OMP_WAIT_POLICY": "PASSIVE"})
+        pair = together(model, folder, None)  # the command's own choice: they see each other
         active = together(model, folder, "ACTIVE")
     print(json.dumps({"model": model, "alone_s": round(alone, 2),
-                      "two_at_once_s": round(passive, 2),
-                      "two_at_once_ratio": round(passive / alone, 2),
+                      "alone_sleeping_s": round(sleeping, 2),
+                      "two_at_once_s": round(pair, 2),
+                      "two_at_once_ratio": round(pair / alone, 2),
                       "two_at_once_spinning_s": round(active, 2),
                       "two_at_once_spinning_ratio": round(active / alone, 2)}))
 

@@ -65,7 +65,7 @@ print(json.dumps(sorted(m for m in ("torch", "diffusers", "transformers", "accel
 # or the layers below it, lazily or not, and packages of one layer never import each other in
 # a circle.
 LAYERS = [
-    {"errors", "files", "overrides", "devices", "__version__"},
+    {"errors", "files", "overrides", "devices", "openmp", "__version__"},
     {"plugins", "__init__", "settings", "preflight"},  # the root re-exports hookimpl
     {"sampler", "models", "frames"},
     {"api"},

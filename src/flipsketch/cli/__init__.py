@@ -23,6 +23,7 @@ from typer.exceptions import TyperException
 from flipsketch.api import flag_for, message  # noqa: F401
 from flipsketch.cli.app import DEBUG, app, console, state  # noqa: F401
 from flipsketch.errors import FlipSketchError, FlipSketchWarning, Terminated
+from flipsketch.openmp import choose_wait_policy
 
 # Importing the command modules attaches their commands to ``app``.
 from flipsketch.cli import animate as _animate  # noqa: E402,F401  isort: skip
@@ -34,12 +35,11 @@ from flipsketch.cli import recipe as _recipe  # noqa: E402,F401  isort: skip
 from flipsketch.cli import synth as _synth  # noqa: E402,F401  isort: skip
 from flipsketch.cli import train as _train  # noqa: E402,F401  isort: skip
 
-# OpenMP threads that spin while they wait made two torch processes on the same cores (a
-# user's other work, `batch --processes 2`) each run 5-10x slower; waiting passively costs a
-# lone run little (benchmarks/bench_animate.py --together). It must be set before torch
-# loads, which no command does at import; a value the user set wins. Child processes
-# (`batch --processes`) inherit it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads that spin while they wait make a lone run 1.6x faster than sleeping ones and
+# two torch processes on the same cores each 3x slower (flipsketch.openmp). The choice must be
+# made before torch loads, which no command does at import; a value the user set wins. Child
+# processes (`batch --processes`) inherit it.
+choose_wait_policy()
 
 def _error(message: str) -> None:
     # The message holds user text (paths, option values); escaped, "[/]" in a file name is
