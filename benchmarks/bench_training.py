@@ -20,10 +20,12 @@ machine load; the medians over repeats are compared. The cached steps run the sa
 both variants: their ratio shows how much the machine's load moved the numbers.
 
 "old" is tiny.yaml's base stage as it was: the VAE encoding all 40 frames of a batch at once,
-the latent cache in memory only. "new" is tiny.yaml as it is (4 frames per VAE call, the cache
-kept in RUN_DIR/latents). Both run the current loop, so its fused AdamW and multi-tensor EMA
-(about 1 % of a step, measured apart in the model card) are in both. Prints a line per run,
-the section tables (where a step's time goes) and the ratio line:
+the latent cache in memory only, OpenMP threads that sleep at once. "new" is tiny.yaml as it
+is (4 frames per VAE call, the cache kept in RUN_DIR/latents) with the wait the command line
+chooses (``flipsketch.openmp``: spinning briefly on free cores). Both run the current loop, so
+its fused AdamW and multi-tensor EMA (about 1 % of a step, measured apart in the model card)
+are in both. Prints a line per run, the section tables (where a step's time goes) and the
+ratio line:
 
     python benchmarks/bench_training.py [--steps 4] [--repeats 2] [--config tiny.yaml]
         [--profile-out DIR] [--operators]
@@ -46,11 +48,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from flipsketch.openmp import choose_wait_policy
+
 # Today's settings, as changes to the config's base stage: what "new" is compared against.
 VARIANTS: dict[str, dict] = {
     "old": {"vae_chunk": 0, "store_latents": False},
     "new": {},
 }
+# How each variant's OpenMP threads wait: "old" as `flipsketch train` ran until 2026-12-08
+# (always sleeping), "new" as the command chooses now (flipsketch.openmp: spinning briefly on
+# free cores); an explicit OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment holds for both.
+OLD_WAITING = {"OMP_WAIT_POLICY": "PASSIVE"}
 KINDS = ("new clips", "cached clips", "resumed")
 
 
@@ -87,7 +95,10 @@ def measure(name: str, config: Path, steps: int, folder: Path, operators: bool) 
     and threads start equal for every run); returns its profile summary, the resumed part's
     under ``resumed``."""
     out = folder / f"{name}-{time.monotonic_ns()}"
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    env = dict(os.environ)
+    if name == "old" and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & env.keys():
+        env.update(OLD_WAITING)
+    choose_wait_policy(env)
     summaries = []
     for resume in (False, True):
         subprocess.run([sys.executable, __file__, "--child", name, "--config", str(config),
