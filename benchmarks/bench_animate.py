@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from flipsketch.openmp import WAIT_VARIABLES
+
 SKETCH = Path(__file__).resolve().parents[1] / "src" / "flipsketch" / "examples" / "fish.png"
 
 
@@ -42,13 +44,10 @@ def command(model: str, prompt: str, seed: int, output: Path) -> list[str]:
             "--seed", str(seed), "-o", str(output), "--json"]
 
 
-# Each run chooses how its OpenMP threads wait (flipsketch.openmp) unless told.
-OPENMP_WAITING = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-
-
 def command_environ(**more: str) -> dict[str, str]:
-    """This environment without a wait policy, plus ``more``."""
-    return {k: v for k, v in os.environ.items() if k not in OPENMP_WAITING} | more
+    """This environment without a wait policy, so that each run chooses its own
+    (``flipsketch.openmp``), plus ``more``."""
+    return {k: v for k, v in os.environ.items() if k not in WAIT_VARIABLES} | more
 
 
 def animate(model: str, prompt: str, seed: int, output: Path, cache: Path,

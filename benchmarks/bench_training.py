@@ -48,17 +48,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from flipsketch.openmp import choose_wait_policy
+from flipsketch.openmp import WAIT_VARIABLES, choose_wait_policy
 
 # Today's settings, as changes to the config's base stage: what "new" is compared against.
 VARIANTS: dict[str, dict] = {
     "old": {"vae_chunk": 0, "store_latents": False},
     "new": {},
 }
-# How each variant's OpenMP threads wait: "old" as `flipsketch train` ran until 2026-12-08
-# (always sleeping), "new" as the command chooses now (flipsketch.openmp: spinning briefly on
-# free cores); an explicit OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment holds for both.
-OLD_WAITING = {"OMP_WAIT_POLICY": "PASSIVE"}
 KINDS = ("new clips", "cached clips", "resumed")
 
 
@@ -96,9 +92,9 @@ def measure(name: str, config: Path, steps: int, folder: Path, operators: bool) 
     under ``resumed``."""
     out = folder / f"{name}-{time.monotonic_ns()}"
     env = dict(os.environ)
-    if name == "old" and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & env.keys():
-        env.update(OLD_WAITING)
-    choose_wait_policy(env)
+    if name == "old" and not any(v in env for v in WAIT_VARIABLES):
+        env["OMP_WAIT_POLICY"] = "PASSIVE"  # as `flipsketch train` ran until 2026-12-08
+    choose_wait_policy(env)  # "new": as the command chooses; a policy the user set holds
     summaries = []
     for resume in (False, True):
         subprocess.run([sys.executable, __file__, "--child", name, "--config", str(config),

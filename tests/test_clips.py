@@ -101,10 +101,8 @@ def test_the_one_call_step_captures_before_it_composes(tiny_components, device):
     composition.remove()
 
     composition = Composition(unet, settings)
-    clips = [(reference, null), (joint, embeds)]
-    layout = ClipLayout.of(clips)
-    with composition.in_one_call(0, layout, 0, 1, cond_rows):
-        ref_out, joint_out = predict_clips(unet, clips, 10, layout)
+    with composition.in_one_call(step=0, num_frames=4, cond_rows=cond_rows):
+        ref_out, joint_out = predict_clips(unet, [(reference, null), (joint, embeds)], 10)
     one_call_captured = dict(composition.captured)
     composition.remove()
 

@@ -17,6 +17,7 @@ import pytest
 
 from flipsketch.openmp import (
     SPIN_COUNT,
+    WAIT_VARIABLES,
     choose_wait_policy,
     others_runnable,
     runnable_now,
@@ -29,11 +30,9 @@ loaded_before = "torch" in sys.modules
 import torch  # noqa: F401  what a command does once it runs
 print(os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT"), loaded_before)
 """
-WAITING = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-
 
 def probe(**environ: str) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if k not in WAITING} | environ
+    env = {k: v for k, v in os.environ.items() if k not in WAIT_VARIABLES} | environ
     done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
                           check=True)
     return done.stdout.split()

@@ -24,6 +24,8 @@ from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 LOADAVG = Path("/proc/loadavg")
+# The variables that say how OpenMP threads wait; one set by the user is left alone.
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # Spins before a waiting thread sleeps: long enough to bridge the gap between two operations
 # of a UNet call (tens of microseconds), short enough that a process starting later is not
 # starved for long (GNU OpenMP's own default is 300,000).
@@ -67,7 +69,7 @@ def choose_wait_policy(environ: MutableMapping[str, str] = os.environ,
                        others: Callable[[], int | None] = others_runnable) -> str:
     """Set how OpenMP threads wait in ``environ`` unless the user did; returns "user",
     "spin" or "sleep". Must run before torch loads: OpenMP reads it once, at start."""
-    if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
+    if any(name in environ for name in WAIT_VARIABLES):
         return "user"
     busy = others()
     cores = os.cpu_count() or 1

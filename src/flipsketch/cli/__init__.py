@@ -35,8 +35,8 @@ from flipsketch.cli import recipe as _recipe  # noqa: E402,F401  isort: skip
 from flipsketch.cli import synth as _synth  # noqa: E402,F401  isort: skip
 from flipsketch.cli import train as _train  # noqa: E402,F401  isort: skip
 
-# OpenMP threads that spin while they wait make a lone run 1.6x faster than sleeping ones and
-# two torch processes on the same cores each 3x slower (flipsketch.openmp). The choice must be
+# OpenMP threads that spin while they wait make a lone run 1.3-1.6x faster than sleeping ones
+# and two torch processes on the same cores 3-6x slower (flipsketch.openmp). The choice must be
 # made before torch loads, which no command does at import; a value the user set wins. Child
 # processes (`batch --processes`) inherit it.
 choose_wait_policy()

@@ -212,9 +212,9 @@ class Composition(Protocol):
     """What a composer installed on a UNet; the sampler drives it through one run.
 
     ``flipsketch.sampler.attention.Composition`` is the built-in one. It also has
-    ``in_one_call(step, layout, reference, joint, cond_rows)``, which wraps a step whose
-    reference and joint passes share one UNet call (``flipsketch.sampler.clips``); a
-    composition without it gets a call per pass, ``capture`` then ``compose``.
+    ``in_one_call(step, num_frames, cond_rows)``, which wraps a step whose reference and joint
+    passes share one UNet call (``flipsketch.sampler.clips``); a composition without it gets a
+    call per pass, ``capture`` then ``compose``.
     """
 
     def capture(self) -> AbstractContextManager[None]:

@@ -45,7 +45,10 @@ from flipsketch.plugins import (
     PAPER_LAMBDA_SCALE,
     CompositionSettings,
 )
-from flipsketch.sampler.clips import ClipLayout
+from flipsketch.sampler.clips import layout_in_progress
+
+# The groups of clips of a one-call step (``Composition.in_one_call``).
+REFERENCE, JOINT = 0, 1
 
 SPATIAL_SELF_ATTENTION = re.compile(r"(^|\.)attentions\.\d+\.transformer_blocks\.\d+\.attn1$")
 # Temporal transformers: ``transformer_in`` and ``temp_attentions`` of UNet3DConditionModel
@@ -117,9 +120,6 @@ class Composition:
         self.num_frames = 0  # frames per batch entry in the joint pass
         self.cond_rows = slice(0, 0)  # which batch entries of the joint pass are conditional
         self.captured: dict[str, torch.Tensor] = {}
-        # In a one-call step: the call's layout and which of its groups is which.
-        self.layout: ClipLayout | None = None
-        self.reference_group, self.joint_group = 0, 1
         self._original = dict(unet.attn_processors)
         processors = {}
         for name, original in self._original.items():
@@ -162,21 +162,19 @@ class Composition:
             self.mode = None
 
     @contextmanager
-    def in_one_call(self, step: int, layout: ClipLayout, reference: int, joint: int,
-                    cond_rows: slice) -> Iterator[None]:
-        """Wrap one ``predict_clips`` call of step ``step`` whose group ``reference`` is the
-        reference pass and group ``joint`` the joint pass (``cond_rows``: its conditional
-        clips). Every layer captures from the reference before it composes the joint pass,
-        and the reference's own attention stays plain: the same as ``capture`` on one call and
-        ``compose`` on the next."""
+    def in_one_call(self, step: int, num_frames: int, cond_rows: slice) -> Iterator[None]:
+        """Wrap one ``predict_clips`` call of step ``step`` whose first group of clips is the
+        reference pass and second the joint pass (as ``compose`` says). Every layer captures
+        from the reference before it composes the joint pass, and the reference's own
+        attention stays plain: the same as ``capture`` on one call and ``compose`` on the
+        next."""
         self.captured.clear()
         self.mode = "one call"
-        self.layout, self.reference_group, self.joint_group = layout, reference, joint
-        self.num_frames, self.cond_rows = layout.shapes[joint][1], cond_rows
+        self.num_frames, self.cond_rows = num_frames, cond_rows
         try:
             yield
         finally:
-            self.mode, self.layout = None, None
+            self.mode = None
 
     def call_mode(self) -> str | None:
         """What the attention call in progress does with q and k: "capture", "compose",
@@ -184,10 +182,8 @@ class Composition:
         passes at once) or None (plain attention)."""
         if self.mode != "one call":
             return self.mode
-        active = self.layout.active  # the group a temporal layer is computing, else None
-        if active is None:
-            return "capture and compose"
-        return {self.reference_group: "capture", self.joint_group: "compose"}.get(active)
+        active = layout_in_progress(self.unet).active  # the group a temporal layer computes
+        return {None: "capture and compose", REFERENCE: "capture", JOINT: "compose"}[active]
 
     def remove(self) -> None:
         """Put the UNet's original processors back."""
@@ -268,9 +264,8 @@ class SpatialCompositionProcessor(_SelfAttentionProcessor):
 
     def capture_and_compose(self, query, key):
         # (frames of every group, hw, inner): the reference's frames, then the joint pass's.
-        layout = self.composition.layout
-        reference = layout.rows(self.composition.reference_group)
-        joint = layout.rows(self.composition.joint_group)
+        layout = layout_in_progress(self.composition.unet)
+        reference, joint = layout.rows(REFERENCE), layout.rows(JOINT)
         self.capture(query[reference], key[reference])
         query = query.clone()
         query[joint] = self.compose(query[joint], key[joint])[0]

@@ -44,11 +44,6 @@ class ClipLayout:
     shapes: list[tuple[int, int]]
     active: int | None = field(default=None)  # the group a temporal layer is computing now
 
-    @classmethod
-    def of(cls, clips: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> ClipLayout:
-        """The layout of ``predict_clips(unet, clips, t)``."""
-        return cls([(x.shape[0], x.shape[2]) for x, _ in clips])
-
     def rows(self, group: int) -> slice:
         """Where group ``group``'s frames are in the call's (frames, ...) batch."""
         start = sum(clips * frames for clips, frames in self.shapes[:group])
@@ -111,15 +106,12 @@ def grouped_temporal_layers(unet, layout: ClipLayout) -> Iterator[None]:
                 layer.forward = forward
 
 
-def predict_clips(unet, clips: Sequence[tuple[torch.Tensor, torch.Tensor]], t,
-                  layout: ClipLayout | None = None) -> list[torch.Tensor]:
+def predict_clips(unet, clips: Sequence[tuple[torch.Tensor, torch.Tensor]], t
+                  ) -> list[torch.Tensor]:
     """One UNet call on clips of different lengths: ``clips`` are (latents (b, c, f, h, w),
     text embeddings (b, tokens, d)) pairs; returns each pair's model output, float, shaped as
-    its latents. ``layout`` (``ClipLayout.of(clips)``) is what composition reads during the
-    call; one is made when none is given."""
-    layout = layout or ClipLayout.of(clips)
-    if layout.shapes != ClipLayout.of(clips).shapes:
-        raise ValueError(f"layout {layout.shapes} does not fit the clips given")
+    its latents. During the call ``layout_in_progress(unet)`` says which frames are whose."""
+    layout = ClipLayout([(x.shape[0], x.shape[2]) for x, _ in clips])
     # Frames as one-frame clips: (clips*frames, c, 1, h, w), embeddings repeated per frame.
     frames = torch.cat([x.transpose(1, 2).flatten(0, 1) for x, _ in clips])[:, :, None]
     embeds = torch.cat([e.repeat_interleave(x.shape[2], dim=0) for x, e in clips])

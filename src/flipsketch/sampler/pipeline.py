@@ -56,7 +56,7 @@ from flipsketch.sampler.attention import (
     model_lambda_rule,
     model_lambda_scale,
 )
-from flipsketch.sampler.clips import ClipLayout, predict_clips, supports_one_call
+from flipsketch.sampler.clips import predict_clips, supports_one_call
 from flipsketch.sampler.inversion import ddim_invert
 from flipsketch.sampler.latents import decode_latents, encode_frames
 from flipsketch.settings import TOOLKIT_SAMPLER, SamplerSettings
@@ -164,10 +164,9 @@ class FlipSketchPipeline(DiffusionPipeline):
         one_call = (self.one_call and len(clips) == 2 and supports_one_call(self.unet)
                     and (composition is None or hasattr(composition, "in_one_call")))
         if one_call:
-            layout = ClipLayout.of(clips)
-            with composition.in_one_call(step, layout, 0, 1, cond_rows) if composition \
+            with composition.in_one_call(step, joint.shape[2], cond_rows) if composition \
                     else nullcontext():
-                ref_out, out = predict_clips(self.unet, clips, t, layout)
+                ref_out, out = predict_clips(self.unet, clips, t)
             return ref_out[:, :, :1], out
         ref_out = None
         if reference is not None:
